@@ -40,9 +40,10 @@ pub fn load_similarity_matrix(path: &Path, key: Option<&str>, expected_n: usize)
                     names.sort();
                     invalid(format!("no tensor `{k}` (tensors: {})", names.join(", ")))
                 })?,
-                None if tensors.len() == 1 => tensors.into_values().next().ok_or_else(|| {
-                    invalid("the file holds no tensor".into())
-                })?,
+                None if tensors.len() == 1 => tensors
+                    .into_values()
+                    .next()
+                    .ok_or_else(|| invalid("the file holds no tensor".into()))?,
                 None => {
                     let mut names: Vec<_> = tensors.keys().cloned().collect();
                     names.sort();
@@ -60,7 +61,7 @@ pub fn load_similarity_matrix(path: &Path, key: Option<&str>, expected_n: usize)
             )))
         }
     };
-    validate_similarity_matrix(&matrix, expected_n).map_err(|reason| invalid(reason))
+    validate_similarity_matrix(&matrix, expected_n).map_err(invalid)
 }
 
 /// Checks shape, finiteness, range and symmetry; returns the matrix as f32 or the reason it was
@@ -71,7 +72,9 @@ pub fn validate_similarity_matrix(
 ) -> std::result::Result<Tensor, String> {
     let dims = matrix.dims().to_vec();
     if dims.len() != 2 || dims[0] != dims[1] {
-        return Err(format!("expected a square [N, N] matrix, got shape {dims:?}"));
+        return Err(format!(
+            "expected a square [N, N] matrix, got shape {dims:?}"
+        ));
     }
     let n = dims[0];
     if n != expected_n {

@@ -87,8 +87,16 @@ fn channel_broadcast(mean: &Tensor, rank: usize) -> Result<Tensor> {
 /// Row-wise cosine of two `[k, D]` matrices with PyTorch's semantics: each row is divided by
 /// `max(‖row‖, eps)` before the dot product.
 pub fn rowwise_cosine(a: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    let na = a.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(eps, f64::INFINITY)?;
-    let nb = b.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(eps, f64::INFINITY)?;
+    let na = a
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(eps, f64::INFINITY)?;
+    let nb = b
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(eps, f64::INFINITY)?;
     let an = a.broadcast_div(&na)?;
     let bn = b.broadcast_div(&nb)?;
     Ok((an * bn)?.sum(D::Minus1)?)

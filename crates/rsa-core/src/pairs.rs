@@ -12,7 +12,7 @@
 //! | `positive` | `s > Th`, then `|s| < Th` |
 //! | `negative` | `s < −Th`, then `|s| < Th` |
 //! | `high_positive` | `s > Th` |
-//! | `double` | `|s| < Th2`, then `s > Th`, then `s < −Th` |
+//! | `double` | `|s| < Th2`, then `|s| > Th` |
 //!
 //! Two representations are offered, both computed from row strips of `S` so that the dense
 //! matrix is never needed:
@@ -96,7 +96,7 @@ impl PairRange {
             Self::Positive => &[Above, Within],
             Self::Negative => &[Below, Within],
             Self::HighPositive => &[Above],
-            Self::Double => &[WithinSecond, Above, Below],
+            Self::Double => &[WithinSecond, Outside],
         }
     }
 }
@@ -125,6 +125,7 @@ enum Group {
     Below,
     Within,
     WithinSecond,
+    Outside,
 }
 
 /// Thresholds resolved for fast classification of one similarity value.
@@ -158,6 +159,7 @@ impl Classifier {
             Group::Below => s < -self.th,
             Group::Within => s.abs() < self.th,
             Group::WithinSecond => s.abs() < self.th2,
+            Group::Outside => s.abs() > self.th,
         }
     }
 
@@ -465,7 +467,10 @@ impl PairSelection {
         let (i, j) = linear_to_pair(self.source.len(), t);
         let graded = matches!(
             self.rule.second_threshold(),
-            Some(SecondThreshold { mode: DoubleThresholdMode::Graded, .. })
+            Some(SecondThreshold {
+                mode: DoubleThresholdMode::Graded,
+                ..
+            })
         );
         // Group membership fixes the boosted target exactly; only raw (or graded) values need
         // the similarity itself.
@@ -473,6 +478,8 @@ impl PairSelection {
             (Group::Above, true) => self.rule.value(),
             (Group::Below, true) => -self.rule.value(),
             (Group::WithinSecond, true) => 0.0,
+            (Group::Outside, true) if self.source.pair(i, j) > 0.0 => self.rule.value(),
+            (Group::Outside, true) => -self.rule.value(),
             (Group::Within, true) if !graded => 0.0,
             _ => self.rule.target(self.source.pair(i, j)),
         };

@@ -144,8 +144,10 @@ impl ThresholdedTargets {
         }
     }
 
-    /// Applies the rule to a dense `[N, N]` similarity matrix, with an identity diagonal as the
-    /// reference's `boosting` (the diagonal is never used: pairs have `i < j`).
+    /// Applies the rule to a dense `[N, N]` similarity matrix as the reference's `boosting`,
+    /// which starts from the identity and overwrites the entries beyond the threshold: a
+    /// diagonal entry is therefore `v` (as `s_ii = 1 > Th`), or 1 when `Th = 1`. The diagonal
+    /// is never used for training (pairs have `i < j`).
     pub fn apply_matrix(&self, s: &Tensor) -> Result<Tensor> {
         let (n, m) = s.dims2()?;
         if n != m {
@@ -155,7 +157,12 @@ impl ThresholdedTargets {
         }
         let mut values: Vec<f32> = s.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         for (k, v) in values.iter_mut().enumerate() {
-            *v = if k / n == k % n { 1.0 } else { self.target(*v) };
+            let target = self.target(*v);
+            *v = if k / n == k % n && self.boosting && target == 0.0 {
+                1.0
+            } else {
+                target
+            };
         }
         Ok(Tensor::from_vec(values, (n, n), s.device())?)
     }
