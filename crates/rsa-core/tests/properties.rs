@@ -1,6 +1,8 @@
 //! Properties that must hold on any input: symmetry and range of `S`, agreement of the
 //! blockwise and dense selection paths, sampler semantics, and clear errors.
 
+// Index loops read best for the (i, j) matrix checks below.
+#![allow(clippy::needless_range_loop)]
 use std::collections::HashSet;
 use std::sync::Arc;
 
