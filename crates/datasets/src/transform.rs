@@ -51,18 +51,16 @@ pub fn rgb_interleaved_to_chw(hwc: &[u8], rgb: bool) -> Vec<u8> {
     }
 }
 
-/// Index into a line of `n` pixels padded by reflection (numpy `reflect`, torchvision
-/// `padding_mode="reflect"`: the edge pixel is not repeated), for a padded coordinate `p - pad`.
+/// Source index of padded coordinate `k` (relative to the first real pixel) in a line of `n`
+/// pixels padded by reflection (numpy `reflect`, torchvision `padding_mode="reflect"`: the
+/// edge pixel is not repeated). Pads wider than the line keep reflecting, as numpy does.
 fn reflect(k: isize, n: usize) -> usize {
-    let n = n as isize;
-    let r = if k < 0 {
-        -k
-    } else if k >= n {
-        2 * (n - 1) - k
-    } else {
-        k
-    };
-    r as usize
+    if n <= 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let m = k.rem_euclid(period);
+    (if m >= n as isize { period - m } else { m }) as usize
 }
 
 /// One draw of the CIFAR training augmentation for one image.
