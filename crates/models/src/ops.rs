@@ -1,0 +1,136 @@
+//! The only places where the model calls its heavy kernels.
+//!
+//! Every convolution of the network goes through [`conv2d`] and every batch normalisation
+//! through [`batch_norm`], so faster kernels can replace these two functions without touching
+//! the layers.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{Error, Result};
+
+/// 2-D convolution without bias, NCHW input, `[out, in, kh, kw]` kernel, no dilation or groups.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    Ok(x.conv2d(weight, padding, stride, 1, 1)?)
+}
+
+/// What batch normalisation normalises with.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchNormStats<'a> {
+    /// Training mode: the statistics of the batch itself (biased variance); they are returned
+    /// so the caller can update its running statistics.
+    Batch,
+    /// Evaluation mode: the given running statistics, shape `[C]`.
+    Running {
+        /// Running mean `[C]`.
+        mean: &'a Tensor,
+        /// Running variance `[C]`.
+        var: &'a Tensor,
+    },
+}
+
+/// Per-channel statistics of a training-mode batch, detached from the graph.
+#[derive(Debug, Clone)]
+pub struct BatchMoments {
+    /// Mean over (N, H, W), shape `[C]`.
+    pub mean: Tensor,
+    /// Unbiased variance over (N, H, W), shape `[C]` (the one PyTorch puts in `running_var`).
+    pub var_unbiased: Tensor,
+}
+
+/// PyTorch `F.batch_norm` on NCHW input: `y = x·α + β` with `α = γ·invstd`, `invstd = 1 / sqrt(var + eps)` and
+/// `β = bias − mean·α`, per channel (the order of PyTorch's CPU kernel).
+///
+/// With [`BatchNormStats::Batch`] the mean and biased variance of `x` over (N, H, W) are used
+/// (and differentiated through) and the detached moments are returned.
+pub fn batch_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+) -> Result<(Tensor, Option<BatchMoments>)> {
+    let (n, c, h, w) = x.dims4()?;
+    let (mean, invstd, moments) = match stats {
+        BatchNormStats::Batch => {
+            let count = n * h * w;
+            if count < 2 {
+                return Err(Error::Input(format!(
+                    "batch norm in training mode needs more than one value per channel, got input {:?}",
+                    x.dims()
+                )));
+            }
+            // As PyTorch's CPU kernel: sums accumulated in float64, the mean rounded to the
+            // input dtype, the variance summed from (x − mean)², invstd computed in float64.
+            // [C, N*H*W] so both reductions run over the last, contiguous dimension.
+            let flat = x.transpose(0, 1)?.reshape((c, count))?;
+            let mean = flat
+                .to_dtype(DType::F64)?
+                .mean_keepdim(D::Minus1)?
+                .to_dtype(x.dtype())?;
+            let var_sum = flat
+                .broadcast_sub(&mean)?
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_keepdim(D::Minus1)?;
+            let invstd = ((&var_sum / count as f64)? + eps)?
+                .sqrt()?
+                .recip()?
+                .to_dtype(x.dtype())?;
+            let var_unbiased = (var_sum.detach() / (count - 1) as f64)?.to_dtype(x.dtype())?;
+            let moments = BatchMoments {
+                mean: mean.detach().flatten_all()?,
+                var_unbiased: var_unbiased.flatten_all()?,
+            };
+            (mean.flatten_all()?, invstd.flatten_all()?, Some(moments))
+        }
+        BatchNormStats::Running { mean, var } => {
+            let invstd = (var.to_dtype(DType::F64)? + eps)?
+                .sqrt()?
+                .recip()?
+                .to_dtype(x.dtype())?;
+            (mean.clone(), invstd, None)
+        }
+    };
+    let alpha = (weight * invstd)?;
+    let beta = (bias - (&mean * &alpha)?)?;
+    let y = x
+        .broadcast_mul(&alpha.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    Ok((y, moments))
+}
+
+/// ReLU with PyTorch's gradient: `max(x, 0)`, derivative 1 where `x > 0` and 0 elsewhere
+/// (candle's own `relu` passes the gradient through at exactly 0).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    let mask = x.gt(0f64)?.to_dtype(x.dtype())?;
+    Ok(x.mul(&mask)?)
+}
+
+/// `F.avg_pool2d(x, k)` with PyTorch's floor mode: trailing rows/columns that do not fill a
+/// window are dropped before pooling (so the backward pass leaves them at zero).
+pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (hk, wk) = ((h / k) * k, (w / k) * k);
+    let x = if hk != h || wk != w {
+        x.narrow(2, 0, hk)?.narrow(3, 0, wk)?
+    } else {
+        x.clone()
+    };
+    Ok(x.avg_pool2d(k)?)
+}
+
+/// `F.linear`: `x · Wᵀ + b` for `x: [N, in]`, `W: [out, in]`, `b: [out]`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?)
+}
+
+/// Checks that a tensor is float32, the only dtype the model computes in.
+pub(crate) fn ensure_f32(x: &Tensor, what: &str) -> Result<()> {
+    if x.dtype() != DType::F32 {
+        return Err(Error::Input(format!(
+            "{what} must be float32, got {:?}",
+            x.dtype()
+        )));
+    }
+    Ok(())
+}

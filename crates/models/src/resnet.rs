@@ -1,0 +1,434 @@
+//! The reference ResNet (`models.py`: `ResBlock`, `ResNetCore`, `ResNet`).
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::config::{BlockKind, ModelConfig, POOL_SIZE};
+use crate::error::{Error, Result};
+use crate::layers::{BatchNorm2d, Conv2d, Init, Linear, StateMut};
+use crate::ops;
+
+/// Decay of the similarity head's running means (`ResNet.beta`).
+pub const SIMILARITY_BETA: f64 = 0.9;
+
+/// Number of layers compared by the pair forward: the stem and the four sections.
+pub const NUM_LAYERS: usize = 5;
+
+/// A conv → BN pair (the `nn.Sequential(conv, bn)` pieces of the reference).
+#[derive(Debug, Clone)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        init: &mut Init,
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        dev: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(init, in_c, out_c, k, stride, padding, dev)?,
+            bn: BatchNorm2d::new(out_c, dev)?,
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        self.bn.forward_eval(&self.conv.forward(x)?)
+    }
+
+    /// `conv_idx` / `bn_idx`: positions inside the reference's `nn.Sequential`.
+    fn state<'a>(
+        &'a mut self,
+        prefix: &str,
+        conv_idx: usize,
+        bn_idx: usize,
+        out: &mut Vec<(String, StateMut<'a>)>,
+    ) {
+        self.conv.state(&format!("{prefix}.{conv_idx}"), out);
+        self.bn.state(&format!("{prefix}.{bn_idx}"), out);
+    }
+}
+
+/// `ResBlock`: `layer0` = conv (stride s) → BN; `layer1` = ReLU → conv 3×3 → BN;
+/// `layer2` (bottleneck only) = ReLU → conv 1×1 → BN; then `relu(out + shortcut(x))`.
+#[derive(Debug, Clone)]
+struct ResBlock {
+    layer0: ConvBn,
+    layer1: ConvBn,
+    layer2: Option<ConvBn>,
+    shortcut: Option<ConvBn>,
+}
+
+impl ResBlock {
+    fn new(
+        init: &mut Init,
+        in_c: usize,
+        width: usize,
+        stride: usize,
+        kind: BlockKind,
+        dev: &Device,
+    ) -> Result<Self> {
+        let out_c = kind.expansion() * width;
+        let (k0, p0) = match kind {
+            BlockKind::Basic => (3, 1),
+            BlockKind::Bottleneck => (1, 0),
+        };
+        let layer0 = ConvBn::new(init, in_c, width, k0, stride, p0, dev)?;
+        let layer1 = ConvBn::new(init, width, width, 3, 1, 1, dev)?;
+        let layer2 = match kind {
+            BlockKind::Basic => None,
+            BlockKind::Bottleneck => Some(ConvBn::new(init, width, out_c, 1, 1, 0, dev)?),
+        };
+        let shortcut = if stride == 1 && in_c == out_c {
+            None
+        } else {
+            Some(ConvBn::new(init, in_c, out_c, 1, stride, 0, dev)?)
+        };
+        Ok(Self {
+            layer0,
+            layer1,
+            layer2,
+            shortcut,
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let out = self.layer0.forward(x, train)?;
+        let mut out = self.layer1.forward(&ops::relu(&out)?, train)?;
+        if let Some(layer2) = &mut self.layer2 {
+            out = layer2.forward(&ops::relu(&out)?, train)?;
+        }
+        let skip = match &mut self.shortcut {
+            Some(s) => s.forward(x, train)?,
+            None => x.clone(),
+        };
+        ops::relu(&(out + skip)?)
+    }
+
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let out = self.layer0.forward_eval(x)?;
+        let mut out = self.layer1.forward_eval(&ops::relu(&out)?)?;
+        if let Some(layer2) = &self.layer2 {
+            out = layer2.forward_eval(&ops::relu(&out)?)?;
+        }
+        let skip = match &self.shortcut {
+            Some(s) => s.forward_eval(x)?,
+            None => x.clone(),
+        };
+        ops::relu(&(out + skip)?)
+    }
+
+    fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {
+        self.layer0.state(&format!("{prefix}.layer0"), 0, 1, out);
+        self.layer1.state(&format!("{prefix}.layer1"), 1, 2, out);
+        if let Some(layer2) = &mut self.layer2 {
+            layer2.state(&format!("{prefix}.layer2"), 1, 2, out);
+        }
+        if let Some(shortcut) = &mut self.shortcut {
+            shortcut.state(&format!("{prefix}.shortcut"), 0, 1, out);
+        }
+    }
+}
+
+/// `ResNetCore`: the stem (section 0: conv 7×7 stride 1 pad 3 → BN → ReLU, no max-pool) and
+/// four sections of residual blocks.
+#[derive(Debug, Clone)]
+struct Core {
+    stem: ConvBn,
+    sections: Vec<Vec<ResBlock>>,
+}
+
+impl Core {
+    fn new(init: &mut Init, config: &ModelConfig, dev: &Device) -> Result<Self> {
+        let kind = config.arch.block_kind();
+        let base = config.base_channels;
+        let stem = ConvBn::new(init, config.in_shape[0], base, 7, 1, 3, dev)?;
+        let mut in_c = base;
+        let mut sections = Vec::with_capacity(4);
+        for (i, &blocks) in config.arch.block_nums().iter().enumerate() {
+            let width = base << i;
+            let first_stride = if i == 0 { 1 } else { 2 };
+            let mut section = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                let stride = if b == 0 { first_stride } else { 1 };
+                section.push(ResBlock::new(init, in_c, width, stride, kind, dev)?);
+                in_c = kind.expansion() * width;
+            }
+            sections.push(section);
+        }
+        Ok(Self { stem, sections })
+    }
+
+    /// The five features (stem and sections 1-4, all post-ReLU).
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let mut features = Vec::with_capacity(NUM_LAYERS);
+        let mut h = ops::relu(&self.stem.forward(x, train)?)?;
+        features.push(h.clone());
+        for section in &mut self.sections {
+            for block in section.iter_mut() {
+                h = block.forward(&h, train)?;
+            }
+            features.push(h.clone());
+        }
+        Ok(features)
+    }
+
+    fn forward_eval(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut features = Vec::with_capacity(NUM_LAYERS);
+        let mut h = ops::relu(&self.stem.forward_eval(x)?)?;
+        features.push(h.clone());
+        for section in &self.sections {
+            for block in section {
+                h = block.forward_eval(&h)?;
+            }
+            features.push(h.clone());
+        }
+        Ok(features)
+    }
+
+    fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {
+        self.stem.state(&format!("{prefix}.sections.0"), 0, 1, out);
+        for (s, section) in self.sections.iter_mut().enumerate() {
+            for (b, block) in section.iter_mut().enumerate() {
+                block.state(&format!("{prefix}.sections.{}.{b}", s + 1), out);
+            }
+        }
+    }
+}
+
+/// The reference `ResNet`: classification forward, pair-similarity forward, and the
+/// similarity head's parameters (`layer_weight`, `running_mean.{i}`).
+///
+/// The mode is explicit: [`ResNet::set_training`] switches between PyTorch's `train()` (BN
+/// batch statistics, running statistics updated) and `eval()`. [`ResNet::forward_eval`] is
+/// always eval mode and never changes the model.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    config: ModelConfig,
+    device: Device,
+    core: Core,
+    linear: Linear,
+    layer_weight: Var,
+    running_means: Vec<Tensor>,
+    training: bool,
+}
+
+/// Outputs of a pair forward.
+#[derive(Debug, Clone)]
+pub struct PairOutput {
+    /// Combined similarity per pair, `[k]`.
+    pub scores: Tensor,
+    /// Centred cosine per layer, `[L]` tensors of shape `[k]` (stem, sections 1-4).
+    pub layer_scores: Vec<Tensor>,
+}
+
+impl ResNet {
+    /// A freshly initialised model (PyTorch's default initialisation, drawn from a ChaCha8
+    /// stream seeded with `seed`), in training mode.
+    ///
+    /// Unlike the reference constructor, no dummy forward pass touches the BN running
+    /// statistics: they start at mean 0, variance 1, counter 0.
+    pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(config, Init::seeded(seed), device)
+    }
+
+    pub(crate) fn build(config: &ModelConfig, mut init: Init, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let core = Core::new(&mut init, config, device)?;
+        let linear = Linear::new(
+            &mut init,
+            config.linear_in_features(),
+            config.num_classes,
+            device,
+        )?;
+        let layer_weight = Var::zeros(NUM_LAYERS, DType::F32, device)?;
+        let running_means = config
+            .feature_channels()
+            .iter()
+            .map(|&c| Tensor::zeros(c, DType::F32, device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            core,
+            linear,
+            layer_weight,
+            running_means,
+            training: true,
+        })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// PyTorch's `model.train()` (`true`) / `model.eval()` (`false`).
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Whether the model is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Logits `[N, classes]` of a batch `[N, C, H, W]` at model scale, in the current mode
+    /// (training mode updates the BN running statistics).
+    pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_images(x, "images")?;
+        let train = self.training;
+        let features = self.core.forward(x, train)?;
+        self.head(&features)
+    }
+
+    /// Logits in eval mode whatever the current mode, without changing anything: the
+    /// classifier used for evaluation and attacks.
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_images(x, "images")?;
+        let features = self.core.forward_eval(x)?;
+        self.head(&features)
+    }
+
+    /// Pair-similarity scores `[k]` of two batches `[k, C, H, W]` (the reference's
+    /// `model(a, b)`): see [`ResNet::forward_pair_detailed`].
+    pub fn forward_pair(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_pair_detailed(a, b)?.scores)
+    }
+
+    /// The pair forward with its per-layer cosines. The core runs on `a` and on `b`
+    /// separately (in training mode each pass uses its own batch statistics and updates the
+    /// BN running statistics); then, for each layer, `running_mean ← β·running_mean +
+    /// (1−β)·mean(features of a and b)` (also in eval mode, as the reference) and the
+    /// features centred with the updated mean are compared by cosine; the layer cosines are
+    /// combined with `softmax(layer_weight)`.
+    pub fn forward_pair_detailed(&mut self, a: &Tensor, b: &Tensor) -> Result<PairOutput> {
+        self.check_images(a, "pair batch a")?;
+        self.check_images(b, "pair batch b")?;
+        if a.dims() != b.dims() {
+            return Err(Error::Input(format!(
+                "pair batches differ in shape: {:?} vs {:?}",
+                a.dims(),
+                b.dims()
+            )));
+        }
+        let train = self.training;
+        let fa = self.core.forward(a, train)?;
+        let fb = self.core.forward(b, train)?;
+        let mut layer_scores = Vec::with_capacity(NUM_LAYERS);
+        for (l, (xa, xb)) in fa.iter().zip(&fb).enumerate() {
+            let mean = rsa_core::model_side::update_running_mean(
+                &self.running_means[l],
+                xa,
+                xb,
+                SIMILARITY_BETA,
+            )?;
+            layer_scores.push(rsa_core::model_side::centered_cosine(xa, xb, &mean)?);
+            self.running_means[l] = mean;
+        }
+        let scores = rsa_core::model_side::combine_layer_scores(
+            &layer_scores,
+            self.layer_weight.as_tensor(),
+        )?;
+        Ok(PairOutput {
+            scores,
+            layer_scores,
+        })
+    }
+
+    fn head(&self, features: &[Tensor]) -> Result<Tensor> {
+        let last = features
+            .last()
+            .ok_or_else(|| Error::Input("the core returned no features".into()))?;
+        let pooled = ops::avg_pool2d(last, POOL_SIZE)?;
+        self.linear.forward(&pooled.flatten_from(1)?)
+    }
+
+    fn check_images(&self, x: &Tensor, what: &str) -> Result<()> {
+        ops::ensure_f32(x, what)?;
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1..] != self.config.in_shape[..] || dims[0] == 0 {
+            return Err(Error::Input(format!(
+                "{what} must have shape [N>0, {}, {}, {}], got {dims:?}",
+                self.config.in_shape[0], self.config.in_shape[1], self.config.in_shape[2]
+            )));
+        }
+        Ok(())
+    }
+
+    /// `layer_weight` `[5]` (softmaxed to weight the layer cosines).
+    pub fn layer_weight(&self) -> &Var {
+        &self.layer_weight
+    }
+
+    /// The similarity head's running means `running_mean.{0..4}`.
+    pub fn similarity_running_means(&self) -> &[Tensor] {
+        &self.running_means
+    }
+
+    /// Every state-dict entry under its PyTorch name, in the reference's registration order
+    /// (`layer_weight`, `core.*`, `linear.*`, `running_mean.*`), with mutable access to the
+    /// buffers.
+    pub(crate) fn state_mut(&mut self) -> Vec<(String, StateMut<'_>)> {
+        let mut out = Vec::new();
+        out.push((
+            "layer_weight".to_string(),
+            StateMut::Param(&self.layer_weight),
+        ));
+        self.core.state("core", &mut out);
+        self.linear.state("linear", &mut out);
+        for (i, m) in self.running_means.iter_mut().enumerate() {
+            out.push((format!("running_mean.{i}"), StateMut::Buffer(m)));
+        }
+        out
+    }
+
+    /// The trainable parameters with their PyTorch names (what `model.parameters()` yields
+    /// with `requires_grad`; the similarity running means are not among them). The `Var`s
+    /// share storage with the model: updating them updates the model.
+    pub fn named_parameters(&self) -> Vec<(String, Var)> {
+        // Cloning shares every parameter's storage, so the Vars listed from the clone are the
+        // model's own; the clone only lends the `&mut` access the state listing needs.
+        let mut view = self.clone();
+        view.state_mut()
+            .into_iter()
+            .filter_map(|(name, entry)| match entry {
+                StateMut::Param(v) => Some((name, v.clone())),
+                StateMut::Buffer(_) | StateMut::Counter(_) => None,
+            })
+            .collect()
+    }
+
+    /// The complete state dict (parameters and buffers, `num_batches_tracked` as int64
+    /// scalars) under the reference's key names: a detached deep copy, unaffected by later
+    /// training (use it to keep a best-so-far state).
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut view = self.clone();
+        let device = self.device.clone();
+        view.state_mut()
+            .into_iter()
+            .map(|(name, entry)| {
+                let t = match entry {
+                    StateMut::Param(v) => v.as_detached_tensor().copy()?,
+                    StateMut::Buffer(t) => t.detach(),
+                    StateMut::Counter(c) => Tensor::new(*c, &device)?,
+                };
+                Ok((name, t))
+            })
+            .collect()
+    }
+}
