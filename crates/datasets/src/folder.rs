@@ -89,16 +89,15 @@ fn archive_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Collects the images of `split` from an archive whose entries end in
-/// `<split>/<class>/<file>` (any leading folders are allowed). Also returns the class folders
-/// seen (including empty ones, from directory entries).
-fn collect_archive(
-    archive: &Path,
-    split: &str,
-) -> Result<(Vec<(String, String, RawImage)>, BTreeSet<String>)> {
+/// Images of one split collected from an archive: (class, file name, image) and the class
+/// folders seen (including empty ones, from directory entries).
+type ArchiveSplit = (Vec<(String, String, RawImage)>, BTreeSet<String>);
+
+/// Collects the images of each of `splits` from an archive whose entries end in
+/// `<split>/<class>/<file>` (any leading folders are allowed), in one pass over the archive.
+fn collect_archive(archive: &Path, splits: &[&str]) -> Result<Vec<ArchiveSplit>> {
     let mut tar = tar::Archive::new(open_archive(archive)?);
-    let mut images = Vec::new();
-    let mut classes = BTreeSet::new();
+    let mut out: Vec<ArchiveSplit> = splits.iter().map(|_| Default::default()).collect();
     for entry in tar.entries().map_err(|e| archive_error(archive, e))? {
         let mut entry = entry.map_err(|e| archive_error(archive, e))?;
         let entry_path = entry
@@ -109,31 +108,31 @@ fn collect_archive(
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
-        let is_dir = entry.header().entry_type().is_dir();
-        if is_dir {
-            if parts.len() >= 2 && parts[parts.len() - 2] == split {
-                classes.insert(parts[parts.len() - 1].clone());
+        let k = parts.len();
+        if entry.header().entry_type().is_dir() {
+            if let Some(s) = (k >= 2).then(|| splits.iter().position(|s| *s == parts[k - 2])).flatten() {
+                out[s].1.insert(parts[k - 1].clone());
             }
             continue;
         }
-        if parts.len() < 3 || parts[parts.len() - 3] != split || !is_image_name(&parts[parts.len() - 1]) {
+        if k < 3 || !is_image_name(&parts[k - 1]) {
             continue;
         }
-        let class = parts[parts.len() - 2].clone();
-        let file = parts[parts.len() - 1].clone();
+        let Some(s) = splits.iter().position(|s| *s == parts[k - 3]) else {
+            continue;
+        };
+        let class = parts[k - 2].clone();
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| archive_error(archive, e))?;
-        classes.insert(class.clone());
+        out[s].1.insert(class.clone());
         let path = PathBuf::from(format!("{}:{}", archive.display(), entry_path.display()));
-        images.push((
-            class.clone(),
-            file,
-            RawImage { path, class, bytes },
-        ));
+        out[s]
+            .0
+            .push((class.clone(), parts[k - 1].clone(), RawImage { path, class, bytes }));
     }
-    Ok((images, classes))
+    Ok(out)
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
@@ -217,53 +216,76 @@ fn class_order(
     }
 }
 
-/// Reads the raw files of `split` from `source` (a directory or an archive), sorted by class
-/// order then file name, with the class names (index = label).
+/// Reads the raw files of each of `splits` from `source` (a directory or an archive, read in
+/// one pass), sorted by class order then file name, with the class names (index = label).
+pub fn read_raw_splits(
+    source: &Path,
+    splits: &[&str],
+    classes: Option<&[&str]>,
+    limit: Option<usize>,
+) -> Result<Vec<(Vec<RawImage>, Vec<String>)>> {
+    if !is_archive(source) {
+        return splits
+            .iter()
+            .map(|split| {
+                let (files, class_names) = list_dir(source, split, classes, limit)?;
+                let raws = files
+                    .into_iter()
+                    .map(|(class, path)| {
+                        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                        Ok(RawImage { path, class, bytes })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((raws, class_names))
+            })
+            .collect();
+    }
+    let collected = collect_archive(source, splits)?;
+    splits
+        .iter()
+        .zip(collected)
+        .map(|(split, (mut images, found))| {
+            let where_ = PathBuf::from(format!("{}:{split}", source.display()));
+            if found.is_empty() {
+                return Err(Error::format(
+                    &where_,
+                    format!("archive holds no {split}/<class>/ folder"),
+                ));
+            }
+            let class_names = class_order(&where_, found, classes)?;
+            let rank: BTreeMap<&str, usize> = class_names
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i))
+                .collect();
+            if let Some(empty) = class_names
+                .iter()
+                .find(|c| !images.iter().any(|(ic, _, _)| ic == *c))
+            {
+                return Err(Error::EmptyClass {
+                    path: where_.join(empty),
+                });
+            }
+            images.sort_by(|a, b| (rank[a.0.as_str()], &a.1).cmp(&(rank[b.0.as_str()], &b.1)));
+            let take = limit.unwrap_or(images.len());
+            Ok((
+                images.into_iter().take(take).map(|(_, _, r)| r).collect(),
+                class_names,
+            ))
+        })
+        .collect()
+}
+
+/// [`read_raw_splits`] for one split.
 pub fn read_raw(
     source: &Path,
     split: &str,
     classes: Option<&[&str]>,
     limit: Option<usize>,
 ) -> Result<(Vec<RawImage>, Vec<String>)> {
-    if is_archive(source) {
-        let (mut images, found) = collect_archive(source, split)?;
-        let where_ = PathBuf::from(format!("{}:{split}", source.display()));
-        if found.is_empty() {
-            return Err(Error::format(
-                &where_,
-                format!("archive holds no {split}/<class>/ folder"),
-            ));
-        }
-        let class_names = class_order(&where_, found, classes)?;
-        let rank: BTreeMap<&str, usize> = class_names
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i))
-            .collect();
-        for c in &class_names {
-            if !images.iter().any(|(ic, _, _)| ic == c) {
-                return Err(Error::EmptyClass {
-                    path: where_.join(c),
-                });
-            }
-        }
-        images.sort_by(|a, b| (rank[a.0.as_str()], &a.1).cmp(&(rank[b.0.as_str()], &b.1)));
-        let take = limit.unwrap_or(images.len());
-        Ok((
-            images.into_iter().take(take).map(|(_, _, r)| r).collect(),
-            class_names,
-        ))
-    } else {
-        let (files, class_names) = list_dir(source, split, classes, limit)?;
-        let raws = files
-            .into_iter()
-            .map(|(class, path)| {
-                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                Ok(RawImage { path, class, bytes })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((raws, class_names))
-    }
+    read_raw_splits(source, &[split], classes, limit)?
+        .pop()
+        .ok_or_else(|| Error::Invalid(format!("no {split} split read")))
 }
 
 /// Decodes one file to `(width, height, CHW bytes)` in the requested mode.
@@ -291,7 +313,8 @@ pub fn decode_one(raw: &RawImage, mode: Decode) -> Result<(u32, u32, Vec<u8>)> {
 }
 
 /// Decodes files in parallel into one [`ImageSet`]; `labels[i]` is the label of `raws[i]`.
-/// In [`Decode::Fixed`] mode every image must have the size of the first.
+/// In [`Decode::Fixed`] mode every image must have the size of the first. Pixels are written
+/// straight into the set's buffer (no per-image copies kept).
 pub fn decode_all(
     dataset: DatasetName,
     raws: &[RawImage],
@@ -299,28 +322,33 @@ pub fn decode_all(
     num_classes: usize,
     mode: Decode,
 ) -> Result<ImageSet> {
-    let decoded: Vec<(u32, u32, Vec<u8>)> = raws
-        .par_iter()
-        .map(|r| decode_one(r, mode))
-        .collect::<Result<_>>()?;
-    let (w0, h0) = decoded.first().map(|d| (d.0, d.1)).unwrap_or((0, 0));
+    let Some(first) = raws.first() else {
+        return Err(Error::Invalid(format!("{dataset}: no images to decode")));
+    };
+    let (w0, h0, _) = decode_one(first, mode)?;
     let channels = match mode {
         Decode::Fixed { rgb: true } => 3,
         _ => 1,
     };
-    let mut images = Vec::with_capacity(decoded.len() * channels * (w0 * h0) as usize);
-    for (raw, (w, h, px)) in raws.iter().zip(decoded) {
-        if (w, h) != (w0, h0) {
-            return Err(Error::ImageSize {
-                path: raw.path.clone(),
-                found_w: w,
-                found_h: h,
-                expected_w: w0,
-                expected_h: h0,
-            });
-        }
-        images.extend(px);
-    }
+    let len = channels * (w0 * h0) as usize;
+    let mut images = vec![0u8; raws.len() * len];
+    images
+        .par_chunks_mut(len)
+        .zip(raws.par_iter())
+        .try_for_each(|(dst, raw)| {
+            let (w, h, px) = decode_one(raw, mode)?;
+            if (w, h) != (w0, h0) {
+                return Err(Error::ImageSize {
+                    path: raw.path.clone(),
+                    found_w: w,
+                    found_h: h,
+                    expected_w: w0,
+                    expected_h: h0,
+                });
+            }
+            dst.copy_from_slice(&px);
+            Ok(())
+        })?;
     Ok(ImageSet {
         dataset,
         images,
@@ -344,14 +372,32 @@ pub fn load_image_folder(
     mode: Decode,
     limit: Option<usize>,
 ) -> Result<ImageSet> {
-    let (raws, class_names) = read_raw(source, split, classes, limit)?;
-    let rank: BTreeMap<&str, u32> = class_names
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i as u32))
-        .collect();
-    let labels = raws.iter().map(|r| rank[r.class.as_str()]).collect();
-    decode_all(dataset, &raws, labels, class_names.len(), mode)
+    load_image_folders(dataset, source, &[split], classes, mode, limit)?
+        .pop()
+        .ok_or_else(|| Error::Invalid(format!("no {split} split read")))
+}
+
+/// [`load_image_folder`] for several splits, reading an archive only once.
+pub fn load_image_folders(
+    dataset: DatasetName,
+    source: &Path,
+    splits: &[&str],
+    classes: Option<&[&str]>,
+    mode: Decode,
+    limit: Option<usize>,
+) -> Result<Vec<ImageSet>> {
+    read_raw_splits(source, splits, classes, limit)?
+        .into_iter()
+        .map(|(raws, class_names)| {
+            let rank: BTreeMap<&str, u32> = class_names
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i as u32))
+                .collect();
+            let labels = raws.iter().map(|r| rank[r.class.as_str()]).collect();
+            decode_all(dataset, &raws, labels, class_names.len(), mode)
+        })
+        .collect()
 }
 
 /// The Tiny-ImageNet class ids: `wnids.txt`, sorted (the order of torchvision's

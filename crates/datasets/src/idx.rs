@@ -48,7 +48,15 @@ pub fn dir_has_dataset(dir: &Path) -> bool {
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(bytes.len() * 5);
+        // The gzip trailer holds the uncompressed size mod 2^32: use it as the capacity when
+        // plausible, so the 47 MB of MNIST are allocated once.
+        let trailer = bytes
+            .len()
+            .checked_sub(4)
+            .map(|at| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize)
+            .filter(|&n| n <= bytes.len().saturating_mul(1032))
+            .unwrap_or(bytes.len() * 4);
+        let mut out = Vec::with_capacity(trailer);
         flate2::read::MultiGzDecoder::new(bytes.as_slice())
             .read_to_end(&mut out)
             .map_err(|e| match e.kind() {
@@ -106,20 +114,22 @@ fn check_payload(bytes: &[u8], header: usize, expected: usize, path: &Path) -> R
     }
 }
 
-/// Parses an IDX image file: returns `(n, rows, cols, pixels)`.
-pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    check_magic(bytes, IMAGES_MAGIC, "IDX images: ubyte, 3 dimensions", path)?;
-    let n = be_u32(bytes, 4, path)? as usize;
-    let rows = be_u32(bytes, 8, path)? as usize;
-    let cols = be_u32(bytes, 12, path)? as usize;
+/// Parses an IDX image file: returns `(n, rows, cols, pixels)`, the pixels reusing the file's
+/// buffer (no copy).
+pub fn parse_images(mut bytes: Vec<u8>, path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
+    check_magic(&bytes, IMAGES_MAGIC, "IDX images: ubyte, 3 dimensions", path)?;
+    let n = be_u32(&bytes, 4, path)? as usize;
+    let rows = be_u32(&bytes, 8, path)? as usize;
+    let cols = be_u32(&bytes, 12, path)? as usize;
     if rows == 0 || cols == 0 {
         return Err(Error::format(path, format!("bad image size {rows}x{cols}")));
     }
     let expected = n
         .checked_mul(rows * cols)
         .ok_or_else(|| Error::format(path, format!("absurd dimensions {n}x{rows}x{cols}")))?;
-    check_payload(bytes, 16, expected, path)?;
-    Ok((n, rows, cols, bytes[16..].to_vec()))
+    check_payload(&bytes, 16, expected, path)?;
+    bytes.drain(..16);
+    Ok((n, rows, cols, bytes))
 }
 
 /// Parses an IDX label file and checks every label is `< num_classes`.
@@ -153,7 +163,7 @@ pub fn read_pair(
     num_classes: usize,
 ) -> Result<ImageSet> {
     let (n, height, width, images) =
-        parse_images(&read_maybe_gz(images_path)?, images_path)?;
+        parse_images(read_maybe_gz(images_path)?, images_path)?;
     let labels = parse_labels(&read_maybe_gz(labels_path)?, num_classes, labels_path)?;
     if labels.len() != n {
         return Err(Error::CountMismatch {

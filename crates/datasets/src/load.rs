@@ -204,8 +204,23 @@ pub fn load_split_limited(
     }
 }
 
-/// Loads the training and the test split.
+/// Loads the training and the test split (an archive is read once for both).
 pub fn load_train_test(name: DatasetName, opts: &LoadOptions) -> Result<(ImageSet, ImageSet)> {
+    if let Source::Folder(src) = locate(name, opts)? {
+        let rgb = opts.rgb;
+        let classes = (name == DatasetName::Cifar10Jpeg).then_some(&CIFAR10_CLASSES[..]);
+        let mut sets = folder::load_image_folders(
+            name,
+            &src,
+            &["train", "test"],
+            classes,
+            Decode::Fixed { rgb },
+            None,
+        )?;
+        if let (Some(test), Some(train)) = (sets.pop(), sets.pop()) {
+            return Ok((train, test));
+        }
+    }
     Ok((
         load_split(name, Split::Train, opts)?,
         load_split(name, Split::Test, opts)?,

@@ -35,7 +35,7 @@ fn idx_wrong_magic() {
     bytes[3] = 1; // labels magic in an image file
     let p = dir.path().join("img");
     std::fs::write(&p, bytes).unwrap();
-    let e = idx::parse_images(&std::fs::read(&p).unwrap(), &p).unwrap_err();
+    let e = idx::parse_images(std::fs::read(&p).unwrap(), &p).unwrap_err();
     assert!(matches!(e, Error::BadMagic { found: 0x801, expected: 0x803, .. }), "{e}");
     assert!(err_text(&e).contains("img") && err_text(&e).contains("magic"));
 }
