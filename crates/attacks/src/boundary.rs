@@ -1,0 +1,391 @@
+//! foolbox 3.3.4 `BoundaryAttack` (Brendel et al. 2018), spec §2, batched across images.
+//!
+//! Per image and step: one Gaussian direction `η` (drawn independently per image: foolbox shares
+//! it across a batch, the reference attacks one image at a time, so independent draws are the
+//! faithful batched port, bug B19), an orthogonal step on the sphere of radius `r = ‖x0 − x‖`
+//! around the original (`‖c_sph − x0‖ = r`), then a source step of length `μ·r` towards the
+//! original (`‖c − x0‖ = (1 − μ)·r` when no clipping occurs). The candidate is accepted iff it
+//! is adversarial and closer. Every `update_stats_every_k` steps the spherical candidate is
+//! also queried and the success queues (100 spherical / 30 step) drive the step-size
+//! adaptation. With the paper's `steps = 50` the queues can never fill, so `σ = μ = 0.01`
+//! throughout and every accepted step shrinks the distance by exactly 1 % (spec §2.6).
+//!
+//! The attack runs in unit space `[0,1]^D`; see [`crate::classifier`] (`Oracle`) for why this
+//! is exact in distribution.
+
+use crate::blended::{BlendedUniformNoiseInit, Prepared};
+use crate::classifier::{l2_dist, norm, Classifier, DEFAULT_MAX_BATCH};
+use crate::error::{invalid, AttackError, Result};
+use candle_core::Tensor;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Boundary Attack configuration (defaults = foolbox 3.3.4, except `steps` in [`Self::paper`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoundaryAttack {
+    /// Maximum number of steps (foolbox default 25000; the paper protocol uses 50).
+    pub steps: usize,
+    /// Initial spherical (orthogonal) step σ, relative to the distance.
+    pub spherical_step: f32,
+    /// Initial source step μ, relative to the distance.
+    pub source_step: f32,
+    /// An image stops once μ falls below this.
+    pub source_step_convergence: f32,
+    /// Multiplicative step adaptation factor.
+    pub step_adaptation: f32,
+    /// Statistics are recorded and steps adapted every k-th step.
+    pub update_stats_every_k: usize,
+    /// Length of the spherical-success queue.
+    pub spherical_queue: usize,
+    /// Length of the step-success queue.
+    pub step_queue: usize,
+    /// Initialisation attack.
+    pub init: BlendedUniformNoiseInit,
+    /// Maximum images per model query.
+    pub max_batch: usize,
+}
+
+impl Default for BoundaryAttack {
+    fn default() -> Self {
+        Self {
+            steps: 25_000,
+            spherical_step: 1e-2,
+            source_step: 1e-2,
+            source_step_convergence: 1e-7,
+            step_adaptation: 1.5,
+            update_stats_every_k: 10,
+            spherical_queue: 100,
+            step_queue: 30,
+            init: BlendedUniformNoiseInit::default(),
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Result of the Boundary Attack for one image (unit space).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoundaryOutcome {
+    /// The initialisation found an adversarial point and the final point is adversarial.
+    /// A failed image is reported, never silently dropped (the reference drops it, bug B4).
+    pub success: bool,
+    /// Final point (unit space); for a failed image, the initialisation's (non-adversarial)
+    /// point.
+    pub adversarial: Vec<f32>,
+    /// `‖adv − x0‖₂` in unit space.
+    pub l2: f64,
+    /// `‖init − x0‖₂` in unit space.
+    pub init_l2: f64,
+    /// Blend factor found by the initialisation.
+    pub init_blend: f32,
+    /// Uniform noise draws of the initialisation.
+    pub init_noise_draws: usize,
+    /// Accepted proposals.
+    pub accepted_steps: usize,
+    /// Steps actually run for this image (fewer than `steps` after convergence).
+    pub steps_run: usize,
+    /// Model queries (initialisation included).
+    pub queries: usize,
+    /// Final spherical step σ.
+    pub spherical_step: f32,
+    /// Final source step μ.
+    pub source_step: f32,
+}
+
+/// A proposal pair of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// Candidate after the source step (what is accepted).
+    pub candidate: Vec<f32>,
+    /// Candidate on the sphere (only queried for the statistics).
+    pub spherical: Vec<f32>,
+}
+
+/// foolbox `draw_proposals` for one image in unit space (box `[0, 1]`), given the Gaussian
+/// draw `eta` (length D), the current adversarial `x`, σ and μ. Returns `None` if `x == x0`
+/// or the draw is degenerate.
+pub fn draw_proposal(x0: &[f32], x: &[f32], eta: &[f32], sigma: f32, mu: f32) -> Option<Proposal> {
+    let d: Vec<f32> = x0.iter().zip(x).map(|(&a, &b)| a - b).collect();
+    let r = norm(&d) as f32;
+    if !(r > 0.0) || eta.len() != d.len() {
+        return None;
+    }
+    let u: Vec<f32> = d.iter().map(|&v| v / r).collect();
+    let dot = u.iter().zip(eta).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+    let mut e: Vec<f32> = eta.iter().zip(&u).map(|(&z, &ui)| z - dot * ui).collect();
+    let en = norm(&e) as f32;
+    if !(en > 0.0) {
+        return None;
+    }
+    let f = sigma * r / en;
+    e.iter_mut().for_each(|v| *v *= f);
+    let dist = (sigma * sigma + 1.0).sqrt();
+    let spherical: Vec<f32> = x0
+        .iter()
+        .zip(e.iter().zip(&d))
+        .map(|(&o, (&ev, &dv))| (o + (ev - dv) / dist).clamp(0.0, 1.0))
+        .collect();
+    let nd: Vec<f32> = x0.iter().zip(&spherical).map(|(&o, &s)| o - s).collect();
+    let nn = norm(&nd) as f32;
+    if !(nn > 0.0) {
+        return None;
+    }
+    let len = (mu * r + nn - r).max(0.0) / nn;
+    let candidate = spherical
+        .iter()
+        .zip(&nd)
+        .map(|(&s, &v)| (s + len * v).clamp(0.0, 1.0))
+        .collect();
+    Some(Proposal {
+        candidate,
+        spherical,
+    })
+}
+
+/// Circular success queue (foolbox `ArrayQueue` for one sample).
+#[derive(Debug, Clone)]
+struct StatsQueue {
+    buf: Vec<bool>,
+    pos: usize,
+    filled: usize,
+}
+
+impl StatsQueue {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: vec![false; cap],
+            pos: 0,
+            filled: 0,
+        }
+    }
+    fn push(&mut self, v: bool) {
+        let cap = self.buf.len();
+        self.buf[self.pos] = v;
+        self.pos = (self.pos + 1) % cap;
+        self.filled = (self.filled + 1).min(cap);
+    }
+    fn full(&self) -> bool {
+        self.filled == self.buf.len()
+    }
+    fn mean(&self) -> f32 {
+        self.buf.iter().filter(|&&b| b).count() as f32 / self.buf.len() as f32
+    }
+    fn clear(&mut self) {
+        self.filled = 0;
+    }
+}
+
+struct State {
+    x0: Vec<f32>,
+    x: Vec<f32>,
+    rng: ChaCha8Rng,
+    sigma: f32,
+    mu: f32,
+    qs: StatsQueue,
+    qc: StatsQueue,
+    r: f64,
+    accepted: usize,
+    steps_run: usize,
+    queries: usize,
+    live: bool,
+    eta: Vec<f32>,
+    prop: Option<Proposal>,
+}
+
+impl BoundaryAttack {
+    /// The paper protocol's attack: foolbox defaults with `steps = 50` (bug B1: step-size
+    /// adaptation can never trigger).
+    pub fn paper() -> Self {
+        Self {
+            steps: 50,
+            ..Self::default()
+        }
+    }
+
+    /// A converged variant with `steps` (e.g. 5 000–25 000) so the adaptation is active.
+    pub fn converged(steps: usize) -> Self {
+        Self {
+            steps,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let pos = |v: f32| v.is_finite() && v > 0.0;
+        if !(pos(self.spherical_step) && pos(self.source_step) && self.source_step_convergence >= 0.0)
+            || !(self.step_adaptation.is_finite() && self.step_adaptation >= 1.0)
+            || self.update_stats_every_k == 0
+            || self.spherical_queue == 0
+            || self.step_queue == 0
+        {
+            return Err(invalid(format!("invalid Boundary Attack configuration {self:?}")));
+        }
+        Ok(())
+    }
+
+    /// Attack `images` (`[N, C, H, W]`, model scale, inside `model.input_bounds()`) whose
+    /// labels are `labels` (the paper uses the model's own clean predictions). Image `i` uses
+    /// random stream `i` of `seed`.
+    pub fn run<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        seed: u64,
+    ) -> Result<Vec<BoundaryOutcome>> {
+        let ids: Vec<u64> = (0..labels.len() as u64).collect();
+        self.run_with_ids(model, images, labels, &ids, seed)
+    }
+
+    /// As [`Self::run`], but image `i` uses random stream `ids[i]` (e.g. its dataset index),
+    /// so that results do not depend on how a caller splits the images into batches.
+    pub fn run_with_ids<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        ids: &[u64],
+        seed: u64,
+    ) -> Result<Vec<BoundaryOutcome>> {
+        self.validate()?;
+        let prep = Prepared::new(model, images, labels, self.max_batch)?;
+        if ids.len() != prep.x0.n {
+            return Err(AttackError::Shape(format!("{} ids for {} images", ids.len(), prep.x0.n)));
+        }
+        let oracle = &prep.oracle;
+        let mut rngs = prep.streams(seed, ids);
+        let x0: Vec<&[f32]> = (0..prep.x0.n).map(|i| prep.x0.row(i)).collect();
+        let inits = self.init.run_unit(oracle, &x0, labels, &mut rngs)?;
+        let d = oracle.dim();
+        let mut states: Vec<State> = inits
+            .iter()
+            .zip(rngs)
+            .enumerate()
+            .map(|(i, (init, rng))| State {
+                x0: x0[i].to_vec(),
+                x: init.point.clone(),
+                rng,
+                sigma: self.spherical_step,
+                mu: self.source_step,
+                qs: StatsQueue::new(self.spherical_queue),
+                qc: StatsQueue::new(self.step_queue),
+                r: 0.0,
+                accepted: 0,
+                steps_run: 0,
+                queries: init.queries,
+                live: init.success,
+                eta: vec![0.0; d],
+                prop: None,
+            })
+            .collect();
+        for step in 1..=self.steps {
+            let check = step % self.update_stats_every_k == 0;
+            let conv = self.source_step_convergence;
+            states.par_iter_mut().for_each(|s| {
+                if s.live && s.mu < conv {
+                    s.live = false;
+                }
+                s.prop = None;
+                if !s.live {
+                    return;
+                }
+                let State { rng, eta, .. } = s;
+                for v in eta.iter_mut() {
+                    *v = rng.sample(StandardNormal);
+                }
+                s.r = l2_dist(&s.x0, &s.x);
+                s.prop = draw_proposal(&s.x0, &s.x, &s.eta, s.sigma, s.mu);
+                if s.prop.is_none() {
+                    // x == x0 (the original is already adversarial): nothing left to do.
+                    s.live = false;
+                }
+            });
+            let active: Vec<usize> = (0..states.len()).filter(|&i| states[i].prop.is_some()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let mut rows: Vec<&[f32]> = Vec::with_capacity(active.len() * 2);
+            let mut labs: Vec<u32> = Vec::with_capacity(active.len() * 2);
+            for &i in &active {
+                if let Some(p) = &states[i].prop {
+                    rows.push(&p.candidate);
+                    labs.push(labels[i]);
+                    if check {
+                        rows.push(&p.spherical);
+                        labs.push(labels[i]);
+                    }
+                }
+            }
+            let adv = oracle.is_adv(&rows, &labs)?;
+            let per = if check { 2 } else { 1 };
+            for (j, &i) in active.iter().enumerate() {
+                let adv_c = adv[j * per];
+                let s = &mut states[i];
+                s.steps_run += 1;
+                s.queries += per;
+                let Some(p) = s.prop.take() else { continue };
+                if check {
+                    s.qs.push(adv[j * per + 1]);
+                    s.qc.push(adv_c);
+                }
+                let closer = l2_dist(&s.x0, &p.candidate) < s.r;
+                if adv_c && closer {
+                    s.x = p.candidate;
+                    s.accepted += 1;
+                }
+                if check {
+                    self.adapt(s);
+                }
+            }
+        }
+        // Final check (foolbox's `success = is_adversarial(xp)`).
+        let rows: Vec<&[f32]> = states.iter().map(|s| s.x.as_slice()).collect();
+        let fin = oracle.is_adv(&rows, labels)?;
+        Ok(states
+            .into_iter()
+            .zip(inits)
+            .zip(fin)
+            .map(|((s, init), ok)| BoundaryOutcome {
+                success: init.success && ok,
+                l2: l2_dist(&s.x0, &s.x),
+                init_l2: l2_dist(&s.x0, &init.point),
+                init_blend: init.blend,
+                init_noise_draws: init.noise_draws,
+                accepted_steps: s.accepted,
+                steps_run: s.steps_run,
+                queries: s.queries + 1,
+                spherical_step: s.sigma,
+                source_step: s.mu,
+                adversarial: s.x,
+            })
+            .collect())
+    }
+
+    fn adapt(&self, s: &mut State) {
+        let a = self.step_adaptation;
+        if s.qs.full() {
+            let p = s.qs.mean();
+            if p > 0.5 {
+                s.sigma *= a;
+                s.mu *= a;
+                s.qs.clear();
+            } else if p < 0.2 {
+                s.sigma /= a;
+                s.mu /= a;
+                s.qs.clear();
+            }
+        }
+        if s.qc.full() {
+            let q = s.qc.mean();
+            if q > 0.25 {
+                s.mu *= a;
+                s.qc.clear();
+            } else if q < 0.1 {
+                s.mu /= a;
+                s.qc.clear();
+            }
+        }
+    }
+}

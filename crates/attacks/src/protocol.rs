@@ -1,0 +1,267 @@
+//! The paper's Boundary-Attack evaluation protocol (spec §1.5) and a generic decision-based
+//! protocol shared with HopSkipJump.
+//!
+//! N test images (random without replacement from a seed, or explicit indices such as the
+//! official seed-0 draw), labels = the model's own clean predictions (bug B2, copied), R
+//! repeats differing only in the attack's randomness, per image the mean squared per-element
+//! difference in unit scale, per repeat the numpy median over the **successful** images, and
+//! the mean of the per-repeat medians. Failed images are counted and reported per repeat
+//! (the reference silently drops them, B4); a repeat where every image fails has median NaN
+//! (the reference crashes, B5).
+
+use crate::boundary::BoundaryAttack;
+use crate::classifier::{check_images, checked_bounds, median, predict_batched, Classifier};
+use crate::error::{invalid, AttackError, Result};
+use crate::hsj::HopSkipJump;
+use crate::noise::Task;
+use crate::rng::derive_seed;
+use candle_core::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which channels enter the per-image distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DistanceChannels {
+    /// All channels (the fix; identical to the reference for grayscale).
+    #[default]
+    All,
+    /// Channel 0 only, normalised by `H·W` (reproduces the reference's bug B3).
+    FirstOnly,
+}
+
+/// Mean squared per-element difference `‖adv − x0‖² / n` of two unit-space images of shape
+/// `dims = (C, H, W)`, over all channels or channel 0 only.
+pub fn mse_distance(x0: &[f32], adv: &[f32], dims: (usize, usize, usize), channels: DistanceChannels) -> f64 {
+    let (_, h, w) = dims;
+    let n = match channels {
+        DistanceChannels::All => x0.len().min(adv.len()),
+        DistanceChannels::FirstOnly => (h * w).min(x0.len()).min(adv.len()),
+    };
+    if n == 0 {
+        return f64::NAN;
+    }
+    let s: f64 = x0[..n]
+        .iter()
+        .zip(&adv[..n])
+        .map(|(&a, &b)| {
+            let d = (b - a) as f64;
+            d * d
+        })
+        .sum();
+    s / n as f64
+}
+
+/// Which decision-based attack a protocol runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum DecisionAttack {
+    /// foolbox Boundary Attack.
+    Boundary(BoundaryAttack),
+    /// foolbox HopSkipJump.
+    HopSkipJump(HopSkipJump),
+}
+
+/// Configuration of a median-distance evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionProtocol {
+    /// The attack.
+    pub attack: DecisionAttack,
+    /// Number of random test images (ignored when `indices` is given).
+    pub n_images: usize,
+    /// Number of repeats.
+    pub repeats: usize,
+    /// Seed for the image draw and the attack streams.
+    pub seed: u64,
+    /// Explicit test-set indices (e.g. [`official_boundary_indices`]).
+    pub indices: Option<Vec<usize>>,
+    /// Distance channels.
+    pub channels: DistanceChannels,
+}
+
+impl DecisionProtocol {
+    /// The paper protocol: Boundary Attack with 50 steps, 1000 images, 5 repeats, all channels.
+    pub fn paper(seed: u64) -> Self {
+        Self {
+            attack: DecisionAttack::Boundary(BoundaryAttack::paper()),
+            n_images: 1000,
+            repeats: 5,
+            seed,
+            indices: None,
+            channels: DistanceChannels::All,
+        }
+    }
+
+    /// Indices of the images to attack in a test set of `n_test` images.
+    pub fn select_indices(&self, n_test: usize) -> Result<Vec<usize>> {
+        match &self.indices {
+            Some(ix) => {
+                if let Some(&bad) = ix.iter().find(|&&i| i >= n_test) {
+                    return Err(invalid(format!("index {bad} outside the test set of {n_test}")));
+                }
+                Ok(ix.clone())
+            }
+            None => {
+                if self.n_images > n_test {
+                    return Err(invalid(format!(
+                        "cannot draw {} images from {n_test}",
+                        self.n_images
+                    )));
+                }
+                let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, 0x1DC5));
+                Ok(rand::seq::index::sample(&mut rng, n_test, self.n_images).into_vec())
+            }
+        }
+    }
+
+    /// Run the protocol on the whole (preprocessed, model-scale) test set `test_images`
+    /// `[N, C, H, W]`; unit scale uses `model.input_bounds()` (global test-set extrema).
+    pub fn run<C: Classifier + ?Sized>(&self, model: &C, test_images: &Tensor) -> Result<DecisionReport> {
+        let start = std::time::Instant::now();
+        let (n_test, c, h, w) = check_images(test_images)?;
+        checked_bounds(model)?;
+        if self.repeats == 0 {
+            return Err(invalid("repeats must be >= 1"));
+        }
+        let idx = self.select_indices(n_test)?;
+        if idx.is_empty() {
+            return Err(AttackError::EmptyBatch);
+        }
+        let ix_t = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<u32>>(),
+            idx.len(),
+            test_images.device(),
+        )?;
+        let images = test_images.index_select(&ix_t, 0)?;
+        let max_batch = match &self.attack {
+            DecisionAttack::Boundary(a) => a.max_batch,
+            DecisionAttack::HopSkipJump(a) => a.max_batch,
+        };
+        let labels = predict_batched(model, &images, max_batch)?;
+        let (lo, hi) = checked_bounds(model)?;
+        let x0 = crate::classifier::to_unit(&images, lo, hi)?;
+        let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+        let mut repeats = Vec::with_capacity(self.repeats);
+        for r in 0..self.repeats {
+            let t0 = std::time::Instant::now();
+            let seed = derive_seed(self.seed, 0xA77A_0000 + r as u64);
+            let (succ, advs, queries): (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) = match &self.attack {
+                DecisionAttack::Boundary(a) => {
+                    let o = a.run_with_ids(model, &images, &labels, &ids, seed)?;
+                    multiunzip(o.into_iter().map(|o| (o.success, o.adversarial, o.queries)))
+                }
+                DecisionAttack::HopSkipJump(a) => {
+                    let o = a.run_with_ids(model, &images, &labels, &ids, seed)?;
+                    multiunzip(o.into_iter().map(|o| (o.success, o.adversarial, o.queries)))
+                }
+            };
+            let distances: Vec<Option<f64>> = succ
+                .iter()
+                .zip(&advs)
+                .enumerate()
+                .map(|(i, (&s, a))| s.then(|| mse_distance(x0.row(i), a, (c, h, w), self.channels)))
+                .collect();
+            let ok: Vec<f64> = distances.iter().flatten().copied().collect();
+            let n = distances.len();
+            repeats.push(RepeatReport {
+                median: median(&ok),
+                successes: ok.len(),
+                failures: n - ok.len(),
+                mean_queries: queries.iter().sum::<usize>() as f64 / n as f64,
+                distances,
+                wall_seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        let medians: Vec<f64> = repeats.iter().map(|r| r.median).collect();
+        let mean = medians.iter().sum::<f64>() / medians.len() as f64;
+        let total: usize = repeats.iter().map(|r| r.successes + r.failures).sum();
+        let succ: usize = repeats.iter().map(|r| r.successes).sum();
+        Ok(DecisionReport {
+            attack: self.attack,
+            channels: self.channels,
+            indices: idx,
+            labels,
+            medians,
+            mean_of_medians: mean,
+            success_rate: succ as f64 / total as f64,
+            repeats,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn multiunzip<I: Iterator<Item = (bool, Vec<f32>, usize)>>(it: I) -> (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) {
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, y, z) in it {
+        a.push(x);
+        b.push(y);
+        c.push(z);
+    }
+    (a, b, c)
+}
+
+/// One repeat of a decision-based protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepeatReport {
+    /// Median over successful images of the per-image MSE (NaN, serialised as null, if none).
+    pub median: f64,
+    /// Successful images.
+    pub successes: usize,
+    /// Failed images (no adversarial initialisation found).
+    pub failures: usize,
+    /// Per image (in `indices` order): MSE in unit scale, `None` for a failure.
+    pub distances: Vec<Option<f64>>,
+    /// Mean model queries per image.
+    pub mean_queries: f64,
+    /// Wall-clock seconds of this repeat.
+    pub wall_seconds: f64,
+}
+
+/// Result of a decision-based protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionReport {
+    /// The attack and its configuration.
+    pub attack: DecisionAttack,
+    /// Distance channels used.
+    pub channels: DistanceChannels,
+    /// Test-set indices attacked, in order.
+    pub indices: Vec<usize>,
+    /// The labels attacked (the model's clean predictions).
+    pub labels: Vec<u32>,
+    /// Per-repeat medians.
+    pub medians: Vec<f64>,
+    /// Mean of the per-repeat medians (the paper's number).
+    pub mean_of_medians: f64,
+    /// Successful (image, repeat) pairs over all pairs.
+    pub success_rate: f64,
+    /// Per-repeat details.
+    pub repeats: Vec<RepeatReport>,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+}
+
+/// Read `<dataset>.boundary_attack_test_idxs_in_draw_order` from
+/// `official_seed0_indices.json` (`../shared/specs/official_seed0_indices.json`): the 1000 test
+/// images the official code attacks with seed 0 for `task`.
+pub fn official_boundary_indices(path: impl AsRef<Path>, task: Task) -> Result<Vec<usize>> {
+    let text = std::fs::read_to_string(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let key = match task {
+        Task::Mnist => "MNIST",
+        Task::FashionMnist => "FashionMNIST",
+        Task::Cifar10 => "CIFAR10",
+        Task::Cifar100 => "CIFAR100",
+    };
+    let arr = v
+        .get(key)
+        .and_then(|d| d.get("boundary_attack_test_idxs_in_draw_order"))
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| invalid(format!("no `{key}.boundary_attack_test_idxs_in_draw_order` in the file")))?;
+    arr.iter()
+        .map(|x| {
+            x.as_u64()
+                .map(|u| u as usize)
+                .ok_or_else(|| invalid(format!("non-integer index {x}")))
+        })
+        .collect()
+}
