@@ -1,0 +1,272 @@
+//! The four architectures: shapes, state-dict structure, parameter counts, initialisation and
+//! configuration files.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use pixreg_models::{ops, Arch, Error, ModelConfig, ResNet, CONFIG_FILE_NAME};
+
+fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+    // Deterministic, non-trivial inputs without a global RNG.
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let data: Vec<f32> = (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 1000.0) - 0.5)
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn param_count(model: &ResNet) -> usize {
+    model
+        .named_parameters()
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum()
+}
+
+#[test]
+fn parameter_counts_match_the_reference_models() {
+    // The reference models at base 64 on RGB 32×32 with 10 classes: the well-known CIFAR
+    // ResNet counts with a 7×7 instead of 3×3 stem (+7680), plus the 5 `layer_weight`s.
+    for (arch, expected) in [
+        (Arch::ResNet18, 11_181_647),
+        (Arch::ResNet34, 21_289_807),
+        (Arch::ResNet50, 23_528_527),
+        (Arch::ResNet101, 42_520_655),
+    ] {
+        let config = ModelConfig::new(arch, [3, 32, 32], 10, 64);
+        let model = ResNet::new(&config, 0, &Device::Cpu).unwrap();
+        assert_eq!(param_count(&model), expected, "{arch}");
+    }
+}
+
+#[test]
+fn resnet34_and_resnet50_shapes_and_keys() {
+    for (arch, in_shape, expansion, blocks) in [
+        (Arch::ResNet34, [3, 32, 32], 1, [3, 4, 6, 3]),
+        (Arch::ResNet50, [1, 28, 28], 4, [3, 4, 6, 3]),
+    ] {
+        let base = 4;
+        let config = ModelConfig::new(arch, in_shape, 7, base);
+        let mut model = ResNet::new(&config, 1, &Device::Cpu).unwrap();
+        let x = randn((3, in_shape[0], in_shape[1], in_shape[2]), 1);
+        let y = randn((3, in_shape[0], in_shape[1], in_shape[2]), 2);
+        assert_eq!(model.forward(&x).unwrap().dims(), &[3, 7]);
+        assert_eq!(model.forward_eval(&x).unwrap().dims(), &[3, 7]);
+        let pair = model.forward_pair_detailed(&x, &y).unwrap();
+        assert_eq!(pair.scores.dims(), &[3]);
+        assert_eq!(pair.layer_scores.len(), 5);
+        let channels: Vec<usize> = model
+            .similarity_running_means()
+            .iter()
+            .map(|m| m.dims()[0])
+            .collect();
+        let e = expansion;
+        assert_eq!(
+            channels,
+            vec![base, base * e, 2 * base * e, 4 * base * e, 8 * base * e]
+        );
+
+        let state: HashMap<String, Tensor> = model.state_dict().unwrap().into_iter().collect();
+        for (s, &n) in blocks.iter().enumerate() {
+            assert!(state.contains_key(&format!(
+                "core.sections.{}.{}.layer0.0.weight",
+                s + 1,
+                n - 1
+            )));
+            assert!(!state.contains_key(&format!("core.sections.{}.{n}.layer0.0.weight", s + 1)));
+        }
+        let last_conv = "core.sections.1.0.layer2.1.weight";
+        let first_shortcut = "core.sections.1.0.shortcut.0.weight";
+        if expansion == 4 {
+            // Bottleneck: 1×1 (strided) → 3×3 → 1×1 to 4w; the first block widens, so it has
+            // a projection shortcut even in section 1.
+            assert_eq!(
+                state["core.sections.1.0.layer0.0.weight"].dims(),
+                &[base, base, 1, 1]
+            );
+            assert_eq!(
+                state["core.sections.2.0.layer0.0.weight"].dims(),
+                &[2 * base, 4 * base, 1, 1]
+            );
+            assert_eq!(
+                state["core.sections.1.0.layer1.1.weight"].dims(),
+                &[base, base, 3, 3]
+            );
+            assert_eq!(state[last_conv].dims(), &[4 * base, base, 1, 1]);
+            assert_eq!(
+                state["core.sections.1.0.layer2.2.running_var"].dims(),
+                &[4 * base]
+            );
+            assert_eq!(state[first_shortcut].dims(), &[4 * base, base, 1, 1]);
+            assert!(!state.contains_key("core.sections.1.1.shortcut.0.weight"));
+        } else {
+            assert!(!state.contains_key(last_conv));
+            assert!(!state.contains_key(first_shortcut));
+            assert_eq!(
+                state["core.sections.2.0.shortcut.0.weight"].dims(),
+                &[2 * base, base, 1, 1]
+            );
+        }
+        assert_eq!(state["linear.weight"].dims(), &[7, 8 * base * e]);
+        assert_eq!(
+            state["core.sections.0.0.weight"].dims(),
+            &[base, in_shape[0], 7, 7]
+        );
+    }
+}
+
+#[test]
+fn bottleneck_model_trains_every_parameter() {
+    let config = ModelConfig::new(Arch::ResNet50, [1, 28, 28], 10, 2);
+    let mut model = ResNet::new(&config, 3, &Device::Cpu).unwrap();
+    let x = randn((2, 1, 28, 28), 3);
+    let y = randn((2, 1, 28, 28), 4);
+    let labels = Tensor::new(&[3i64, 5], &Device::Cpu).unwrap();
+    let logits = model.forward(&x).unwrap();
+    let ce = pixreg_models::cross_entropy(&logits, &labels).unwrap();
+    let scores = model.forward_pair(&x, &y).unwrap();
+    let loss = (ce + scores.sum_all().unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.named_parameters() {
+        assert!(
+            grads.get(var.as_tensor()).is_some(),
+            "no gradient for {name}"
+        );
+    }
+}
+
+#[test]
+fn larger_inputs_pool_to_more_positions() {
+    // 64×64 (Tiny ImageNet): the last feature map is 8×8, pooled to 2×2.
+    let config = ModelConfig::new(Arch::ResNet18, [3, 64, 64], 200, 2);
+    assert_eq!(config.linear_in_features(), 16 * 4);
+    let model = ResNet::new(&config, 0, &Device::Cpu).unwrap();
+    assert_eq!(
+        model
+            .forward_eval(&randn((1, 3, 64, 64), 5))
+            .unwrap()
+            .dims(),
+        &[1, 200]
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 2);
+    let mut model = ResNet::new(&config, 0, &Device::Cpu).unwrap();
+    let wrong_channels = randn((2, 3, 28, 28), 0);
+    assert!(matches!(
+        model.forward_eval(&wrong_channels),
+        Err(Error::Input(_))
+    ));
+    let f64_input = randn((2, 1, 28, 28), 0).to_dtype(DType::F64).unwrap();
+    assert!(matches!(model.forward(&f64_input), Err(Error::Input(_))));
+    let a = randn((2, 1, 28, 28), 0);
+    let b = randn((3, 1, 28, 28), 0);
+    assert!(matches!(model.forward_pair(&a, &b), Err(Error::Input(_))));
+    // One value per channel cannot be batch-normalised in training mode (as in PyTorch).
+    let one = Tensor::ones((1, 2, 1, 1), DType::F32, &Device::Cpu).unwrap();
+    let gamma = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+    let beta = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        ops::batch_norm(&one, &gamma, &beta, 1e-5, ops::BatchNormStats::Batch),
+        Err(Error::Input(_))
+    ));
+    // Small inputs are rejected when the configuration is checked.
+    let tiny = ModelConfig::new(Arch::ResNet18, [1, 24, 24], 10, 2);
+    assert!(matches!(
+        ResNet::new(&tiny, 0, &Device::Cpu),
+        Err(Error::Config(_))
+    ));
+}
+
+#[test]
+fn default_initialisation_is_pytorch_like_and_seeded() {
+    let config = ModelConfig::new(Arch::ResNet18, [3, 32, 32], 10, 16);
+    let a = ResNet::new(&config, 42, &Device::Cpu).unwrap();
+    let b = ResNet::new(&config, 42, &Device::Cpu).unwrap();
+    let c = ResNet::new(&config, 43, &Device::Cpu).unwrap();
+    let sa: HashMap<String, Tensor> = a.state_dict().unwrap().into_iter().collect();
+    let sb: HashMap<String, Tensor> = b.state_dict().unwrap().into_iter().collect();
+    let sc: HashMap<String, Tensor> = c.state_dict().unwrap().into_iter().collect();
+    let flat = |t: &Tensor| -> Vec<f32> {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for (name, t) in &sa {
+        assert_eq!(flat(t), flat(&sb[name]), "{name}: same seed, same values");
+        let v = flat(t);
+        let dims = t.dims();
+        if name.ends_with("num_batches_tracked") {
+            assert_eq!(t.dtype(), DType::I64);
+            assert_eq!(t.to_scalar::<i64>().unwrap(), 0);
+        } else if name == "layer_weight"
+            || name.starts_with("running_mean.")
+            || name.ends_with(".running_mean")
+        {
+            assert!(v.iter().all(|&x| x == 0.0), "{name}");
+        } else if name.ends_with(".running_var") {
+            assert!(v.iter().all(|&x| x == 1.0), "{name}");
+        } else if dims.len() == 1 && name.starts_with("core.") {
+            let expected = if name.ends_with(".weight") { 1.0 } else { 0.0 };
+            assert!(v.iter().all(|&x| x == expected), "{name}: BN γ=1, β=0");
+        } else {
+            // conv / linear: U(±1/√fan_in) with fan_in = in·kh·kw (the bias too for linear).
+            let fan_in = if name == "linear.bias" {
+                sa["linear.weight"].dims()[1]
+            } else {
+                dims[1..].iter().product()
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(v.iter().all(|&x| x.abs() <= bound), "{name}");
+            assert_ne!(v, flat(&sc[name]), "{name}: another seed, other values");
+            if v.len() >= 1000 {
+                let var = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
+                let expected = bound * bound / 3.0;
+                assert!(
+                    (var / expected - 1.0).abs() < 0.1,
+                    "{name}: variance {var} vs {expected}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn config_names_and_json() {
+    for arch in Arch::ALL {
+        assert_eq!(arch.to_string().parse::<Arch>().unwrap(), arch);
+    }
+    assert_eq!("ResNet50".parse::<Arch>().unwrap(), Arch::ResNet50);
+    assert!(matches!("resnet152".parse::<Arch>(), Err(Error::Config(_))));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONFIG_FILE_NAME);
+    let config = ModelConfig::new(Arch::ResNet50, [3, 32, 32], 100, 64);
+    config.save_json(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"arch\": \"resnet50\""), "{text}");
+    assert_eq!(ModelConfig::load_json(&path).unwrap(), config);
+
+    std::fs::write(
+        &path,
+        r#"{"arch":"resnet18","in_shape":[1,8,8],"num_classes":10,"base_channels":8}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        ModelConfig::load_json(&path),
+        Err(Error::Config(_))
+    ));
+    std::fs::write(&path, "{").unwrap();
+    assert!(matches!(
+        ModelConfig::load_json(&path),
+        Err(Error::Json { .. })
+    ));
+    assert!(ModelConfig::new(Arch::ResNet18, [1, 28, 28], 0, 8)
+        .validate()
+        .is_err());
+}
