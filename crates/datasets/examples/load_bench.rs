@@ -21,7 +21,12 @@ fn peak_rss_mib() -> Option<f64> {
 fn data_dir() -> PathBuf {
     std::env::var_os("PIXREG_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/datasets"
+            ))
+        })
 }
 
 fn bench(name: DatasetName, rgb: bool) -> Result<(), Box<dyn std::error::Error>> {
@@ -50,7 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return bench(name.parse()?, rgb == "rgb");
     }
     let exe = std::env::current_exe()?;
-    for (name, rgb) in [("mnist", "gray"), ("cifar10-jpeg", "gray"), ("cifar10-jpeg", "rgb")] {
+    for (name, rgb) in [
+        ("mnist", "gray"),
+        ("cifar10-jpeg", "gray"),
+        ("cifar10-jpeg", "rgb"),
+    ] {
         let status = Command::new(&exe).args([name, rgb]).status()?;
         if !status.success() {
             return Err(format!("{name} {rgb}: child failed with {status}").into());

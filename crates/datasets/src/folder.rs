@@ -4,6 +4,12 @@
 //! Order: classes in sorted folder-name order (or the given class list), files by name within
 //! a class. Files are read sequentially, then decoded in parallel (rayon); the result does not
 //! depend on the number of threads.
+//!
+//! JPEG decoding is the `image` crate's (zune-jpeg), not PIL's libjpeg-turbo. On the shipped
+//! CIFAR-10 JPEG copy (10,000 images checked against Pillow 13): grayscale values are identical
+//! for 98.7 % of pixels and never differ by more than 2/255; RGB values are identical for 80 %,
+//! at most 5/255 apart (mean 0.28/255; chroma upsampling differs). Tiny-ImageNet RGB: 80 %
+//! identical, at most 4/255. PNG decoding is exact.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -29,6 +35,12 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "ship",
     "truck",
 ];
+
+/// Class folder names; a label is an index into it.
+pub type ClassNames = Vec<String>;
+
+/// The raw files of one split and its class names.
+pub type RawSplit = (Vec<RawImage>, ClassNames);
 
 /// How decoded images become set pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +122,10 @@ fn collect_archive(archive: &Path, splits: &[&str]) -> Result<Vec<ArchiveSplit>>
             .collect();
         let k = parts.len();
         if entry.header().entry_type().is_dir() {
-            if let Some(s) = (k >= 2).then(|| splits.iter().position(|s| *s == parts[k - 2])).flatten() {
+            if let Some(s) = (k >= 2)
+                .then(|| splits.iter().position(|s| *s == parts[k - 2]))
+                .flatten()
+            {
                 out[s].1.insert(parts[k - 1].clone());
             }
             continue;
@@ -128,9 +143,11 @@ fn collect_archive(archive: &Path, splits: &[&str]) -> Result<Vec<ArchiveSplit>>
             .map_err(|e| archive_error(archive, e))?;
         out[s].1.insert(class.clone());
         let path = PathBuf::from(format!("{}:{}", archive.display(), entry_path.display()));
-        out[s]
-            .0
-            .push((class.clone(), parts[k - 1].clone(), RawImage { path, class, bytes }));
+        out[s].0.push((
+            class.clone(),
+            parts[k - 1].clone(),
+            RawImage { path, class, bytes },
+        ));
     }
     Ok(out)
 }
@@ -141,7 +158,11 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
         let is_dir = path.is_dir();
-        out.push((entry.file_name().to_string_lossy().into_owned(), path, is_dir));
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            path,
+            is_dir,
+        ));
     }
     out.sort();
     Ok(out)
@@ -154,7 +175,7 @@ fn list_dir(
     split: &str,
     classes: Option<&[&str]>,
     limit: Option<usize>,
-) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+) -> Result<(Vec<(String, PathBuf)>, ClassNames)> {
     let split_dir = root.join(split);
     let folders: Vec<String> = read_dir_sorted(&split_dir)?
         .into_iter()
@@ -223,7 +244,7 @@ pub fn read_raw_splits(
     splits: &[&str],
     classes: Option<&[&str]>,
     limit: Option<usize>,
-) -> Result<Vec<(Vec<RawImage>, Vec<String>)>> {
+) -> Result<Vec<RawSplit>> {
     if !is_archive(source) {
         return splits
             .iter()
@@ -282,7 +303,7 @@ pub fn read_raw(
     split: &str,
     classes: Option<&[&str]>,
     limit: Option<usize>,
-) -> Result<(Vec<RawImage>, Vec<String>)> {
+) -> Result<RawSplit> {
     read_raw_splits(source, &[split], classes, limit)?
         .pop()
         .ok_or_else(|| Error::Invalid(format!("no {split} split read")))
@@ -400,6 +421,23 @@ pub fn load_image_folders(
         .collect()
 }
 
+/// The label of each file: the index of its class in `classes` (sorted).
+pub fn labels_of(raws: &[RawImage], classes: &[String]) -> Result<Vec<u32>> {
+    raws.iter()
+        .map(|r| {
+            classes
+                .binary_search(&r.class)
+                .map(|i| i as u32)
+                .map_err(|_| {
+                    Error::format(
+                        &r.path,
+                        format!("class {:?} is not in the class list", r.class),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The Tiny-ImageNet class ids: `wnids.txt`, sorted (the order of torchvision's
 /// `ImageFolder` on `train/`, which gives the label indices).
 pub fn tiny_imagenet_classes(root: &Path) -> Result<Vec<String>> {
@@ -419,7 +457,7 @@ pub fn tiny_imagenet_classes(root: &Path) -> Result<Vec<String>> {
 
 /// Reads Tiny-ImageNet's `val` split (`val/val_annotations.txt` order, images in
 /// `val/images/`), at most `limit` images.
-pub fn tiny_imagenet_val_raw(root: &Path, limit: Option<usize>) -> Result<(Vec<RawImage>, Vec<String>)> {
+pub fn tiny_imagenet_val_raw(root: &Path, limit: Option<usize>) -> Result<RawSplit> {
     let classes = tiny_imagenet_classes(root)?;
     let ann = root.join("val").join("val_annotations.txt");
     let text = std::fs::read_to_string(&ann).map_err(|e| Error::io(&ann, e))?;
@@ -457,7 +495,7 @@ pub fn tiny_imagenet_val_raw(root: &Path, limit: Option<usize>) -> Result<(Vec<R
 }
 
 /// Reads Tiny-ImageNet's `train/<wnid>/images/*.JPEG` (class order, then file name).
-pub fn tiny_imagenet_train_raw(root: &Path, limit: Option<usize>) -> Result<(Vec<RawImage>, Vec<String>)> {
+pub fn tiny_imagenet_train_raw(root: &Path, limit: Option<usize>) -> Result<RawSplit> {
     let classes = tiny_imagenet_classes(root)?;
     let mut raws = Vec::new();
     for class in &classes {

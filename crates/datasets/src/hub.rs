@@ -92,10 +92,7 @@ impl HubDataset {
         let api = hf_hub::HFClientSync::new().map_err(|e| hub_err(e.to_string()))?;
         let (owner, name) = hf_hub::split_id(self.repo);
         let repo = api.dataset(owner, name);
-        let download = repo
-            .download_file()
-            .filename(file)
-            .revision(self.revision);
+        let download = repo.download_file().filename(file).revision(self.revision);
         match download.clone().local_files_only(true).send() {
             Err(hf_hub::HFError::LocalEntryNotFound { .. }) => download.send(),
             cached => cached,

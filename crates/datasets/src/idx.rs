@@ -53,7 +53,10 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         let trailer = bytes
             .len()
             .checked_sub(4)
-            .map(|at| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize)
+            .map(|at| {
+                u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                    as usize
+            })
             .filter(|&n| n <= bytes.len().saturating_mul(1032))
             .unwrap_or(bytes.len() * 4);
         let mut out = Vec::with_capacity(trailer);
@@ -117,7 +120,12 @@ fn check_payload(bytes: &[u8], header: usize, expected: usize, path: &Path) -> R
 /// Parses an IDX image file: returns `(n, rows, cols, pixels)`, the pixels reusing the file's
 /// buffer (no copy).
 pub fn parse_images(mut bytes: Vec<u8>, path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    check_magic(&bytes, IMAGES_MAGIC, "IDX images: ubyte, 3 dimensions", path)?;
+    check_magic(
+        &bytes,
+        IMAGES_MAGIC,
+        "IDX images: ubyte, 3 dimensions",
+        path,
+    )?;
     let n = be_u32(&bytes, 4, path)? as usize;
     let rows = be_u32(&bytes, 8, path)? as usize;
     let cols = be_u32(&bytes, 12, path)? as usize;
@@ -162,8 +170,7 @@ pub fn read_pair(
     labels_path: &Path,
     num_classes: usize,
 ) -> Result<ImageSet> {
-    let (n, height, width, images) =
-        parse_images(read_maybe_gz(images_path)?, images_path)?;
+    let (n, height, width, images) = parse_images(read_maybe_gz(images_path)?, images_path)?;
     let labels = parse_labels(&read_maybe_gz(labels_path)?, num_classes, labels_path)?;
     if labels.len() != n {
         return Err(Error::CountMismatch {

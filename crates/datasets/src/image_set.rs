@@ -95,7 +95,12 @@ impl ImageSet {
     pub fn label_tensor(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let labels = indices
             .iter()
-            .map(|&i| self.labels.get(i).copied().ok_or_else(|| self.out_of_range(i)))
+            .map(|&i| {
+                self.labels
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| self.out_of_range(i))
+            })
             .collect::<Result<Vec<u32>>>()?;
         Ok(Tensor::from_vec(labels, indices.len(), device)?)
     }

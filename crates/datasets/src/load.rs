@@ -165,17 +165,21 @@ pub fn load_split_limited(
         Source::Cifar100Bin(dir) => cifar::read_cifar100_split(&dir, split, rgb)?,
         Source::Folder(src) => {
             let classes = (name == DatasetName::Cifar10Jpeg).then_some(&CIFAR10_CLASSES[..]);
-            folder::load_image_folder(name, &src, split.as_str(), classes, Decode::Fixed { rgb }, limit)?
+            folder::load_image_folder(
+                name,
+                &src,
+                split.as_str(),
+                classes,
+                Decode::Fixed { rgb },
+                limit,
+            )?
         }
         Source::TinyImagenet(root) => {
             let (raws, classes) = match split {
                 Split::Train => folder::tiny_imagenet_train_raw(&root, limit)?,
                 Split::Test => folder::tiny_imagenet_val_raw(&root, limit)?,
             };
-            let labels = raws
-                .iter()
-                .map(|r| classes.binary_search(&r.class).unwrap_or(0) as u32)
-                .collect();
+            let labels = folder::labels_of(&raws, &classes)?;
             folder::decode_all(name, &raws, labels, classes.len(), Decode::Fixed { rgb })?
         }
         Source::Imagenet(root) => folder::load_image_folder(
@@ -187,9 +191,8 @@ pub fn load_split_limited(
             limit,
         )?,
         Source::Parquet { train, test } => {
-            let hub = HubDataset::of(name).ok_or_else(|| {
-                Error::Invalid(format!("{name} has no hub copy"))
-            })?;
+            let hub = HubDataset::of(name)
+                .ok_or_else(|| Error::Invalid(format!("{name} has no hub copy")))?;
             let path = match split {
                 Split::Train => train,
                 Split::Test => test,
@@ -238,16 +241,15 @@ pub fn load_photo_pool(name: DatasetName, n: usize, opts: &LoadOptions) -> Resul
             } else {
                 folder::tiny_imagenet_val_raw(&root, Some(n))?
             };
-            let labels = raws
-                .iter()
-                .map(|r| classes.binary_search(&r.class).unwrap_or(0) as u32)
-                .collect();
+            let labels = folder::labels_of(&raws, &classes)?;
             folder::decode_all(name, &raws, labels, classes.len(), Decode::Photo)
         }
         Source::Imagenet(root) => {
             folder::load_image_folder(name, &root, "train", None, Decode::Photo, Some(n))
         }
-        _ => Err(Error::Invalid(format!("{name} is not an ImageNet-like photo source"))),
+        _ => Err(Error::Invalid(format!(
+            "{name} is not an ImageNet-like photo source"
+        ))),
     }
 }
 

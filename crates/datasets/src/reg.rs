@@ -19,7 +19,8 @@ pub const DEFAULT_REG_IMAGES: usize = 5000;
 /// Built as the reference does: the first `n` training images of the source (ImageNet-like
 /// sources: the first `n` photos of the pool, as 36×64 grayscale), visited in a seeded random
 /// order, CIFAR-like ones augmented **once** (reflect-pad-4 crop + flip) and frozen; then
-/// grayscale unless `rgb` (photos are always grayscale). Labels are kept but unused.
+/// grayscale unless `opts.rgb` (photos and MNIST-like sets are always 1 channel). Labels are kept
+/// but unused.
 ///
 /// Randomness: one `ChaCha8Rng::seed_from_u64(seed)` stream draws the permutation of `0..n`
 /// first, then one [`CropFlip`] per image in the permuted order.

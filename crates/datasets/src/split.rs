@@ -17,7 +17,8 @@ pub enum ValidSplit {
     /// `⌊n·fraction⌋` indices drawn without replacement with `ChaCha8Rng::seed_from_u64(seed)`
     /// (portable; not the reference's Python `random` stream).
     Random { fraction: f64, seed: u64 },
-    /// The reference's exact seed-0 draw, read from `official_seed0_indices.json`
+    /// The reference's exact seed-0 draw (use it for seed-0 runs; other seeds have no published
+    /// draw), read from `official_seed0_indices.json`
     /// (`../shared/specs/` in this project): key `MNIST`, `FashionMNIST`, `CIFAR10` or
     /// `CIFAR100`, field `valid_idxs_in_draw_order`. For `cifar10-jpeg` the CIFAR-10 draw is
     /// used: same indices, other images (the JPEG copy's order is class-grouped).
@@ -71,7 +72,11 @@ fn complement(n: usize, valid: &[usize]) -> Vec<usize> {
 }
 
 /// Splits `0..n_train` of `dataset` into train and validation indices.
-pub fn split_train_valid(dataset: DatasetName, n_train: usize, how: &ValidSplit) -> Result<TrainValid> {
+pub fn split_train_valid(
+    dataset: DatasetName,
+    n_train: usize,
+    how: &ValidSplit,
+) -> Result<TrainValid> {
     let valid = match how {
         ValidSplit::None => Vec::new(),
         ValidSplit::Random { fraction, seed } => {
@@ -103,8 +108,8 @@ pub fn official_valid(dataset: DatasetName, n_train: usize, path: &Path) -> Resu
         Error::Invalid(format!("no official validation split exists for {dataset}"))
     })?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
     let entry = json
         .get(key)
         .ok_or_else(|| Error::format(path, format!("no {key:?} entry")))?;
@@ -115,7 +120,9 @@ pub fn official_valid(dataset: DatasetName, n_train: usize, path: &Path) -> Resu
     if size as usize != n_train {
         return Err(Error::format(
             path,
-            format!("{key}.train_size is {size} but the {dataset} training set has {n_train} images"),
+            format!(
+                "{key}.train_size is {size} but the {dataset} training set has {n_train} images"
+            ),
         ));
     }
     let list = entry

@@ -36,7 +36,17 @@ fn idx_wrong_magic() {
     let p = dir.path().join("img");
     std::fs::write(&p, bytes).unwrap();
     let e = idx::parse_images(std::fs::read(&p).unwrap(), &p).unwrap_err();
-    assert!(matches!(e, Error::BadMagic { found: 0x801, expected: 0x803, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::BadMagic {
+                found: 0x801,
+                expected: 0x803,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(err_text(&e).contains("img") && err_text(&e).contains("magic"));
 }
 
@@ -48,7 +58,10 @@ fn idx_truncated_raw_and_gz() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
     let e = idx::read_split(DatasetName::Mnist, dir.path(), Split::Train).unwrap_err();
-    assert!(matches!(e, Error::Truncated { ref path, .. } if path == &p), "{e}");
+    assert!(
+        matches!(e, Error::Truncated { ref path, .. } if path == &p),
+        "{e}"
+    );
     // Header itself cut.
     std::fs::write(&p, &bytes[..10]).unwrap();
     let e = idx::read_split(DatasetName::Mnist, dir.path(), Split::Train).unwrap_err();
@@ -58,7 +71,10 @@ fn idx_truncated_raw_and_gz() {
     let full = common::gzip(&common::idx_images(50, 28, 28, &vec![7; 50 * 784]));
     std::fs::write(&gz, &full[..full.len() / 2]).unwrap();
     let e = pixreg_datasets::idx::read_pair(DatasetName::Mnist, &gz, &gz, 10).unwrap_err();
-    assert!(matches!(e, Error::Truncated { ref path, .. } if path == &gz), "{e}");
+    assert!(
+        matches!(e, Error::Truncated { ref path, .. } if path == &gz),
+        "{e}"
+    );
     // Extra bytes are refused too.
     std::fs::write(&p, [bytes.as_slice(), &[1, 2]].concat()).unwrap();
     let e = idx::read_split(DatasetName::Mnist, dir.path(), Split::Train).unwrap_err();
@@ -73,14 +89,29 @@ fn idx_count_mismatch_and_label_range() {
     std::fs::write(&labels, common::idx_labels(&[1, 2, 3])).unwrap();
     let e = idx::read_split(DatasetName::Mnist, dir.path(), Split::Train).unwrap_err();
     assert!(
-        matches!(e, Error::CountMismatch { images: 4, labels: 3, .. }),
+        matches!(
+            e,
+            Error::CountMismatch {
+                images: 4,
+                labels: 3,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(err_text(&e).contains("train-labels-idx1-ubyte"));
     std::fs::write(&labels, common::idx_labels(&[1, 2, 10, 3])).unwrap();
     let e = idx::read_split(DatasetName::Mnist, dir.path(), Split::Train).unwrap_err();
     assert!(
-        matches!(e, Error::LabelOutOfRange { index: 2, label: 10, num_classes: 10, .. }),
+        matches!(
+            e,
+            Error::LabelOutOfRange {
+                index: 2,
+                label: 10,
+                num_classes: 10,
+                ..
+            }
+        ),
         "{e}"
     );
 }
@@ -100,7 +131,12 @@ fn missing_files_and_datasets() {
         assert!(matches!(e, Error::DatasetNotFound { .. }), "{e}");
         assert!(err_text(&e).contains(name.as_str()));
     }
-    let e = load_split(DatasetName::Cifar100, Split::Train, &LoadOptions::new(dir.path())).unwrap_err();
+    let e = load_split(
+        DatasetName::Cifar100,
+        Split::Train,
+        &LoadOptions::new(dir.path()),
+    )
+    .unwrap_err();
     assert!(err_text(&e).contains("--download"), "{e}");
 }
 
@@ -169,11 +205,19 @@ fn cifar10_binary_reader() {
     }
     let opts = LoadOptions::new(dir.path()).rgb(true);
     let train = load_split(DatasetName::Cifar10, Split::Train, &opts).unwrap();
-    assert_eq!((train.n, train.channels, train.height, train.width), (10, 3, 32, 32));
+    assert_eq!(
+        (train.n, train.channels, train.height, train.width),
+        (10, 3, 32, 32)
+    );
     assert_eq!(train.labels, [0, 9, 1, 9, 2, 9, 3, 9, 4, 9]);
     let img = train.image(2).unwrap();
     assert_eq!((img[0], img[1024], img[2048]), (1, 101, 201));
-    let gray = load_split(DatasetName::Cifar10, Split::Test, &LoadOptions::new(dir.path())).unwrap();
+    let gray = load_split(
+        DatasetName::Cifar10,
+        Split::Test,
+        &LoadOptions::new(dir.path()),
+    )
+    .unwrap();
     assert_eq!((gray.n, gray.channels), (2, 1));
     let (r, g, b) = (5u8, 105u8, 205u8);
     assert_eq!(
@@ -184,17 +228,28 @@ fn cifar10_binary_reader() {
     let flat = tempfile::tempdir().unwrap();
     let flat_root = flat.path().join("cifar10");
     std::fs::create_dir_all(&flat_root).unwrap();
-    for f in cifar::cifar10_files(Split::Train).iter().chain(cifar::cifar10_files(Split::Test)) {
+    for f in cifar::cifar10_files(Split::Train)
+        .iter()
+        .chain(cifar::cifar10_files(Split::Test))
+    {
         std::fs::copy(root.join(f), flat_root.join(f)).unwrap();
     }
-    let again = load_split(DatasetName::Cifar10, Split::Test, &LoadOptions::new(flat.path())).unwrap();
+    let again = load_split(
+        DatasetName::Cifar10,
+        Split::Test,
+        &LoadOptions::new(flat.path()),
+    )
+    .unwrap();
     assert_eq!(again, gray);
     // Errors: truncated record, label out of range.
     let test = root.join("test_batch.bin");
     let bytes = std::fs::read(&test).unwrap();
     std::fs::write(&test, &bytes[..bytes.len() - 1]).unwrap();
     let e = cifar::read_cifar10_split(&root, Split::Test, false).unwrap_err();
-    assert!(matches!(e, Error::Truncated { ref path, .. } if path == &test), "{e}");
+    assert!(
+        matches!(e, Error::Truncated { ref path, .. } if path == &test),
+        "{e}"
+    );
     std::fs::write(&test, cifar10_record(10, |_| 0)).unwrap();
     let e = cifar::read_cifar10_split(&root, Split::Test, false).unwrap_err();
     assert!(matches!(e, Error::LabelOutOfRange { label: 10, .. }), "{e}");
@@ -210,8 +265,11 @@ fn cifar100_binary_reader() {
         r.extend((0..3072).map(|i| (i % 251) as u8));
         r
     };
-    std::fs::write(root.join("train.bin"), [record(19, 99), record(0, 3), record(4, 50)].concat())
-        .unwrap();
+    std::fs::write(
+        root.join("train.bin"),
+        [record(19, 99), record(0, 3), record(4, 50)].concat(),
+    )
+    .unwrap();
     std::fs::write(root.join("test.bin"), record(1, 1)).unwrap();
     let opts = LoadOptions::new(dir.path()).rgb(true);
     let train = load_split(DatasetName::Cifar100, Split::Train, &opts).unwrap();
@@ -219,14 +277,37 @@ fn cifar100_binary_reader() {
     assert_eq!(train.coarse_labels.as_deref(), Some(&[19, 0, 4][..]));
     assert_eq!(train.num_classes, 100);
     assert_eq!(train.image(1).unwrap()[..3], [0, 1, 2]);
-    let test = load_split(DatasetName::Cifar100, Split::Test, &LoadOptions::new(dir.path())).unwrap();
+    let test = load_split(
+        DatasetName::Cifar100,
+        Split::Test,
+        &LoadOptions::new(dir.path()),
+    )
+    .unwrap();
     assert_eq!((test.n, test.channels), (1, 1));
     std::fs::write(root.join("test.bin"), record(20, 1)).unwrap();
     let e = cifar::read_cifar100_split(&root, Split::Test, true).unwrap_err();
-    assert!(matches!(e, Error::LabelOutOfRange { num_classes: 20, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LabelOutOfRange {
+                num_classes: 20,
+                ..
+            }
+        ),
+        "{e}"
+    );
     std::fs::write(root.join("test.bin"), record(2, 100)).unwrap();
     let e = cifar::read_cifar100_split(&root, Split::Test, true).unwrap_err();
-    assert!(matches!(e, Error::LabelOutOfRange { num_classes: 100, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LabelOutOfRange {
+                num_classes: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 fn check_mini_tree(set: &pixreg_datasets::ImageSet) {
@@ -247,9 +328,15 @@ fn image_folder_directory_and_archives() {
     let files = common::mini_tree();
     common::write_tree(&dir.path().join("tree"), &files);
     let rgb = Decode::Fixed { rgb: true };
-    let from_dir =
-        load_image_folder(DatasetName::Imagenet, &dir.path().join("tree"), "train", None, rgb, None)
-            .unwrap();
+    let from_dir = load_image_folder(
+        DatasetName::Imagenet,
+        &dir.path().join("tree"),
+        "train",
+        None,
+        rgb,
+        None,
+    )
+    .unwrap();
     check_mini_tree(&from_dir);
     for (name, prefix) in [("a.tar", ""), ("b.tar.gz", "top/"), ("c.tar.xz", "")] {
         let p = dir.path().join(name);
@@ -259,9 +346,15 @@ fn image_folder_directory_and_archives() {
     }
     // Given class order.
     let p = dir.path().join("c.tar.xz");
-    let ordered =
-        load_image_folder(DatasetName::Imagenet, &p, "test", Some(&["cat", "ant", "bee"]), rgb, None)
-            .unwrap();
+    let ordered = load_image_folder(
+        DatasetName::Imagenet,
+        &p,
+        "test",
+        Some(&["cat", "ant", "bee"]),
+        rgb,
+        None,
+    )
+    .unwrap();
     assert_eq!(ordered.labels, [0, 0, 1, 1, 1, 2, 2, 2, 2]);
     assert_eq!(ordered.image(0).unwrap()[0], 100);
     // Limit: first files in class order.
@@ -283,8 +376,15 @@ fn image_folder_directory_and_archives() {
         pixreg_datasets::transform::pil_luma(10, 10, 10)
     );
     // A class list that does not match the folders is refused.
-    let e = load_image_folder(DatasetName::Cifar10Jpeg, &p, "train", Some(&CIFAR10_CLASSES), rgb, None)
-        .unwrap_err();
+    let e = load_image_folder(
+        DatasetName::Cifar10Jpeg,
+        &p,
+        "train",
+        Some(&CIFAR10_CLASSES),
+        rgb,
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Format { .. }), "{e}");
 }
 
@@ -298,7 +398,10 @@ fn image_folder_errors() {
     // Empty class folder (directory).
     std::fs::create_dir_all(tree.join("train/dog")).unwrap();
     let e = load_image_folder(DatasetName::Imagenet, &tree, "train", None, rgb, None).unwrap_err();
-    assert!(matches!(e, Error::EmptyClass { ref path } if path.ends_with("train/dog")), "{e}");
+    assert!(
+        matches!(e, Error::EmptyClass { ref path } if path.ends_with("train/dog")),
+        "{e}"
+    );
     std::fs::remove_dir(tree.join("train/dog")).unwrap();
     // Undecodable image (directory and archive).
     std::fs::write(tree.join("train/bee/0001.png"), b"not a png").unwrap();
@@ -372,7 +475,8 @@ fn tiny_imagenet_layout_errors() {
     std::fs::create_dir_all(root.join("val/images")).unwrap();
     std::fs::write(root.join("wnids.txt"), "n2\nn1\n").unwrap();
     let jpeg = {
-        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
+        let img =
+            image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
         out.into_inner()
@@ -395,10 +499,16 @@ fn tiny_imagenet_layout_errors() {
     )
     .unwrap();
     let e = load_split(DatasetName::TinyImagenet, Split::Test, &opts).unwrap_err();
-    assert!(err_text(&e).contains("val_annotations.txt") && err_text(&e).contains("n3"), "{e}");
+    assert!(
+        err_text(&e).contains("val_annotations.txt") && err_text(&e).contains("n3"),
+        "{e}"
+    );
     std::fs::write(root.join("val/val_annotations.txt"), "val_9.JPEG\tn1\n").unwrap();
     let e = load_split(DatasetName::TinyImagenet, Split::Test, &opts).unwrap_err();
-    assert!(matches!(e, Error::MissingFile { ref path, .. } if path.ends_with("val_9.JPEG")), "{e}");
+    assert!(
+        matches!(e, Error::MissingFile { ref path, .. } if path.ends_with("val_9.JPEG")),
+        "{e}"
+    );
 }
 
 fn write_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
@@ -441,16 +551,19 @@ fn hub_parquet_decoding() {
         .map(|k| common::png_rgb(32, 32, move |x, y| [k * 50, x as u8, y as u8]))
         .collect();
     write_parquet(&p, &images, &[4, 0, 9]);
-    let set = pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true).unwrap();
+    let set =
+        pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true).unwrap();
     assert_eq!((set.n, set.channels, set.height, set.width), (3, 3, 32, 32));
     assert_eq!(set.labels, [4, 0, 9]);
     let img = set.image(2).unwrap();
     // Planar CHW: R = 100 everywhere, G = x, B = y (no H/W transposition).
     assert_eq!((img[0], img[1024 + 5], img[2048 + 32 * 7]), (100, 5, 7));
     write_parquet(&p, &images, &[4, 10, 9]);
-    let e = pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true).unwrap_err();
+    let e = pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true)
+        .unwrap_err();
     assert!(matches!(e, Error::LabelOutOfRange { index: 1, .. }), "{e}");
     std::fs::write(&p, b"PAR1 nonsense").unwrap();
-    let e = pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true).unwrap_err();
+    let e = pixreg_datasets::hub::read_parquet(DatasetName::Cifar10, &p, "label", 10, true)
+        .unwrap_err();
     assert!(err_text(&e).contains("train.parquet"), "{e}");
 }

@@ -28,8 +28,14 @@ fn cifar_jpeg() -> &'static (ImageSet, ImageSet) {
 #[test]
 fn mnist_counts_shapes_and_first_label() {
     let (train, test) = mnist();
-    assert_eq!((train.n, train.channels, train.height, train.width), (60000, 1, 28, 28));
-    assert_eq!((test.n, test.channels, test.height, test.width), (10000, 1, 28, 28));
+    assert_eq!(
+        (train.n, train.channels, train.height, train.width),
+        (60000, 1, 28, 28)
+    );
+    assert_eq!(
+        (test.n, test.channels, test.height, test.width),
+        (10000, 1, 28, 28)
+    );
     assert_eq!(train.images.len(), 47_040_000);
     assert_eq!(
         train.class_counts(),
@@ -54,8 +60,13 @@ fn mnist_batches_and_valid_split() {
     let (train, _) = mnist();
     let tv = split_train_valid(DatasetName::Mnist, train.n, &ValidSplit::random(0)).unwrap();
     assert_eq!((tv.train.len(), tv.valid.len()), (59400, 600));
-    let batcher = Batcher::new(train, Some(tv.train), BatchOptions::train(64, 0, false), &Device::Cpu)
-        .unwrap();
+    let batcher = Batcher::new(
+        train,
+        Some(tv.train),
+        BatchOptions::train(64, 0, false),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(batcher.num_batches(), 929);
     let batches: Vec<_> = batcher.epoch(0).collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 929);
@@ -94,7 +105,10 @@ fn fashion_mnist_counts() {
 #[test]
 fn cifar10_jpeg_counts_and_shapes() {
     let (train, test) = cifar_jpeg();
-    assert_eq!((train.n, train.channels, train.height, train.width), (50000, 1, 32, 32));
+    assert_eq!(
+        (train.n, train.channels, train.height, train.width),
+        (50000, 1, 32, 32)
+    );
     assert_eq!(test.n, 10000);
     assert_eq!(train.class_counts(), vec![5000; 10]);
     assert_eq!(test.class_counts(), vec![1000; 10]);
@@ -114,7 +128,10 @@ fn cifar10_jpeg_rgb_is_luma_of_rgb() {
         Some(20),
     )
     .unwrap();
-    assert_eq!((rgb.n, rgb.channels, rgb.height, rgb.width), (20, 3, 32, 32));
+    assert_eq!(
+        (rgb.n, rgb.channels, rgb.height, rgb.width),
+        (20, 3, 32, 32)
+    );
     let (_, gray_test) = cifar_jpeg();
     for i in 0..20 {
         let px = rgb.image(i).unwrap();
@@ -135,7 +152,13 @@ fn cifar10_jpeg_reg_images_are_augmented_and_deterministic() {
     assert!(a.source_indices.iter().all(|&i| i < 5000));
     let t = a.model_tensor(DatasetName::Cifar10, &Device::Cpu).unwrap();
     assert_eq!(t.dims(), [5000, 1, 32, 32]);
-    let min = t.flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap();
+    let min = t
+        .flatten_all()
+        .unwrap()
+        .min(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(min >= -2.5);
     // At least one image differs from its source (crop/flip applied).
     let changed = (0..a.len())
@@ -147,7 +170,10 @@ fn cifar10_jpeg_reg_images_are_augmented_and_deterministic() {
 #[test]
 fn tiny_imagenet_val() {
     let val = load_split(DatasetName::TinyImagenet, Split::Test, &opts()).unwrap();
-    assert_eq!((val.n, val.channels, val.height, val.width), (10000, 1, 64, 64));
+    assert_eq!(
+        (val.n, val.channels, val.height, val.width),
+        (10000, 1, 64, 64)
+    );
     assert_eq!(val.num_classes, 200);
     assert_eq!(val.class_counts(), vec![50; 200]);
     // val_0 is n03444034, whose index among the sorted wnids:
@@ -164,22 +190,46 @@ fn tiny_imagenet_val() {
 fn tiny_imagenet_reg_photos() {
     let reg = RegImages::build(DatasetName::TinyImagenet, 50, 0, &opts()).unwrap();
     assert_eq!(
-        (reg.images.n, reg.images.channels, reg.images.height, reg.images.width),
+        (
+            reg.images.n,
+            reg.images.channels,
+            reg.images.height,
+            reg.images.width
+        ),
         (50, 1, 36, 64)
     );
     let x = first_n_train_images(DatasetName::TinyImagenet, 3, &common::shared_data_dir()).unwrap();
     assert_eq!(x.dims(), [3, 1, 36, 64]);
     // Photo = rows 14..50 of the 64x64 grayscale image.
-    let full = pixreg_datasets::load_split_limited(DatasetName::TinyImagenet, Split::Test, &opts(), Some(1))
-        .unwrap();
+    let full = pixreg_datasets::load_split_limited(
+        DatasetName::TinyImagenet,
+        Split::Test,
+        &opts(),
+        Some(1),
+    )
+    .unwrap();
     let crop: Vec<f32> = full.image(0).unwrap()[14 * 64..50 * 64]
         .iter()
         .map(|&v| f32::from(v) / 255.0)
         .collect();
-    assert_eq!(x.get(0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), crop);
+    assert_eq!(
+        x.get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        crop
+    );
     // MNIST-task scaling of ImageNet photos is raw 0..255.
     let raw = reg.model_tensor(DatasetName::Mnist, &Device::Cpu).unwrap();
-    let max = raw.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let max = raw
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(max > 1.0 && max <= 255.0);
 }
 
@@ -189,7 +239,10 @@ fn first_n_mnist_and_reg_images() {
     let x = first_n_train_images(DatasetName::Mnist, 10, &dir).unwrap();
     assert_eq!(x.dims(), [10, 1, 28, 28]);
     let (train, _) = mnist();
-    let expect: Vec<f32> = train.images[..7840].iter().map(|&v| f32::from(v) / 255.0).collect();
+    let expect: Vec<f32> = train.images[..7840]
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
     assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expect);
     let reg = RegImages::build(DatasetName::Mnist, 5000, 0, &opts()).unwrap();
     // No augmentation for MNIST: every image is its source image.

@@ -40,43 +40,85 @@ fn pil_grayscale_by_hand() {
 
 /// A 1×3×5 image: value = 10·row + col.
 fn small() -> Vec<u8> {
-    (0..3).flat_map(|r| (0..5).map(move |c| 10 * r + c)).collect()
+    (0..3)
+        .flat_map(|r| (0..5).map(move |c| 10 * r + c))
+        .collect()
 }
 
 #[test]
 fn reflect_padding_crop_and_flip() {
     let img = small();
     // Offsets (4, 4): the identity crop.
-    let id = CropFlip { top: 4, left: 4, flip: false };
+    let id = CropFlip {
+        top: 4,
+        left: 4,
+        flip: false,
+    };
     assert_eq!(id.apply(&img, 1, 3, 5), img);
     // Columns of a 5-pixel line [0 1 2 3 4] padded by 4 (numpy np.pad(.., 4, "reflect")):
     // [4 3 2 1 | 0 1 2 3 4 | 3 2 1 0]; the crop at column offset j takes 5 from position j.
     let one_row: Vec<u8> = (0..5).collect();
-    let left0 = CropFlip { top: 4, left: 0, flip: false };
+    let left0 = CropFlip {
+        top: 4,
+        left: 0,
+        flip: false,
+    };
     assert_eq!(left0.apply(&one_row, 1, 1, 5), [4, 3, 2, 1, 0]);
-    let left2 = CropFlip { top: 4, left: 2, flip: false };
+    let left2 = CropFlip {
+        top: 4,
+        left: 2,
+        flip: false,
+    };
     assert_eq!(left2.apply(&one_row, 1, 1, 5), [2, 1, 0, 1, 2]);
-    let left8 = CropFlip { top: 4, left: 8, flip: false };
+    let left8 = CropFlip {
+        top: 4,
+        left: 8,
+        flip: false,
+    };
     assert_eq!(left8.apply(&one_row, 1, 1, 5), [4, 3, 2, 1, 0]);
-    let left6 = CropFlip { top: 4, left: 6, flip: false };
+    let left6 = CropFlip {
+        top: 4,
+        left: 6,
+        flip: false,
+    };
     assert_eq!(left6.apply(&one_row, 1, 1, 5), [2, 3, 4, 3, 2]);
     // Flip after the crop.
-    let flip6 = CropFlip { top: 4, left: 6, flip: true };
+    let flip6 = CropFlip {
+        top: 4,
+        left: 6,
+        flip: true,
+    };
     assert_eq!(flip6.apply(&one_row, 1, 1, 5), [2, 3, 4, 3, 2]);
-    let flip5 = CropFlip { top: 4, left: 5, flip: true };
+    let flip5 = CropFlip {
+        top: 4,
+        left: 5,
+        flip: true,
+    };
     assert_eq!(flip5.apply(&one_row, 1, 1, 5), [3, 4, 3, 2, 1]);
     // Lines shorter than the padding keep reflecting like numpy:
     // np.pad([0 1 2 3], 4, "reflect") = [2 3 2 1 | 0 1 2 3 | 2 1 0 1].
     let four: Vec<u8> = (0..4).collect();
-    let far_left = CropFlip { top: 4, left: 0, flip: false };
+    let far_left = CropFlip {
+        top: 4,
+        left: 0,
+        flip: false,
+    };
     assert_eq!(far_left.apply(&four, 1, 1, 4), [2, 3, 2, 1]);
-    let far_right = CropFlip { top: 4, left: 8, flip: false };
+    let far_right = CropFlip {
+        top: 4,
+        left: 8,
+        flip: false,
+    };
     assert_eq!(far_right.apply(&four, 1, 1, 4), [2, 1, 0, 1]);
     // Rows of a 5×5 image behave the same; channels are cropped alike.
     let sq: Vec<u8> = (0..2)
         .flat_map(|ch| (0..5).flat_map(move |r| (0..5).map(move |c| 100 * ch + 10 * r + c)))
         .collect();
-    let top1 = CropFlip { top: 1, left: 4, flip: false };
+    let top1 = CropFlip {
+        top: 1,
+        left: 4,
+        flip: false,
+    };
     let out = top1.apply(&sq, 2, 5, 5);
     let rows: Vec<u8> = (0..5).map(|r| out[r * 5]).collect();
     assert_eq!(rows, [30, 20, 10, 0, 10]);
@@ -122,7 +164,10 @@ fn batcher_determinism_and_order() {
         b.epoch(epoch)
             .map(|r| {
                 let b = r.unwrap();
-                (b.indices, b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                (
+                    b.indices,
+                    b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -142,7 +187,12 @@ fn batcher_determinism_and_order() {
     assert_eq!(batch.indices, [5, 1]);
     assert_eq!(batch.images.dims(), [2, 3, 4, 4]);
     assert_eq!(batch.labels.to_vec1::<u32>().unwrap(), [5, 1]);
-    let v = batch.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let v = batch
+        .images
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(v[0], f32::from(set.image(5).unwrap()[0]) / 255.0);
     // Model scale for CIFAR: 5(u − 0.5).
     let scaled = Batcher::new(
@@ -152,7 +202,14 @@ fn batcher_determinism_and_order() {
         &dev,
     )
     .unwrap();
-    let s = scaled.epoch(0).next().unwrap().unwrap().images.flatten_all().unwrap();
+    let s = scaled
+        .epoch(0)
+        .next()
+        .unwrap()
+        .unwrap()
+        .images
+        .flatten_all()
+        .unwrap();
     let s = s.to_vec1::<f32>().unwrap();
     assert!((s[0] - (5.0 * (v[0] - 0.5))).abs() < 1e-6);
     // Bad inputs are errors, not panics.
@@ -171,7 +228,12 @@ fn augmentation_in_batches_matches_crop_flip() {
     let mut order: Vec<usize> = (0..3).collect();
     pixreg_datasets::split::shuffle(&mut order, &mut rng);
     assert_eq!(batch.indices, order);
-    let got = batch.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got = batch
+        .images
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let mut expect = Vec::new();
     for &i in &order {
         let aug = CropFlip::sample(&mut rng).apply(set.image(i).unwrap(), 3, 4, 4);
@@ -193,19 +255,47 @@ fn valid_split_sizes_and_disjointness() {
         assert_eq!(tv.train.len(), n - k);
         let mut all: Vec<usize> = tv.train.iter().chain(&tv.valid).copied().collect();
         all.sort();
-        assert_eq!(all, (0..n).collect::<Vec<_>>(), "{name}: disjoint and complete");
-        assert_eq!(tv, split_train_valid(name, n, &ValidSplit::random(0)).unwrap());
-        assert_ne!(tv.valid, split_train_valid(name, n, &ValidSplit::random(1)).unwrap().valid);
+        assert_eq!(
+            all,
+            (0..n).collect::<Vec<_>>(),
+            "{name}: disjoint and complete"
+        );
+        assert_eq!(
+            tv,
+            split_train_valid(name, n, &ValidSplit::random(0)).unwrap()
+        );
+        assert_ne!(
+            tv.valid,
+            split_train_valid(name, n, &ValidSplit::random(1))
+                .unwrap()
+                .valid
+        );
     }
-    let custom = ValidSplit::Random { fraction: 0.1, seed: 0 };
-    assert_eq!(split_train_valid(DatasetName::Mnist, 1000, &custom).unwrap().valid.len(), 100);
+    let custom = ValidSplit::Random {
+        fraction: 0.1,
+        seed: 0,
+    };
+    assert_eq!(
+        split_train_valid(DatasetName::Mnist, 1000, &custom)
+            .unwrap()
+            .valid
+            .len(),
+        100
+    );
     let none = split_train_valid(DatasetName::Mnist, 10, &ValidSplit::None).unwrap();
     assert_eq!((none.train.len(), none.valid.len()), (10, 0));
-    let bad = ValidSplit::Random { fraction: 1.5, seed: 0 };
+    let bad = ValidSplit::Random {
+        fraction: 1.5,
+        seed: 0,
+    };
     assert!(split_train_valid(DatasetName::Mnist, 10, &bad).is_err());
-    let official = ValidSplit::Official { path: common::official_indices_json() };
+    let official = ValidSplit::Official {
+        path: common::official_indices_json(),
+    };
     assert!(split_train_valid(DatasetName::TinyImagenet, 10000, &official).is_err());
-    let missing = ValidSplit::Official { path: "no/such.json".into() };
+    let missing = ValidSplit::Official {
+        path: "no/such.json".into(),
+    };
     assert!(split_train_valid(DatasetName::Mnist, 60000, &missing).is_err());
 }
 
@@ -224,21 +314,54 @@ fn permutation_is_portable() {
 #[test]
 fn model_scale_table() {
     use DatasetName::*;
-    assert_eq!(ModelScale::for_pair(Cifar10, Cifar10).unwrap(), ModelScale::CIFAR);
-    assert_eq!(ModelScale::for_pair(Cifar100, Mnist).unwrap(), ModelScale::CIFAR);
-    assert_eq!(ModelScale::for_pair(Mnist, Cifar10).unwrap(), ModelScale::CIFAR);
-    assert_eq!(ModelScale::for_pair(FashionMnist, Mnist).unwrap(), ModelScale::UNIT);
-    assert_eq!(ModelScale::for_pair(Mnist, Mnist).unwrap(), ModelScale::UNIT);
-    assert_eq!(ModelScale::for_pair(TinyImagenet, Cifar10).unwrap(), ModelScale::CIFAR);
-    assert_eq!(ModelScale::for_pair(Imagenet, Mnist).unwrap(), ModelScale::RAW_255);
-    assert_eq!(ModelScale::for_pair(Cifar10Jpeg, Cifar10Jpeg).unwrap(), ModelScale::CIFAR);
+    assert_eq!(
+        ModelScale::for_pair(Cifar10, Cifar10).unwrap(),
+        ModelScale::CIFAR
+    );
+    assert_eq!(
+        ModelScale::for_pair(Cifar100, Mnist).unwrap(),
+        ModelScale::CIFAR
+    );
+    assert_eq!(
+        ModelScale::for_pair(Mnist, Cifar10).unwrap(),
+        ModelScale::CIFAR
+    );
+    assert_eq!(
+        ModelScale::for_pair(FashionMnist, Mnist).unwrap(),
+        ModelScale::UNIT
+    );
+    assert_eq!(
+        ModelScale::for_pair(Mnist, Mnist).unwrap(),
+        ModelScale::UNIT
+    );
+    assert_eq!(
+        ModelScale::for_pair(TinyImagenet, Cifar10).unwrap(),
+        ModelScale::CIFAR
+    );
+    assert_eq!(
+        ModelScale::for_pair(Imagenet, Mnist).unwrap(),
+        ModelScale::RAW_255
+    );
+    assert_eq!(
+        ModelScale::for_pair(Cifar10Jpeg, Cifar10Jpeg).unwrap(),
+        ModelScale::CIFAR
+    );
     assert!(ModelScale::for_pair(Mnist, Imagenet).is_err());
     let u = candle_core::Tensor::new(&[0f32, 0.5, 1.0], &Device::Cpu).unwrap();
-    let x = preprocess(&u, Cifar10, Cifar10).unwrap().to_vec1::<f32>().unwrap();
+    let x = preprocess(&u, Cifar10, Cifar10)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(x, [-2.5, 0.0, 2.5]);
-    let x = preprocess(&u, Imagenet, Mnist).unwrap().to_vec1::<f32>().unwrap();
+    let x = preprocess(&u, Imagenet, Mnist)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(x, [0.0, 127.5, 255.0]);
-    let x = preprocess(&u, Mnist, Mnist).unwrap().to_vec1::<f32>().unwrap();
+    let x = preprocess(&u, Mnist, Mnist)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(x, [0.0, 0.5, 1.0]);
 }
 
@@ -246,7 +369,9 @@ fn model_scale_table() {
 fn photo_reduction() {
     // Large photo: fixed 144×256 centre crop, every 4th pixel.
     let (h, w) = (200usize, 300usize);
-    let img: Vec<u8> = (0..h * w).map(|p| ((p / w) as u8) ^ ((p % w) as u8)).collect();
+    let img: Vec<u8> = (0..h * w)
+        .map(|p| ((p / w) as u8) ^ ((p % w) as u8))
+        .collect();
     let out = photo_to_reg(&img, h, w);
     assert_eq!(out.len(), 36 * 64);
     let (top, left) = (100 - 72, 150 - 128);

@@ -9,7 +9,10 @@ pub fn shared_data_dir() -> PathBuf {
     let dir = std::env::var_os("PIXREG_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets"))
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/datasets"
+            ))
         });
     assert!(
         dir.is_dir(),
@@ -59,7 +62,10 @@ pub fn write_mini_idx(dir: &Path, n: usize, gz: bool) {
         let pixels: Vec<u8> = (0..n * 6).map(|v| (v as u8).wrapping_add(offset)).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         let files = [
-            (format!("{prefix}-images-idx3-ubyte"), idx_images(n as u32, 2, 3, &pixels)),
+            (
+                format!("{prefix}-images-idx3-ubyte"),
+                idx_images(n as u32, 2, 3, &pixels),
+            ),
             (format!("{prefix}-labels-idx1-ubyte"), idx_labels(&labels)),
         ];
         for (name, bytes) in files {
@@ -113,7 +119,11 @@ pub fn write_tar(path: &Path, prefix: &str, files: &[(String, Vec<u8>)]) {
     let mut dirs = std::collections::BTreeSet::new();
     for (name, bytes) in files {
         let full = format!("{prefix}{name}");
-        let parent = Path::new(&full).parent().unwrap().to_string_lossy().into_owned();
+        let parent = Path::new(&full)
+            .parent()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if dirs.insert(parent.clone()) {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Directory);
@@ -128,7 +138,9 @@ pub fn write_tar(path: &Path, prefix: &str, files: &[(String, Vec<u8>)]) {
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
         h.set_cksum();
-        builder.append_data(&mut h, &full, bytes.as_slice()).unwrap();
+        builder
+            .append_data(&mut h, &full, bytes.as_slice())
+            .unwrap();
     }
     let tar = builder.into_inner().unwrap();
     let name = path.to_string_lossy().to_string();
