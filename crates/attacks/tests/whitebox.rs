@@ -55,7 +55,7 @@ fn fgsm_matches_the_analytic_linf_flip() {
             / imgs.len() as f64;
         assert_eq!(curve.accuracy[k], expect, "eps {e}");
     }
-    assert!(curve.accuracy[0] == 1.0 && curve.accuracy[4] < 0.5, "{:?}", curve.accuracy);
+    assert!(curve.accuracy[0] > curve.accuracy[4] + 0.3, "{:?}", curve.accuracy);
     // transferred with the model as its own surrogate = white box
     let t = fgsm.run_transferred(&model, &model, &x, &labels).unwrap();
     assert_eq!(t.accuracy, curve.accuracy);
