@@ -21,7 +21,10 @@
 //!   Grayscale is PIL's `convert("L")` bit for bit ([`transform::pil_luma`]).
 //! * **Splits and batches**: the 1 % validation split ([`ValidSplit`]: seeded random or the
 //!   official seed-0 indices), shuffled/augmented training batches and ordered evaluation
-//!   batches ([`Batcher`]), deterministic for a seed on any machine (ChaCha8).
+//!   batches ([`Batcher`]), deterministic for a seed on any machine (ChaCha8);
+//!   [`ClassificationData`] bundles them as the reference's loaders (batch 64, 774 CIFAR /
+//!   929 MNIST training batches per epoch). Grayscale is applied once at load time: it is
+//!   pointwise, so it commutes with torchvision's crop and flip that precede it.
 //! * **Transforms**: the CIFAR training augmentation ([`transform::CropFlip`]), the model-input
 //!   scaling ([`ModelScale::for_pair`], [`preprocess`]) and the ImageNet photo reduction
 //!   ([`transform::photo_to_reg`]).
@@ -60,6 +63,7 @@ pub mod load;
 pub mod name;
 pub mod reg;
 pub mod split;
+pub mod task;
 pub mod transform;
 
 pub use batch::{Batch, BatchOptions, Batcher, Epoch};
@@ -76,4 +80,5 @@ pub use name::{
 };
 pub use reg::{RegImages, DEFAULT_REG_IMAGES};
 pub use split::{permutation, split_train_valid, TrainValid, ValidSplit, DEFAULT_VALID_FRACTION};
+pub use task::{ClassificationData, DEFAULT_BATCH_SIZE};
 pub use transform::{preprocess, ModelScale};

@@ -76,6 +76,34 @@ fn mnist_batches_and_valid_split() {
 }
 
 #[test]
+fn classification_data_like_the_reference_loaders() {
+    let data = pixreg_datasets::ClassificationData::load(
+        DatasetName::FashionMnist,
+        &opts(),
+        &ValidSplit::random(0),
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let scale = data.model_scale().unwrap();
+    assert_eq!(scale, pixreg_datasets::ModelScale::UNIT);
+    let train = data.train_batcher(64, 0, scale, &dev).unwrap();
+    assert_eq!((train.len(), train.num_batches()), (59400, 929));
+    assert!(!train.options().augment);
+    let valid = data.valid_batcher(64, scale, &dev).unwrap();
+    assert_eq!((valid.len(), valid.num_batches()), (600, 10));
+    let test = data.test_batcher(64, scale, &dev).unwrap();
+    assert_eq!((test.len(), test.num_batches()), (10000, 157));
+    let first = test.epoch(0).next().unwrap().unwrap();
+    assert_eq!(first.indices, (0..64).collect::<Vec<_>>());
+    assert!(pixreg_datasets::ClassificationData::load(
+        DatasetName::TinyImagenet,
+        &opts(),
+        &ValidSplit::None
+    )
+    .is_err());
+}
+
+#[test]
 fn official_seed0_valid_split() {
     let (train, _) = mnist();
     let how = ValidSplit::Official {
@@ -117,6 +145,20 @@ fn cifar10_jpeg_counts_and_shapes() {
     assert_eq!(train.dataset, DatasetName::Cifar10Jpeg);
     let tv = split_train_valid(DatasetName::Cifar10Jpeg, train.n, &ValidSplit::random(3)).unwrap();
     assert_eq!(tv.valid.len(), 500);
+    // The reference's CIFAR epoch: 49,500 images, 774 batches, the last of 28, augmented.
+    let scale =
+        pixreg_datasets::ModelScale::for_pair(DatasetName::Cifar10Jpeg, DatasetName::Cifar10Jpeg)
+            .unwrap();
+    let b = Batcher::new(
+        train,
+        Some(tv.train),
+        BatchOptions::train(64, 0, true).with_scale(scale),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(b.num_batches(), 774);
+    let last = b.epoch(0).last().unwrap().unwrap();
+    assert_eq!(last.images.dims(), [28, 1, 32, 32]);
 }
 
 #[test]
