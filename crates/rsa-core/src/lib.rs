@@ -46,7 +46,7 @@ pub mod targets;
 pub use error::{Error, Result};
 pub use external::load_similarity_matrix;
 pub use loss::SimilarityLoss;
-pub use pairs::{select_pairs, PairList, PairRange, PairSelection};
+pub use pairs::{select_pairs, select_pairs_with_matrix, PairList, PairRange, PairSelection};
 pub use sampler::{PairBatch, PairSampler, SamplerState};
 pub use similarity::{centered_unit_rows, pixel_similarity_matrix};
 pub use source::SimilaritySource;

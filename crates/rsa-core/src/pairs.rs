@@ -174,28 +174,40 @@ fn strip_rows(n: usize) -> usize {
     (16 * 1024 * 1024 / n.max(1)).clamp(1, 1024)
 }
 
+/// Calls `visit(r0, rows, strip)` for consecutive row strips covering all `N` rows, where
+/// `strip` is `S[r0..r0+rows, r0..N]` row-major (so it includes the diagonal).
+fn for_each_strip(
+    source: &SimilaritySource,
+    mut visit: impl FnMut(usize, usize, &[f32]),
+) -> Result<()> {
+    let n = source.len();
+    let rows = strip_rows(n);
+    let mut strip = Vec::new();
+    let mut r0 = 0;
+    while r0 < n {
+        let b = rows.min(n - r0);
+        source.strip_into(r0, b, &mut strip)?;
+        visit(r0, b, &strip);
+        r0 += b;
+    }
+    Ok(())
+}
+
 /// Calls `visit(i, j, s)` for every pair `i < j`, row by row, computing `S` strip by strip.
 fn for_each_pair(
     source: &SimilaritySource,
     mut visit: impl FnMut(usize, usize, f32),
 ) -> Result<()> {
     let n = source.len();
-    let rows = strip_rows(n);
-    let mut r0 = 0;
-    while r0 < n - 1 {
-        let b = rows.min(n - 1 - r0);
-        let strip = source.strip(r0, b)?;
+    for_each_strip(source, |r0, b, strip| {
         let width = n - r0;
         for di in 0..b {
-            let i = r0 + di;
             let row = &strip[di * width..(di + 1) * width];
             for (dj, &s) in row.iter().enumerate().skip(di + 1) {
-                visit(i, r0 + dj, s);
+                visit(r0 + di, r0 + dj, s);
             }
         }
-        r0 += b;
-    }
-    Ok(())
+    })
 }
 
 /// A materialised pair list in the reference's order, with one target per pair.
@@ -219,6 +231,52 @@ impl PairList {
     }
 }
 
+/// Collects selected pairs per group, then concatenates the groups in the reference's order.
+struct Collector<'a> {
+    classifier: Classifier,
+    groups: &'static [Group],
+    rule: &'a ThresholdedTargets,
+    parts: Vec<PairList>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(
+        source: &SimilaritySource,
+        range: PairRange,
+        rule: &'a ThresholdedTargets,
+    ) -> Result<Self> {
+        let groups = range.groups();
+        let mut parts = vec![PairList::default(); groups.len()];
+        if range == PairRange::All {
+            let total = pair_count(source.len()) as usize;
+            parts[0].pairs.reserve_exact(total);
+            parts[0].targets.reserve_exact(total);
+        }
+        Ok(Self {
+            classifier: Classifier::new(range, rule)?,
+            groups,
+            rule,
+            parts,
+        })
+    }
+
+    fn visit(&mut self, i: usize, j: usize, s: f32) {
+        if let Some(g) = self.classifier.group_of(self.groups, s) {
+            self.parts[g].pairs.push([i as u32, j as u32]);
+            self.parts[g].targets.push(self.rule.target(s));
+        }
+    }
+
+    fn finish(mut self) -> PairList {
+        let mut list = self.parts.remove(0);
+        for part in self.parts {
+            list.pairs.extend(part.pairs);
+            list.targets.extend(part.targets);
+        }
+        list
+    }
+}
+
 /// Selects the pairs of `range` from `source` in the reference's order, with their targets,
 /// reading `S` in row strips (peak memory: one strip plus the output).
 pub fn select_pairs(
@@ -226,27 +284,36 @@ pub fn select_pairs(
     range: PairRange,
     rule: &ThresholdedTargets,
 ) -> Result<PairList> {
-    let classifier = Classifier::new(range, rule)?;
-    let groups = range.groups();
-    let mut parts = vec![PairList::default(); groups.len()];
-    if range == PairRange::All {
-        let n = source.len() as u64;
-        let total = (n * (n - 1) / 2) as usize;
-        parts[0].pairs.reserve_exact(total);
-        parts[0].targets.reserve_exact(total);
-    }
-    for_each_pair(source, |i, j, s| {
-        if let Some(g) = classifier.group_of(groups, s) {
-            parts[g].pairs.push([i as u32, j as u32]);
-            parts[g].targets.push(rule.target(s));
+    let mut collector = Collector::new(source, range, rule)?;
+    for_each_pair(source, |i, j, s| collector.visit(i, j, s))?;
+    Ok(collector.finish())
+}
+
+/// [`select_pairs`] plus the dense `[N, N]` similarity matrix, from the same strips: each
+/// product is computed once and mirrored, so `S` costs half a full matrix product.
+pub fn select_pairs_with_matrix(
+    source: &SimilaritySource,
+    range: PairRange,
+    rule: &ThresholdedTargets,
+) -> Result<(PairList, Vec<f32>)> {
+    let n = source.len();
+    let mut collector = Collector::new(source, range, rule)?;
+    let mut matrix = vec![0f32; n * n];
+    for_each_strip(source, |r0, b, strip| {
+        let width = n - r0;
+        for di in 0..b {
+            let i = r0 + di;
+            let row = &strip[di * width..(di + 1) * width];
+            matrix[i * n + i] = row[di];
+            for (dj, &s) in row.iter().enumerate().skip(di + 1) {
+                let j = r0 + dj;
+                matrix[i * n + j] = s;
+                matrix[j * n + i] = s;
+                collector.visit(i, j, s);
+            }
         }
     })?;
-    let mut list = parts.remove(0);
-    for part in parts {
-        list.pairs.extend(part.pairs);
-        list.targets.extend(part.targets);
-    }
-    Ok(list)
+    Ok((collector.finish(), matrix))
 }
 
 /// Number of pairs `i < j` among `n` images.

@@ -66,23 +66,68 @@ impl SimilaritySource {
         self.len() == 0
     }
 
-    /// `S[r0..r0+rows, r0..N]`, row-major, as a flat vector of `rows · (N − r0)` values.
-    pub fn strip(&self, r0: usize, rows: usize) -> Result<Vec<f32>> {
+    /// Writes `S[r0..r0+rows, r0..N]` row-major into `out` (resized to `rows · (N − r0)`).
+    ///
+    /// Only the upper part of `S` is ever computed (columns from `r0`), so a full sweep costs
+    /// about half of `U Uᵀ`. On the CPU the product goes straight into `out` through SGEMM; on
+    /// other devices it is a tensor product copied back.
+    pub fn strip_into(&self, r0: usize, rows: usize, out: &mut Vec<f32>) -> Result<()> {
         let n = self.len();
+        if rows == 0 || r0 + rows > n {
+            return Err(Error::InvalidArgument(format!(
+                "strip rows {r0}..{} out of range for {n} images",
+                r0 + rows
+            )));
+        }
+        let width = n - r0;
         match self {
+            Self::Pixel { rows: u, host, dim } if u.device().is_cpu() => {
+                out.clear();
+                out.resize(rows * width, 0.0);
+                let d = *dim;
+                let block = &host[r0 * d..(r0 + rows) * d];
+                let rest = &host[r0 * d..];
+                // SAFETY: `out` holds rows×width f32 written row-major (column stride 1, row
+                // stride width); `block` is rows×d row-major; `rest` read as the d×width
+                // matrix `restᵀ` (element (k, j) at j·d + k) lies within its n−r0 rows of d
+                // values. With `read_dst` false the destination is only written.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        width,
+                        d,
+                        out.as_mut_ptr(),
+                        1,
+                        width as isize,
+                        false,
+                        block.as_ptr(),
+                        1,
+                        d as isize,
+                        rest.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    );
+                }
+            }
             Self::Pixel { rows: u, .. } => {
                 let block = u.narrow(0, r0, rows)?;
-                let rest = u.narrow(0, r0, n - r0)?;
-                Ok(block.matmul(&rest.t()?)?.flatten_all()?.to_vec1()?)
+                let rest = u.narrow(0, r0, width)?;
+                *out = block.matmul(&rest.t()?)?.flatten_all()?.to_vec1()?;
             }
             Self::Matrix { values, .. } => {
-                let mut out = Vec::with_capacity(rows * (n - r0));
+                out.clear();
                 for i in r0..r0 + rows {
                     out.extend_from_slice(&values[i * n + r0..(i + 1) * n]);
                 }
-                Ok(out)
             }
         }
+        Ok(())
     }
 
     /// The similarity of one pair, computed on demand (a length-`D` dot product for pixel

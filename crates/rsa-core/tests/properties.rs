@@ -11,8 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rsa_core::pairs::{linear_to_pair, pair_count, pair_to_linear};
 use rsa_core::{
-    pixel_similarity_matrix, select_pairs, DoubleThresholdMode, Error, PairRange, PairSampler,
-    PairSelection, SimilaritySource, ThresholdedTargets,
+    pixel_similarity_matrix, select_pairs, select_pairs_with_matrix, DoubleThresholdMode, Error,
+    PairRange, PairSampler, PairSelection, SimilaritySource, ThresholdedTargets,
 };
 
 /// Images built from a few random smooth patterns so that similarities spread over [-1, 1].
@@ -71,6 +71,16 @@ fn blockwise_selection_equals_dense_selection_on_random_inputs() {
             let b = select_pairs(&strips, range, &rule).unwrap();
             assert_eq!(a.pairs, b.pairs, "n {n} range {range}");
             assert_eq!(a.targets, b.targets, "n {n} range {range}");
+            let (c, matrix) = select_pairs_with_matrix(&strips, range, &rule).unwrap();
+            assert_eq!(c, b, "n {n} range {range}: with matrix");
+            let SimilaritySource::Matrix { values, .. } = &dense else {
+                unreachable!("built from a matrix")
+            };
+            let worst = values
+                .iter()
+                .zip(&matrix)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst < 1e-5, "n {n}: strip matrix deviates by {worst}");
             if n <= 40 {
                 let sel = PairSelection::build(strips.clone(), range, rule).unwrap();
                 assert_eq!(sel.len(), a.len() as u64);

@@ -1,1 +1,42 @@
-fn main() {}
+//! The `pixreg` command-line tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pixreg_runner::rsa_cmd;
+
+/// Pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid): targets, training,
+/// evaluation.
+#[derive(Debug, Parser)]
+#[command(name = "pixreg", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pixel similarity matrix, thresholded targets and selected pairs of a set of images.
+    Rsa(rsa_cmd::RsaArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Rsa(args) => rsa_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! # pixreg-runner
+//!
+//! The `pixreg` command-line tool and the experiment machinery behind it: it turns the other
+//! crates (`rsa-core`, `pixreg-models`, `pixreg-datasets`, `pixreg-attacks`) into runs a
+//! researcher can start, inspect, compare and resume.
+//!
+//! Commands:
+//! * `pixreg rsa` ([`rsa_cmd`]): pixel similarities, thresholded targets and selected pairs of a
+//!   set of images, written to safetensors.
+//!
+//! Every file the tool writes goes through [`output`], which writes atomically.
+
+pub mod data;
+pub mod output;
+pub mod rsa_cmd;
