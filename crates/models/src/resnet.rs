@@ -21,7 +21,6 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         init: &mut Init,
         in_c: usize,
