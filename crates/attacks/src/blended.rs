@@ -1,7 +1,9 @@
 //! foolbox 3.3.4 `LinearSearchBlendedUniformNoiseAttack` (spec §2.2), the initialisation of
 //! the Boundary Attack and of HopSkipJump, batched across images with per-image streams.
 
-use crate::classifier::{check_images, check_labels_len, checked_bounds, to_unit, Classifier, Oracle, UnitImages};
+use crate::classifier::{
+    check_images, check_labels_len, checked_bounds, to_unit, Classifier, Oracle, UnitImages,
+};
 use crate::error::{invalid, AttackError, Result};
 use crate::rng::{derive_seed, image_stream};
 use candle_core::Tensor;
@@ -51,7 +53,9 @@ pub struct InitOutcome {
 impl BlendedUniformNoiseInit {
     fn validate(&self) -> Result<()> {
         if self.directions == 0 || self.steps == 0 {
-            return Err(invalid("blended-noise init needs directions >= 1 and steps >= 1"));
+            return Err(invalid(
+                "blended-noise init needs directions >= 1 and steps >= 1",
+            ));
         }
         Ok(())
     }
@@ -183,7 +187,11 @@ impl<'a, C: Classifier + ?Sized> Prepared<'a, C> {
         }
         let (lo, hi) = checked_bounds(model)?;
         let x0 = to_unit(images, lo, hi)?;
-        if x0.data.iter().any(|v| !v.is_finite() || *v < -1e-6 || *v > 1.0 + 1e-6) {
+        if x0
+            .data
+            .iter()
+            .any(|v| !v.is_finite() || *v < -1e-6 || *v > 1.0 + 1e-6)
+        {
             return Err(invalid(format!(
                 "images must be finite and inside the model's input bounds ({lo}, {hi})"
             )));

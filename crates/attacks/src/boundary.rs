@@ -109,14 +109,18 @@ pub struct Proposal {
 pub fn draw_proposal(x0: &[f32], x: &[f32], eta: &[f32], sigma: f32, mu: f32) -> Option<Proposal> {
     let d: Vec<f32> = x0.iter().zip(x).map(|(&a, &b)| a - b).collect();
     let r = norm(&d) as f32;
-    if !(r > 0.0) || eta.len() != d.len() {
+    if r.is_nan() || r <= 0.0 || eta.len() != d.len() {
         return None;
     }
     let u: Vec<f32> = d.iter().map(|&v| v / r).collect();
-    let dot = u.iter().zip(eta).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+    let dot = u
+        .iter()
+        .zip(eta)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum::<f64>() as f32;
     let mut e: Vec<f32> = eta.iter().zip(&u).map(|(&z, &ui)| z - dot * ui).collect();
     let en = norm(&e) as f32;
-    if !(en > 0.0) {
+    if en.is_nan() || en <= 0.0 {
         return None;
     }
     let f = sigma * r / en;
@@ -129,7 +133,7 @@ pub fn draw_proposal(x0: &[f32], x: &[f32], eta: &[f32], sigma: f32, mu: f32) ->
         .collect();
     let nd: Vec<f32> = x0.iter().zip(&spherical).map(|(&o, &s)| o - s).collect();
     let nn = norm(&nd) as f32;
-    if !(nn > 0.0) {
+    if nn.is_nan() || nn <= 0.0 {
         return None;
     }
     let len = (mu * r + nn - r).max(0.0) / nn;
@@ -214,13 +218,18 @@ impl BoundaryAttack {
 
     fn validate(&self) -> Result<()> {
         let pos = |v: f32| v.is_finite() && v > 0.0;
-        if !(pos(self.spherical_step) && pos(self.source_step) && self.source_step_convergence >= 0.0)
-            || !(self.step_adaptation.is_finite() && self.step_adaptation >= 1.0)
-            || self.update_stats_every_k == 0
-            || self.spherical_queue == 0
-            || self.step_queue == 0
-        {
-            return Err(invalid(format!("invalid Boundary Attack configuration {self:?}")));
+        let ok = pos(self.spherical_step)
+            && pos(self.source_step)
+            && self.source_step_convergence >= 0.0
+            && self.step_adaptation.is_finite()
+            && self.step_adaptation >= 1.0
+            && self.update_stats_every_k > 0
+            && self.spherical_queue > 0
+            && self.step_queue > 0;
+        if !ok {
+            return Err(invalid(format!(
+                "invalid Boundary Attack configuration {self:?}"
+            )));
         }
         Ok(())
     }
@@ -252,7 +261,11 @@ impl BoundaryAttack {
         self.validate()?;
         let prep = Prepared::new(model, images, labels, self.max_batch)?;
         if ids.len() != prep.x0.n {
-            return Err(AttackError::Shape(format!("{} ids for {} images", ids.len(), prep.x0.n)));
+            return Err(AttackError::Shape(format!(
+                "{} ids for {} images",
+                ids.len(),
+                prep.x0.n
+            )));
         }
         let oracle = &prep.oracle;
         let mut rngs = prep.streams(seed, ids);
@@ -302,7 +315,9 @@ impl BoundaryAttack {
                     s.live = false;
                 }
             });
-            let active: Vec<usize> = (0..states.len()).filter(|&i| states[i].prop.is_some()).collect();
+            let active: Vec<usize> = (0..states.len())
+                .filter(|&i| states[i].prop.is_some())
+                .collect();
             if active.is_empty() {
                 break;
             }

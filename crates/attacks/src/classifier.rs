@@ -41,10 +41,9 @@ pub trait DifferentiableClassifier: Classifier {
         let logits = self.logits(var.as_tensor())?;
         let loss = cross_entropy_sum(&logits, labels)?;
         let grads = loss.backward()?;
-        grads
-            .get(var.as_tensor())
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg("no gradient reached the classifier input".into()))
+        grads.get(var.as_tensor()).cloned().ok_or_else(|| {
+            candle_core::Error::Msg("no gradient reached the classifier input".into())
+        })
     }
 }
 
@@ -110,13 +109,16 @@ pub(crate) fn checked_bounds<C: Classifier + ?Sized>(model: &C) -> Result<(f32, 
 
 /// Argmax of each row of a `[B, K]` logits tensor (first maximum on ties, like torch).
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
-    let (b, k) = logits
-        .dims2()
-        .map_err(|_| AttackError::Shape(format!("logits must be [B, K], got {:?}", logits.dims())))?;
+    let (b, k) = logits.dims2().map_err(|_| {
+        AttackError::Shape(format!("logits must be [B, K], got {:?}", logits.dims()))
+    })?;
     if k == 0 {
         return Err(AttackError::Shape("logits have zero classes".into()));
     }
-    let v = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let v = logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let mut out = Vec::with_capacity(b);
     for row in v.chunks_exact(k) {
         let mut best = 0usize;
@@ -325,5 +327,8 @@ pub(crate) fn l2_dist(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub(crate) fn norm(a: &[f32]) -> f64 {
-    a.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    a.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }

@@ -15,7 +15,9 @@
 //! | brightness | δ = 0.05, 0.1, 0.15, 0.2, 0.3 | HSV value `+δ`, clipped (for RGB exactly `rgb·min(V+δ,1)/V`; for other channel counts `min(x+δ, 1)`) |
 //! | JPEG | quality = 80, 65, 58, 50, 40 | `image` crate encoder/decoder on the 8-bit quantised image (codec differs from PIL's libjpeg: approximation) |
 
-use crate::classifier::{check_images, check_labels_len, checked_bounds, predict_batched, Classifier, DEFAULT_MAX_BATCH};
+use crate::classifier::{
+    check_images, check_labels_len, checked_bounds, predict_batched, Classifier, DEFAULT_MAX_BATCH,
+};
 use crate::error::{invalid, AttackError, Result};
 use crate::rng::{derive_seed, image_stream};
 use candle_core::Tensor;
@@ -78,13 +80,24 @@ impl Corruption {
     }
 
     /// Corrupt one unit-space image (`dims = (C, H, W)`, flat CHW) with draws from `rng`.
-    pub fn apply_image(&self, img: &[f32], dims: (usize, usize, usize), rng: &mut impl Rng) -> Result<Vec<f32>> {
+    pub fn apply_image(
+        &self,
+        img: &[f32],
+        dims: (usize, usize, usize),
+        rng: &mut impl Rng,
+    ) -> Result<Vec<f32>> {
         let (c, h, w) = dims;
         if img.len() != c * h * w || img.is_empty() {
-            return Err(AttackError::Shape(format!("image of {} values is not {c}x{h}x{w}", img.len())));
+            return Err(AttackError::Shape(format!(
+                "image of {} values is not {c}x{h}x{w}",
+                img.len()
+            )));
         }
         if !(1..=5).contains(&self.severity) {
-            return Err(invalid(format!("severity must be 1..=5, got {}", self.severity)));
+            return Err(invalid(format!(
+                "severity must be 1..=5, got {}",
+                self.severity
+            )));
         }
         let s = (self.severity - 1) as usize;
         let clip = |v: f32| v.clamp(0.0, 1.0);
@@ -100,7 +113,9 @@ impl Corruption {
                     .map(|&x| {
                         let m = (x.max(0.0) as f64) * lam;
                         let k = if m > 0.0 {
-                            Poisson::new(m).map_err(|e| invalid(e.to_string()))?.sample(rng)
+                            Poisson::new(m)
+                                .map_err(|e| invalid(e.to_string()))?
+                                .sample(rng)
                         } else {
                             0.0
                         };
@@ -123,14 +138,27 @@ impl Corruption {
                     .collect()
             }
             CorruptionKind::DefocusBlur => {
-                let (radius, alias) = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)][s];
+                let (radius, alias) =
+                    [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)][s];
                 let k = disk_kernel(radius, alias);
-                convolve_reflect101(img, dims, &k, 17).into_iter().map(clip).collect()
+                convolve_reflect101(img, dims, &k, 17)
+                    .into_iter()
+                    .map(clip)
+                    .collect()
             }
             CorruptionKind::MotionBlur => {
-                let (radius, sigma) = [(10usize, 1.0f32), (10, 1.5), (10, 2.0), (10, 2.5), (12, 3.0)][s];
+                let (radius, sigma) = [
+                    (10usize, 1.0f32),
+                    (10, 1.5),
+                    (10, 2.0),
+                    (10, 2.5),
+                    (12, 3.0),
+                ][s];
                 let angle = rng.random_range(-45.0f32..45.0).to_radians();
-                motion_blur(img, dims, radius, sigma, angle).into_iter().map(clip).collect()
+                motion_blur(img, dims, radius, sigma, angle)
+                    .into_iter()
+                    .map(clip)
+                    .collect()
             }
             CorruptionKind::Contrast => {
                 let f = [0.75f32, 0.5, 0.4, 0.3, 0.15][s];
@@ -258,14 +286,24 @@ fn convolve_reflect101(img: &[f32], dims: (usize, usize, usize), k: &[f32], ks: 
 }
 
 /// One-sided Gaussian line blur along `angle` (nearest-pixel taps, edge clamping).
-fn motion_blur(img: &[f32], dims: (usize, usize, usize), radius: usize, sigma: f32, angle: f32) -> Vec<f32> {
+fn motion_blur(
+    img: &[f32],
+    dims: (usize, usize, usize),
+    radius: usize,
+    sigma: f32,
+    angle: f32,
+) -> Vec<f32> {
     let (_, h, w) = dims;
     let len = radius.min((3.0 * sigma).ceil() as usize).max(1);
     let mut taps: Vec<(isize, isize, f32)> = (0..=len)
         .map(|i| {
             let t = i as f32;
             let wt = (-t * t / (2.0 * sigma * sigma)).exp();
-            ((t * angle.sin()).round() as isize, (t * angle.cos()).round() as isize, wt)
+            (
+                (t * angle.sin()).round() as isize,
+                (t * angle.cos()).round() as isize,
+                wt,
+            )
         })
         .collect();
     let s: f32 = taps.iter().map(|t| t.2).sum();
@@ -277,7 +315,9 @@ fn motion_blur(img: &[f32], dims: (usize, usize, usize), radius: usize, sigma: f
             for x in 0..w {
                 o[y * w + x] = taps
                     .iter()
-                    .map(|&(dy, dx, wt)| wt * ch[clampi(y as isize - dy, h) * w + clampi(x as isize - dx, w)])
+                    .map(|&(dy, dx, wt)| {
+                        wt * ch[clampi(y as isize - dy, h) * w + clampi(x as isize - dx, w)]
+                    })
                     .sum();
             }
         }
@@ -295,7 +335,10 @@ fn jpeg_roundtrip(img: &[f32], dims: (usize, usize, usize), quality: u8) -> Resu
     let encode = |bytes: &[u8], color: ExtendedColorType| -> Result<image::DynamicImage> {
         let mut buf = Vec::new();
         JpegEncoder::new_with_quality(&mut buf, quality).encode(bytes, wu, hu, color)?;
-        Ok(image::load_from_memory_with_format(&buf, image::ImageFormat::Jpeg)?)
+        Ok(image::load_from_memory_with_format(
+            &buf,
+            image::ImageFormat::Jpeg,
+        )?)
     };
     if c == 3 {
         let mut rgb = Vec::with_capacity(3 * hw);
@@ -374,7 +417,13 @@ impl CorruptionEval {
     /// Accuracy of `model` on corrupted `images` (model scale; corruptions act in unit scale
     /// given by `model.input_bounds()`) against ground-truth `labels`. Image `i` under
     /// (kind, severity) uses its own random stream.
-    pub fn run<C: Classifier + ?Sized>(&self, model: &C, images: &Tensor, labels: &[u32], seed: u64) -> Result<CorruptionReport> {
+    pub fn run<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        seed: u64,
+    ) -> Result<CorruptionReport> {
         let start = std::time::Instant::now();
         let (n, c, h, w) = check_images(images)?;
         check_labels_len(labels, n)?;
@@ -396,7 +445,11 @@ impl CorruptionEval {
             let len = chunk.min(n - s);
             let x = images.narrow(0, s, len)?;
             let y = &labels[s..s + len];
-            clean += predict_batched(model, &x, chunk)?.iter().zip(y).filter(|(p, t)| p == t).count();
+            clean += predict_batched(model, &x, chunk)?
+                .iter()
+                .zip(y)
+                .filter(|(p, t)| p == t)
+                .count();
             let unit = crate::classifier::to_unit(&x, lo, hi)?;
             for (k, cor) in corruptions.iter().enumerate() {
                 let kseed = derive_seed(seed, ((cor.kind as u64) << 8) | cor.severity as u64);
@@ -412,7 +465,11 @@ impl CorruptionEval {
                     buf.extend(r.into_iter().map(|u| lo + (hi - lo) * u));
                 }
                 let xt = Tensor::from_vec(buf, (len, c, h, w), images.device())?;
-                correct[k] += predict_batched(model, &xt, chunk)?.iter().zip(y).filter(|(p, t)| p == t).count();
+                correct[k] += predict_batched(model, &xt, chunk)?
+                    .iter()
+                    .zip(y)
+                    .filter(|(p, t)| p == t)
+                    .count();
             }
             s += len;
         }

@@ -84,7 +84,9 @@ impl HopSkipJump {
             || self.max_gradient_eval_steps == 0
             || !(self.gamma.is_finite() && self.gamma > 0.0)
         {
-            return Err(invalid(format!("invalid HopSkipJump configuration {self:?}")));
+            return Err(invalid(format!(
+                "invalid HopSkipJump configuration {self:?}"
+            )));
         }
         Ok(())
     }
@@ -113,7 +115,11 @@ impl HopSkipJump {
         self.validate()?;
         let prep = Prepared::new(model, images, labels, self.max_batch)?;
         if ids.len() != prep.x0.n {
-            return Err(AttackError::Shape(format!("{} ids for {} images", ids.len(), prep.x0.n)));
+            return Err(AttackError::Shape(format!(
+                "{} ids for {} images",
+                ids.len(),
+                prep.x0.n
+            )));
         }
         let oracle = &prep.oracle;
         let d = oracle.dim();
@@ -169,12 +175,11 @@ impl HopSkipJump {
                 for &j in &pending {
                     let s = &states[live[j]];
                     let e = eps[j] as f32;
-                    props[j] = s
-                        .xa
-                        .iter()
-                        .zip(&s.grad)
-                        .map(|(&x, &g)| (x + e * g).clamp(0.0, 1.0))
-                        .collect();
+                    props[j] =
+                        s.xa.iter()
+                            .zip(&s.grad)
+                            .map(|(&x, &g)| (x + e * g).clamp(0.0, 1.0))
+                            .collect();
                 }
                 let rows: Vec<&[f32]> = pending.iter().map(|&j| props[j].as_slice()).collect();
                 let labs: Vec<u32> = pending.iter().map(|&j| labels[live[j]]).collect();
@@ -359,7 +364,10 @@ impl HopSkipJump {
             let g: Vec<f64> = if mean.abs() == 1.0 {
                 s.s1.iter().map(|&a| a / bf).collect()
             } else {
-                s.s1.iter().zip(&s.s2).map(|(&a, &c)| (a - mean * c) / bf).collect()
+                s.s1.iter()
+                    .zip(&s.s2)
+                    .map(|(&a, &c)| (a - mean * c) / bf)
+                    .collect()
             };
             let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt() + 1e-12;
             s.grad = g.iter().map(|&v| (v / gn) as f32).collect();

@@ -66,10 +66,15 @@ pub use classifier::{
     accuracy, argmax_rows, cross_entropy_sum, labels_from_tensor, median, predict_batched,
     Classifier, DifferentiableClassifier, FnClassifier, DEFAULT_MAX_BATCH,
 };
-pub use corruptions::{Corruption, CorruptionAccuracy, CorruptionEval, CorruptionKind, CorruptionReport};
+pub use corruptions::{
+    Corruption, CorruptionAccuracy, CorruptionEval, CorruptionKind, CorruptionReport,
+};
 pub use error::{AttackError, Result};
 pub use hsj::{HopSkipJump, HsjOutcome};
-pub use noise::{linspace, noisy_inputs, AccuracyCurve, EpsilonGrid, GridAttack, NoiseAttack, NoiseDraws, NoiseKind, Task};
+pub use noise::{
+    linspace, noisy_inputs, AccuracyCurve, EpsilonGrid, GridAttack, NoiseAttack, NoiseDraws,
+    NoiseKind, Task,
+};
 pub use protocol::{
     mse_distance, official_boundary_indices, DecisionAttack, DecisionProtocol, DecisionReport,
     DistanceChannels, RepeatReport,

@@ -14,7 +14,9 @@
 //!
 //! then `clamp(out, min_i, max_i)` per image with the extrema taken before the noise.
 
-use crate::classifier::{check_images, check_labels_len, checked_bounds, predict_batched, Classifier};
+use crate::classifier::{
+    check_images, check_labels_len, checked_bounds, predict_batched, Classifier,
+};
 use crate::error::{invalid, AttackError, Result};
 use crate::rng::{derive_seed, image_stream};
 use candle_core::{DType, Tensor};
@@ -123,7 +125,12 @@ pub enum NoiseDraws<'a> {
 /// The deterministic part of the reference noise: add the noise given by `draws` to the
 /// unit-scale images `u` (`n` images of `per_image` elements, flat), then clamp every image to
 /// its own pre-noise `[min, max]`. See the module docs for the exact float32 operation order.
-pub fn noisy_inputs(u: &[f32], per_image: usize, eps: f64, draws: NoiseDraws<'_>) -> Result<Vec<f32>> {
+pub fn noisy_inputs(
+    u: &[f32],
+    per_image: usize,
+    eps: f64,
+    draws: NoiseDraws<'_>,
+) -> Result<Vec<f32>> {
     if per_image == 0 || u.len() % per_image != 0 {
         return Err(AttackError::Shape(format!(
             "{} values are not a whole number of images of {per_image} elements",
@@ -131,7 +138,9 @@ pub fn noisy_inputs(u: &[f32], per_image: usize, eps: f64, draws: NoiseDraws<'_>
         )));
     }
     if !(eps.is_finite() && eps >= 0.0) {
-        return Err(invalid(format!("epsilon must be finite and >= 0, got {eps}")));
+        return Err(invalid(format!(
+            "epsilon must be finite and >= 0, got {eps}"
+        )));
     }
     let len_ok = |s: &[f32]| s.len() == u.len();
     let e = eps as f32;
@@ -158,10 +167,15 @@ pub fn noisy_inputs(u: &[f32], per_image: usize, eps: f64, draws: NoiseDraws<'_>
             ))
         }
     };
-    for (img, noisy) in u.chunks_exact(per_image).zip(out.chunks_exact_mut(per_image)) {
+    for (img, noisy) in u
+        .chunks_exact(per_image)
+        .zip(out.chunks_exact_mut(per_image))
+    {
         let (m, mx) = img
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         for v in noisy.iter_mut() {
             *v = v.max(m).min(mx);
         }
@@ -170,7 +184,13 @@ pub fn noisy_inputs(u: &[f32], per_image: usize, eps: f64, draws: NoiseDraws<'_>
 }
 
 /// Draw the noise for one image from its RNG stream, in the element order of the image.
-fn draw_image_noise(kind: NoiseKind, rng: &mut impl Rng, d: usize, a: &mut Vec<f32>, b: &mut Vec<f32>) {
+fn draw_image_noise(
+    kind: NoiseKind,
+    rng: &mut impl Rng,
+    d: usize,
+    a: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+) {
     a.clear();
     b.clear();
     match kind {
@@ -234,7 +254,10 @@ impl NoiseAttack {
     fn validate(&self) -> Result<()> {
         for &e in &self.epsilons {
             if !(e.is_finite() && e >= 0.0) || (self.kind == NoiseKind::SaltPepper && e > 1.0) {
-                return Err(invalid(format!("epsilon {e} out of range for {:?}", self.kind)));
+                return Err(invalid(format!(
+                    "epsilon {e} out of range for {:?}",
+                    self.kind
+                )));
             }
         }
         Ok(())

@@ -33,7 +33,12 @@ pub enum DistanceChannels {
 
 /// Mean squared per-element difference `‖adv − x0‖² / n` of two unit-space images of shape
 /// `dims = (C, H, W)`, over all channels or channel 0 only.
-pub fn mse_distance(x0: &[f32], adv: &[f32], dims: (usize, usize, usize), channels: DistanceChannels) -> f64 {
+pub fn mse_distance(
+    x0: &[f32],
+    adv: &[f32],
+    dims: (usize, usize, usize),
+    channels: DistanceChannels,
+) -> f64 {
     let (_, h, w) = dims;
     let n = match channels {
         DistanceChannels::All => x0.len().min(adv.len()),
@@ -97,7 +102,9 @@ impl DecisionProtocol {
         match &self.indices {
             Some(ix) => {
                 if let Some(&bad) = ix.iter().find(|&&i| i >= n_test) {
-                    return Err(invalid(format!("index {bad} outside the test set of {n_test}")));
+                    return Err(invalid(format!(
+                        "index {bad} outside the test set of {n_test}"
+                    )));
                 }
                 Ok(ix.clone())
             }
@@ -116,7 +123,11 @@ impl DecisionProtocol {
 
     /// Run the protocol on the whole (preprocessed, model-scale) test set `test_images`
     /// `[N, C, H, W]`; unit scale uses `model.input_bounds()` (global test-set extrema).
-    pub fn run<C: Classifier + ?Sized>(&self, model: &C, test_images: &Tensor) -> Result<DecisionReport> {
+    pub fn run<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        test_images: &Tensor,
+    ) -> Result<DecisionReport> {
         let start = std::time::Instant::now();
         let (n_test, c, h, w) = check_images(test_images)?;
         checked_bounds(model)?;
@@ -190,7 +201,9 @@ impl DecisionProtocol {
     }
 }
 
-fn multiunzip<I: Iterator<Item = (bool, Vec<f32>, usize)>>(it: I) -> (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) {
+fn multiunzip<I: Iterator<Item = (bool, Vec<f32>, usize)>>(
+    it: I,
+) -> (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) {
     let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for (x, y, z) in it {
         a.push(x);
@@ -256,7 +269,11 @@ pub fn official_boundary_indices(path: impl AsRef<Path>, task: Task) -> Result<V
         .get(key)
         .and_then(|d| d.get("boundary_attack_test_idxs_in_draw_order"))
         .and_then(|a| a.as_array())
-        .ok_or_else(|| invalid(format!("no `{key}.boundary_attack_test_idxs_in_draw_order` in the file")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "no `{key}.boundary_attack_test_idxs_in_draw_order` in the file"
+            ))
+        })?;
     arr.iter()
         .map(|x| {
             x.as_u64()

@@ -93,9 +93,7 @@ impl Fgsm {
         }
         let d = c * h * w;
         let chunk = match self.extrema {
-            ExtremaScope::Batch(g) if g == 0 => {
-                return Err(invalid("extrema batch size must be positive"))
-            }
+            ExtremaScope::Batch(0) => return Err(invalid("extrema batch size must be positive")),
             ExtremaScope::Batch(g) => (self.max_batch.max(g) / g) * g,
             _ => self.max_batch.max(1),
         };
@@ -129,7 +127,9 @@ impl Fgsm {
                 .chunks_exact(d)
                 .map(|im| {
                     im.iter()
-                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                            (a.min(v), b.max(v))
+                        })
                 })
                 .collect();
             match self.extrema {
@@ -140,9 +140,11 @@ impl Fgsm {
                 ExtremaScope::PerImage => {}
                 ExtremaScope::Batch(g) => {
                     for group in ext.chunks_mut(g) {
-                        let ab = group.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), e| {
-                            (a.min(e.0), b.max(e.1))
-                        });
+                        let ab = group
+                            .iter()
+                            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), e| {
+                                (a.min(e.0), b.max(e.1))
+                            });
                         group.iter_mut().for_each(|e| *e = ab);
                     }
                 }
@@ -276,7 +278,10 @@ impl Pgd {
     ) -> Result<PgdOutcome> {
         let start = std::time::Instant::now();
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(invalid(format!("PGD epsilon {} must be finite and >= 0", self.epsilon)));
+            return Err(invalid(format!(
+                "PGD epsilon {} must be finite and >= 0",
+                self.epsilon
+            )));
         }
         if !(self.rel_stepsize.is_finite() && self.rel_stepsize > 0.0) {
             return Err(invalid("PGD rel_stepsize must be positive"));
@@ -409,9 +414,13 @@ impl Pgd {
 /// A uniform random point of the ε-ball (L∞: uniform cube; L2: uniform in the ball).
 fn random_ball(norm: PgdNorm, eps: f32, d: usize, rng: &mut impl Rng) -> Vec<f32> {
     match norm {
-        PgdNorm::Linf => (0..d).map(|_| eps * (2.0 * rng.random::<f32>() - 1.0)).collect(),
+        PgdNorm::Linf => (0..d)
+            .map(|_| eps * (2.0 * rng.random::<f32>() - 1.0))
+            .collect(),
         PgdNorm::L2 => {
-            let z: Vec<f32> = (0..d).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+            let z: Vec<f32> = (0..d)
+                .map(|_| rng.sample::<f32, _>(StandardNormal))
+                .collect();
             let zn = crate::classifier::norm(&z).max(1e-12);
             let r = eps as f64 * rng.random::<f64>().powf(1.0 / d as f64);
             z.iter().map(|&v| (v as f64 * r / zn) as f32).collect()

@@ -16,17 +16,26 @@ fn proposal_radii() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for _ in 0..20 {
         let x0: Vec<f32> = (0..D).map(|_| rng.random_range(0.3..0.7)).collect();
-        let x: Vec<f32> = x0.iter().map(|&v| v + rng.random_range(-0.05..0.05)).collect();
+        let x: Vec<f32> = x0
+            .iter()
+            .map(|&v| v + rng.random_range(-0.05..0.05))
+            .collect();
         let eta: Vec<f32> = (0..D).map(|_| rng.sample(StandardNormal)).collect();
         let r = l2(&x0, &x);
         let p = draw_proposal(&x0, &x, &eta, 0.01, 0.01).unwrap();
         let rs = l2(&p.spherical, &x0);
         assert!((rs / r - 1.0).abs() < 1e-5, "spherical radius {rs} vs {r}");
         let rc = l2(&p.candidate, &x0);
-        assert!((rc / (0.99 * r) - 1.0).abs() < 1e-5, "candidate radius {rc} vs 0.99·{r}");
+        assert!(
+            (rc / (0.99 * r) - 1.0).abs() < 1e-5,
+            "candidate radius {rc} vs 0.99·{r}"
+        );
         // orthogonal step of relative length sigma
         let step = l2(&p.spherical, &x);
-        assert!((step / r - 0.01).abs() < 1e-3, "spherical step {step} vs σ·r");
+        assert!(
+            (step / r - 0.01).abs() < 1e-3,
+            "spherical step {step} vs σ·r"
+        );
     }
     assert!(draw_proposal(&[0.5; 4], &[0.5; 4], &[1.0; 4], 0.01, 0.01).is_none());
 }
@@ -45,10 +54,17 @@ fn init_is_blend_at_first_adversarial_grid_point() {
     for (o, x0) in out.iter().zip(&imgs) {
         assert!(o.success && o.noise_found);
         assert!(o.noise.iter().all(|&v| (0.0..1.0).contains(&v)));
-        let k = grid.iter().position(|&e| e == o.blend).expect("blend on the grid");
+        let k = grid
+            .iter()
+            .position(|&e| e == o.blend)
+            .expect("blend on the grid");
         // x0 went through model scale and back, so compare up to float rounding
         let expect = blend(x0, &o.noise, o.blend);
-        assert!(o.point.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(o
+            .point
+            .iter()
+            .zip(&expect)
+            .all(|(a, b)| (a - b).abs() < 1e-6));
         // first adversarial: every earlier grid point is classified 1 (g > 0), this one not
         for &e in &grid[..k] {
             assert!(model.g_unit(&blend(x0, &o.noise, e)) > 0.0);
@@ -82,9 +98,12 @@ fn fifty_steps_never_adapt_and_shrink_by_powers_of_099() {
             "ratio {ratio} vs 0.99^(2·{}) = {expect}",
             o.accepted_steps
         );
-        assert!(ratio >= 0.366 - 1e-6 && ratio <= 1.0);
+        assert!((0.366 - 1e-6..=1.0).contains(&ratio));
         // 1 init check-free count: init queries + 50 candidates + 5 spherical + final
-        assert_eq!(o.queries, o.init_noise_draws + init_grid_queries(o.init_blend) + 55 + 1);
+        assert_eq!(
+            o.queries,
+            o.init_noise_draws + init_grid_queries(o.init_blend) + 55 + 1
+        );
         assert!(model.g_unit(&o.adversarial) <= 0.0);
     }
     assert!(accepted_total > 0);
@@ -125,13 +144,27 @@ fn converged_boundary_attack_reaches_minimal_distance() {
     let (model, imgs) = fixture(4, 0.3, bounds, 4);
     let x = to_model(&imgs, bounds);
     let labels = vec![1u32; imgs.len()];
-    let out = BoundaryAttack::converged(5000).run(&model, &x, &labels, 1).unwrap();
+    let out = BoundaryAttack::converged(5000)
+        .run(&model, &x, &labels, 1)
+        .unwrap();
     for (o, x0) in out.iter().zip(&imgs) {
         let m = model.l2_margin_unit(x0);
         assert!(o.success);
-        assert!(o.l2 >= m * (1.0 - 1e-4), "below the true minimum: {} < {m}", o.l2);
-        assert!(o.l2 <= 1.05 * m, "BA distance {} vs minimal {m} (init {})", o.l2, o.init_l2);
-        assert!(o.spherical_step != 0.01 || o.source_step != 0.01, "adaptation should happen");
+        assert!(
+            o.l2 >= m * (1.0 - 1e-4),
+            "below the true minimum: {} < {m}",
+            o.l2
+        );
+        assert!(
+            o.l2 <= 1.05 * m,
+            "BA distance {} vs minimal {m} (init {})",
+            o.l2,
+            o.init_l2
+        );
+        assert!(
+            o.spherical_step != 0.01 || o.source_step != 0.01,
+            "adaptation should happen"
+        );
     }
 }
 
@@ -143,7 +176,7 @@ fn failures_are_reported_not_dropped() {
     let constant = pixreg_attacks::FnClassifier::new(
         |x: &candle_core::Tensor| {
             let n = x.dims()[0];
-            candle_core::Tensor::from_vec(vec![0f32, 1.0].repeat(n), (n, 2), x.device())
+            candle_core::Tensor::from_vec([0f32, 1.0].repeat(n), (n, 2), x.device())
         },
         bounds,
     );

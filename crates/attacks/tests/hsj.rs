@@ -16,10 +16,22 @@ fn hsj_reaches_minimal_distance_and_is_reproducible() {
     for (o, x0) in out.iter().zip(&imgs) {
         let m = model.l2_margin_unit(x0);
         assert!(o.success);
-        assert!(o.l2 >= m * (1.0 - 1e-4), "below the true minimum: {} < {m}", o.l2);
-        assert!(o.l2 <= 1.05 * m, "HSJ distance {} vs minimal {m} (init {})", o.l2, o.init_l2);
+        assert!(
+            o.l2 >= m * (1.0 - 1e-4),
+            "below the true minimum: {} < {m}",
+            o.l2
+        );
+        assert!(
+            o.l2 <= 1.05 * m,
+            "HSJ distance {} vs minimal {m} (init {})",
+            o.l2,
+            o.init_l2
+        );
         assert!(model.g_unit(&o.adversarial) <= 0.0);
     }
-    let small = HopSkipJump { max_batch: 37, ..hsj };
+    let small = HopSkipJump {
+        max_batch: 37,
+        ..hsj
+    };
     assert_eq!(small.run(&model, &x, &labels, 2).unwrap(), out);
 }

@@ -18,10 +18,22 @@ fn paper_grids_are_numpy_linspace() {
     assert_eq!(g[0], 0.0);
     assert_eq!(g[9], 0.02);
     assert_eq!(g[1], 0.02 / 9.0);
-    assert_eq!(EpsilonGrid::paper(Task::Mnist, GridAttack::SaltPepper)[9], 0.3);
-    assert_eq!(EpsilonGrid::paper(Task::FashionMnist, GridAttack::Gaussian)[9], 0.5);
-    assert_eq!(EpsilonGrid::paper(Task::Cifar100, GridAttack::Fgsm)[9], 0.005);
-    assert_eq!(EpsilonGrid::paper(Task::Cifar100, GridAttack::Uniform)[9], 0.1);
+    assert_eq!(
+        EpsilonGrid::paper(Task::Mnist, GridAttack::SaltPepper)[9],
+        0.3
+    );
+    assert_eq!(
+        EpsilonGrid::paper(Task::FashionMnist, GridAttack::Gaussian)[9],
+        0.5
+    );
+    assert_eq!(
+        EpsilonGrid::paper(Task::Cifar100, GridAttack::Fgsm)[9],
+        0.005
+    );
+    assert_eq!(
+        EpsilonGrid::paper(Task::Cifar100, GridAttack::Uniform)[9],
+        0.1
+    );
 }
 
 #[test]
@@ -54,10 +66,11 @@ fn protocol_medians_failures_and_nan() {
         let d: Vec<f64> = r.distances.iter().flatten().copied().collect();
         assert_eq!(r.median, median(&d));
     }
-    assert!(
-        (rep.mean_of_medians - (rep.medians[0] + rep.medians[1]) / 2.0).abs() < 1e-15
+    assert!((rep.mean_of_medians - (rep.medians[0] + rep.medians[1]) / 2.0).abs() < 1e-15);
+    assert_ne!(
+        rep.medians[0], rep.medians[1],
+        "repeats must use different randomness"
     );
-    assert_ne!(rep.medians[0], rep.medians[1], "repeats must use different randomness");
     // same configuration -> same report (apart from timings)
     let again = proto.run(&model, &x).unwrap();
     assert_eq!(again.medians, rep.medians);
@@ -80,7 +93,13 @@ fn protocol_medians_failures_and_nan() {
 
     // every image fails: NaN median, failures counted, no panic
     let constant = FnClassifier::new(
-        |x: &Tensor| Tensor::from_vec(vec![0f32, 1.0].repeat(x.dims()[0]), (x.dims()[0], 2), x.device()),
+        |x: &Tensor| {
+            Tensor::from_vec(
+                [0f32, 1.0].repeat(x.dims()[0]),
+                (x.dims()[0], 2),
+                x.device(),
+            )
+        },
         bounds,
     );
     let failing = DecisionProtocol {
@@ -120,23 +139,41 @@ fn noise_attack_runs_reproducibly() {
     let bounds = (-2.5, 2.5);
     let (model, imgs) = fixture(20, 0.1, bounds, 13);
     let x = to_model(&imgs, bounds);
-    let labels: Vec<u32> = imgs.iter().map(|u| (model.g_unit(u) > 0.0) as u32).collect();
-    for kind in [NoiseKind::Gaussian, NoiseKind::Uniform, NoiseKind::SaltPepper] {
+    let labels: Vec<u32> = imgs
+        .iter()
+        .map(|u| (model.g_unit(u) > 0.0) as u32)
+        .collect();
+    for kind in [
+        NoiseKind::Gaussian,
+        NoiseKind::Uniform,
+        NoiseKind::SaltPepper,
+    ] {
         let attack = NoiseAttack::paper(Task::Mnist, kind);
         let a = attack.run(&model, &x, &labels, 1).unwrap();
         assert_eq!(a.accuracy[0], 1.0);
         assert!(a.accuracy[9] < 1.0, "{kind:?}: {:?}", a.accuracy);
-        let small = NoiseAttack { max_batch: 7, ..attack.clone() };
-        assert_eq!(small.run(&model, &x, &labels, 1).unwrap().accuracy, a.accuracy);
+        let small = NoiseAttack {
+            max_batch: 7,
+            ..attack.clone()
+        };
+        assert_eq!(
+            small.run(&model, &x, &labels, 1).unwrap().accuracy,
+            a.accuracy
+        );
     }
     let bad = NoiseAttack::new(NoiseKind::SaltPepper, vec![0.0, 1.5]);
-    assert!(matches!(bad.run(&model, &x, &labels, 0), Err(AttackError::InvalidParameter(_))));
+    assert!(matches!(
+        bad.run(&model, &x, &labels, 0),
+        Err(AttackError::InvalidParameter(_))
+    ));
 }
 
 #[test]
 fn corruptions_are_valid_images() {
     let dev = Device::Cpu;
-    let rgb: Vec<f32> = (0..3 * 16 * 16).map(|i| ((i * 37) % 256) as f32 / 255.0).collect();
+    let rgb: Vec<f32> = (0..3 * 16 * 16)
+        .map(|i| ((i * 37) % 256) as f32 / 255.0)
+        .collect();
     let gray: Vec<f32> = rgb[..256].to_vec();
     for kind in CorruptionKind::ALL {
         for sev in 1..=5u8 {
@@ -147,7 +184,10 @@ fn corruptions_are_valid_images() {
                 let rng1: &mut rand_chacha::ChaCha8Rng = &mut r1;
                 let out = c.apply_image(img, dims, rng1).unwrap();
                 assert_eq!(out.len(), img.len());
-                assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{kind:?} {sev}");
+                assert!(
+                    out.iter().all(|v| (0.0..=1.0).contains(v)),
+                    "{kind:?} {sev}"
+                );
                 assert_eq!(out, c.apply_image(img, dims, &mut r2).unwrap());
                 let changed = out.iter().zip(img.iter()).any(|(a, b)| a != b);
                 assert!(changed, "{kind:?} severity {sev} left the image unchanged");
@@ -155,10 +195,22 @@ fn corruptions_are_valid_images() {
         }
     }
     // contrast shrinks the spread monotonically with severity
-    let spread = |v: &[f32]| v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min);
+    let spread = |v: &[f32]| {
+        v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+    };
     let mut rng: rand_chacha::ChaCha8Rng = rand::SeedableRng::seed_from_u64(0);
-    let s1 = spread(&Corruption::new(CorruptionKind::Contrast, 1).unwrap().apply_image(&gray, (1, 16, 16), &mut rng).unwrap());
-    let s5 = spread(&Corruption::new(CorruptionKind::Contrast, 5).unwrap().apply_image(&gray, (1, 16, 16), &mut rng).unwrap());
+    let s1 = spread(
+        &Corruption::new(CorruptionKind::Contrast, 1)
+            .unwrap()
+            .apply_image(&gray, (1, 16, 16), &mut rng)
+            .unwrap(),
+    );
+    let s5 = spread(
+        &Corruption::new(CorruptionKind::Contrast, 5)
+            .unwrap()
+            .apply_image(&gray, (1, 16, 16), &mut rng)
+            .unwrap(),
+    );
     assert!(s5 < s1);
     assert!(Corruption::new(CorruptionKind::Jpeg, 0).is_err());
     assert!(Corruption::new(CorruptionKind::Jpeg, 6).is_err());
@@ -167,7 +219,10 @@ fn corruptions_are_valid_images() {
     let bounds = (0.0, 1.0);
     let (model, imgs) = fixture(10, 0.1, bounds, 14);
     let x = to_model(&imgs, bounds);
-    let labels: Vec<u32> = imgs.iter().map(|u| (model.g_unit(u) > 0.0) as u32).collect();
+    let labels: Vec<u32> = imgs
+        .iter()
+        .map(|u| (model.g_unit(u) > 0.0) as u32)
+        .collect();
     let eval = CorruptionEval {
         severities: vec![1, 5],
         ..CorruptionEval::default()
@@ -175,7 +230,10 @@ fn corruptions_are_valid_images() {
     let rep = eval.run(&model, &x, &labels, 0).unwrap();
     assert_eq!(rep.clean_accuracy, 1.0);
     assert_eq!(rep.entries.len(), 16);
-    assert_eq!(eval.run(&model, &x, &labels, 0).unwrap().entries, rep.entries);
+    assert_eq!(
+        eval.run(&model, &x, &labels, 0).unwrap().entries,
+        rep.entries
+    );
     let _ = dev;
 }
 
@@ -186,26 +244,47 @@ fn bad_inputs_are_errors_not_panics() {
     let x = to_model(&imgs, bounds);
     let ba = BoundaryAttack::paper();
     // wrong label count
-    assert!(matches!(ba.run(&model, &x, &[1], 0), Err(AttackError::Shape(_))));
+    assert!(matches!(
+        ba.run(&model, &x, &[1], 0),
+        Err(AttackError::Shape(_))
+    ));
     // wrong rank
     let flat = x.flatten_from(1).unwrap();
-    assert!(matches!(ba.run(&model, &flat, &[1, 1], 0), Err(AttackError::Shape(_))));
+    assert!(matches!(
+        ba.run(&model, &flat, &[1, 1], 0),
+        Err(AttackError::Shape(_))
+    ));
     // empty batch
     let empty = x.narrow(0, 0, 0).unwrap();
-    assert!(matches!(ba.run(&model, &empty, &[], 0), Err(AttackError::EmptyBatch)));
+    assert!(matches!(
+        ba.run(&model, &empty, &[], 0),
+        Err(AttackError::EmptyBatch)
+    ));
     assert!(matches!(
         HopSkipJump::default().run(&model, &empty, &[], 0),
         Err(AttackError::EmptyBatch)
     ));
     // images outside the bounds
     let outside = (x.clone() * 3.0).unwrap();
-    assert!(matches!(ba.run(&model, &outside, &[1, 1], 0), Err(AttackError::InvalidParameter(_))));
+    assert!(matches!(
+        ba.run(&model, &outside, &[1, 1], 0),
+        Err(AttackError::InvalidParameter(_))
+    ));
     // NaN logits
     let nan = FnClassifier::new(
-        |x: &Tensor| Tensor::from_vec(vec![f32::NAN, 1.0].repeat(x.dims()[0]), (x.dims()[0], 2), x.device()),
+        |x: &Tensor| {
+            Tensor::from_vec(
+                [f32::NAN, 1.0].repeat(x.dims()[0]),
+                (x.dims()[0], 2),
+                x.device(),
+            )
+        },
         bounds,
     );
-    assert!(matches!(ba.run(&nan, &x, &[1, 1], 0), Err(AttackError::NonFiniteLogits)));
+    assert!(matches!(
+        ba.run(&nan, &x, &[1, 1], 0),
+        Err(AttackError::NonFiniteLogits)
+    ));
     assert!(matches!(
         NoiseAttack::paper(Task::Mnist, NoiseKind::Gaussian).run(&nan, &x, &[1, 1], 0),
         Err(AttackError::NonFiniteLogits)
@@ -219,12 +298,16 @@ fn bad_inputs_are_errors_not_panics() {
     };
     assert!(bad.run(&model, &x, &[1, 1], 0).is_err());
     assert!(Pgd::l2(-1.0).run(&model, &x, &[1, 1], 0).is_err());
-    assert!(Fgsm::new(vec![f64::NAN]).run_white_box(&model, &x, &[1, 1]).is_err());
+    assert!(Fgsm::new(vec![f64::NAN])
+        .run_white_box(&model, &x, &[1, 1])
+        .is_err());
     let proto = DecisionProtocol {
         indices: Some(vec![5]),
         ..DecisionProtocol::paper(0)
     };
     assert!(proto.run(&model, &x).is_err());
-    assert!(labels_from_tensor(&Tensor::new(&[1i64, 2], &Device::Cpu).unwrap()).unwrap() == vec![1, 2]);
+    assert!(
+        labels_from_tensor(&Tensor::new(&[1i64, 2], &Device::Cpu).unwrap()).unwrap() == vec![1, 2]
+    );
     assert!(labels_from_tensor(&Tensor::new(&[-1i64], &Device::Cpu).unwrap()).is_err());
 }

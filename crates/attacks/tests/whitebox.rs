@@ -26,10 +26,16 @@ fn pgd_finds_adversarials_exactly_above_the_margin() {
                 ..base.clone()
             };
             let above = pgd(1.05 * m).run(&model, &x, &[1], i as u64).unwrap();
-            assert!(above.report.success[0], "{norm:?}: no adversarial at 1.05·margin");
+            assert!(
+                above.report.success[0],
+                "{norm:?}: no adversarial at 1.05·margin"
+            );
             assert!(above.report.perturbation_norm[0] <= 1.05 * m * (1.0 + 1e-4));
             let below = pgd(0.95 * m).run(&model, &x, &[1], i as u64).unwrap();
-            assert!(!below.report.success[0], "{norm:?}: adversarial below the margin");
+            assert!(
+                !below.report.success[0],
+                "{norm:?}: adversarial below the margin"
+            );
             assert_eq!(below.report.robust_accuracy, 1.0);
         }
     }
@@ -55,7 +61,11 @@ fn fgsm_matches_the_analytic_linf_flip() {
             / imgs.len() as f64;
         assert_eq!(curve.accuracy[k], expect, "eps {e}");
     }
-    assert!(curve.accuracy[0] > curve.accuracy[4] + 0.3, "{:?}", curve.accuracy);
+    assert!(
+        curve.accuracy[0] > curve.accuracy[4] + 0.3,
+        "{:?}",
+        curve.accuracy
+    );
     // transferred with the model as its own surrogate = white box
     let t = fgsm.run_transferred(&model, &model, &x, &labels).unwrap();
     assert_eq!(t.accuracy, curve.accuracy);
