@@ -37,8 +37,8 @@ pub struct BatchMoments {
     pub var_unbiased: Tensor,
 }
 
-/// PyTorch `F.batch_norm` on NCHW input: `y = x·α + β` with `α = γ·invstd`, `invstd = 1 / sqrt(var + eps)` and
-/// `β = bias − mean·α`, per channel (the order of PyTorch's CPU kernel).
+/// PyTorch `F.batch_norm` on NCHW input: `y = x·α + β` per channel, with `α = γ·invstd`,
+/// `invstd = 1 / sqrt(var + eps)` and `β = bias − mean·α` (the order of PyTorch's CPU kernel).
 ///
 /// With [`BatchNormStats::Batch`] the mean and biased variance of `x` over (N, H, W) are used
 /// (and differentiated through) and the detached moments are returned.

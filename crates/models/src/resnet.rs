@@ -209,8 +209,9 @@ impl Core {
 ///
 /// The mode is explicit: [`ResNet::set_training`] switches between PyTorch's `train()` (BN
 /// batch statistics, running statistics updated) and `eval()`. [`ResNet::forward_eval`] is
-/// always eval mode and never changes the model.
-#[derive(Debug, Clone)]
+/// always eval mode and never changes the model. For an independent copy use
+/// [`ResNet::deep_copy`] (or keep a [`ResNet::state_dict`]).
+#[derive(Debug)]
 pub struct ResNet {
     config: ModelConfig,
     device: Device,
@@ -264,6 +265,28 @@ impl ResNet {
             running_means,
             training: true,
         })
+    }
+
+    /// An independent copy (parameters and buffers copied, same mode and device).
+    pub fn deep_copy(&self) -> Result<Self> {
+        let mut copy = ResNet::build(&self.config, Init::Skeleton, &self.device)?;
+        copy.load_state_dict(self.state_dict()?.into_iter().collect(), "model copy")?;
+        copy.training = self.training;
+        Ok(copy)
+    }
+
+    /// A second handle on the same parameters (the `Var`s and tensors are shared, not copied),
+    /// so the state listing, which needs `&mut`, can run from `&self`.
+    fn shared_view(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            device: self.device.clone(),
+            core: self.core.clone(),
+            linear: self.linear.clone(),
+            layer_weight: self.layer_weight.clone(),
+            running_means: self.running_means.clone(),
+            training: self.training,
+        }
     }
 
     /// The configuration the model was built from.
@@ -400,9 +423,9 @@ impl ResNet {
     /// with `requires_grad`; the similarity running means are not among them). The `Var`s
     /// share storage with the model: updating them updates the model.
     pub fn named_parameters(&self) -> Vec<(String, Var)> {
-        // Cloning shares every parameter's storage, so the Vars listed from the clone are the
-        // model's own; the clone only lends the `&mut` access the state listing needs.
-        let mut view = self.clone();
+        // The view shares every parameter's storage, so the Vars listed from it are the
+        // model's own.
+        let mut view = self.shared_view();
         view.state_mut()
             .into_iter()
             .filter_map(|(name, entry)| match entry {
@@ -416,7 +439,7 @@ impl ResNet {
     /// scalars) under the reference's key names: a detached deep copy, unaffected by later
     /// training (use it to keep a best-so-far state).
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut view = self.clone();
+        let mut view = self.shared_view();
         let device = self.device.clone();
         view.state_mut()
             .into_iter()

@@ -207,3 +207,24 @@ fn state_dict_is_a_deep_copy() {
     let (_, kept) = snapshot.iter().find(|(n, _)| n == name).unwrap();
     assert!(rel_err(kept, &get(&weights(), name).clone()) == 0.0);
 }
+
+#[test]
+fn deep_copy_is_independent() {
+    let model = golden_model();
+    let copy = model.deep_copy().unwrap();
+    let images = get(&load_golden("inputs.safetensors"), "images").clone();
+    let before = model.forward_eval(&images).unwrap();
+    for (_, var) in copy.named_parameters() {
+        var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+    }
+    assert_eq!(rel_err(&model.forward_eval(&images).unwrap(), &before), 0.0);
+    assert!(rel_err(&copy.forward_eval(&images).unwrap(), &before) > 0.0);
+}
+
+#[test]
+fn model_and_errors_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<ResNet>();
+    send_sync::<Error>();
+    send_sync::<pixreg_models::SgdMomentum>();
+}
