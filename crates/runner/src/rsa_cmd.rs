@@ -1,6 +1,7 @@
 //! `pixreg rsa`: compute pixel similarities, thresholded targets and selected pairs for a set of
 //! images, and write them for inspection or for other tools.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -127,13 +128,18 @@ pub fn run(args: &RsaArgs) -> Result<()> {
     save_safetensors(&args.out, &tensors)?;
 
     let total = rsa_core::pairs::pair_count(n);
-    println!(
+    // The summary is informational: a closed pipe (`| head`) must not turn success into a
+    // crash, so write errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "N = {n} images, range {range}, Th = {}: {} of {total} pairs selected ({:.4} %)",
         args.threshold,
         list.len(),
         100.0 * list.len() as f64 / total as f64
     );
-    println!(
+    let _ = writeln!(
+        out,
         "computed in {:.3} s, written to {} in {:.3} s total",
         computed.as_secs_f64(),
         args.out.display(),
