@@ -7,9 +7,11 @@
 //! Commands:
 //! * `pixreg rsa` ([`rsa_cmd`]): pixel similarities, thresholded targets and selected pairs of a
 //!   set of images, written to safetensors.
+//! * `pixreg predict` ([`predict`]): logits (and pair scores) of a checkpoint on stored images.
 //!
 //! Every file the tool writes goes through [`output`], which writes atomically.
 
 pub mod data;
 pub mod output;
+pub mod predict;
 pub mod rsa_cmd;

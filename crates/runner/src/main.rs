@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pixreg_runner::rsa_cmd;
+use pixreg_runner::{predict, rsa_cmd};
 
 /// Pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid): targets, training,
 /// evaluation.
@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Pixel similarity matrix, thresholded targets and selected pairs of a set of images.
     Rsa(rsa_cmd::RsaArgs),
+    /// Logits (and pair similarity scores) of a checkpoint on images from a safetensors file.
+    Predict(predict::PredictArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Rsa(args) => rsa_cmd::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
