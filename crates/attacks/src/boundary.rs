@@ -76,6 +76,9 @@ pub struct BoundaryOutcome {
     pub adversarial: Vec<f32>,
     /// `‖adv − x0‖₂` in unit space.
     pub l2: f64,
+    /// `‖adv − x0‖₂² / D` (all channels) in unit space: the paper's per-image metric with bug
+    /// B3 fixed; see [`crate::mse_distance`] for the channel-0 variant.
+    pub mse: f64,
     /// `‖init − x0‖₂` in unit space.
     pub init_l2: f64,
     /// Blend factor found by the initialisation.
@@ -365,6 +368,7 @@ impl BoundaryAttack {
             .map(|((s, init), ok)| BoundaryOutcome {
                 success: init.success && ok,
                 l2: l2_dist(&s.x0, &s.x),
+                mse: l2_dist(&s.x0, &s.x).powi(2) / d as f64,
                 init_l2: l2_dist(&s.x0, &init.point),
                 init_blend: init.blend,
                 init_noise_draws: init.noise_draws,

@@ -58,6 +58,8 @@ pub struct HsjOutcome {
     pub adversarial: Vec<f32>,
     /// `‖adv − x0‖₂` in unit space.
     pub l2: f64,
+    /// `‖adv − x0‖₂² / D` (all channels) in unit space.
+    pub mse: f64,
     /// Distance after the initial binary search.
     pub init_l2: f64,
     /// Model queries (initialisation included).
@@ -221,6 +223,7 @@ impl HopSkipJump {
             .map(|(((s, init), ok), il2)| HsjOutcome {
                 success: init.success && ok,
                 l2: l2_dist(&s.x0, &s.xa),
+                mse: l2_dist(&s.x0, &s.xa).powi(2) / d as f64,
                 init_l2: il2,
                 queries: s.queries + 1,
                 adversarial: s.xa,

@@ -5,7 +5,10 @@
 //! Every attack is a plain configuration value (serde-serialisable) that is run on a
 //! [`Classifier`] and a labelled batch `[N, C, H, W]` at model scale, is seeded, and is
 //! deterministic for a seed: each image draws from its own random stream, so results do not
-//! depend on how model queries are chunked (`max_batch`).
+//! depend on how model queries are chunked (`max_batch`) — provided the model's output for an
+//! image does not depend on the other images of its batch (true in eval mode up to the
+//! backend's rounding; a blocked GEMM may round differently for different batch sizes, which
+//! matters only for points within float rounding of the decision boundary).
 //!
 //! | attack | type | entry point |
 //! |---|---|---|
