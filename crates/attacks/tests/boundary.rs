@@ -165,6 +165,8 @@ fn converged_boundary_attack_reaches_minimal_distance() {
             o.spherical_step != 0.01 || o.source_step != 0.01,
             "adaptation should happen"
         );
+        assert!(o.steps_run == 5000 || o.source_step < 1e-7);
+        eprintln!("converged BA: distance / minimum = {:.4}", o.l2 / m);
     }
 }
 
@@ -192,4 +194,26 @@ fn failures_are_reported_not_dropped() {
     assert!(out.iter().all(|o| !o.success && o.accepted_steps == 0));
     assert!(out.iter().all(|o| o.init_noise_draws == 20));
     let _ = model.input_bounds();
+}
+
+#[test]
+fn unit_space_makes_the_attack_scale_free() {
+    // The fixture defines the same unit-space decision function for any model scale, so the
+    // attack must make the same decisions (spec §2.5 affine equivariance) up to the rounding of
+    // the model evaluation.
+    let (m1, imgs) = fixture(5, 0.3, (0.0, 1.0), 6);
+    let (m2, _) = fixture(5, 0.3, (-2.5, 2.5), 6);
+    let labels = vec![1u32; imgs.len()];
+    let a = BoundaryAttack::paper();
+    let r1 = a
+        .run(&m1, &to_model(&imgs, (0.0, 1.0)), &labels, 9)
+        .unwrap();
+    let r2 = a
+        .run(&m2, &to_model(&imgs, (-2.5, 2.5)), &labels, 9)
+        .unwrap();
+    for (o1, o2) in r1.iter().zip(&r2) {
+        assert_eq!(o1.init_blend, o2.init_blend);
+        assert_eq!(o1.accepted_steps, o2.accepted_steps);
+        assert!((o1.l2 / o2.l2 - 1.0).abs() < 1e-5);
+    }
 }
