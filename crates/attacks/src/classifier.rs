@@ -180,6 +180,21 @@ pub fn accuracy<C: Classifier + ?Sized>(
     Ok(correct as f64 / pred.len() as f64)
 }
 
+/// Global `(min, max)` of a (preprocessed, model-scale) image set: the `(lo, hi)` that
+/// [`Classifier::input_bounds`] should return for the paper protocol (spec §1.3, §1.5).
+pub fn global_bounds(images: &Tensor) -> Result<(f32, f32)> {
+    if images.elem_count() == 0 {
+        return Err(AttackError::EmptyBatch);
+    }
+    let flat = images.flatten_all()?.to_dtype(DType::F32)?;
+    let lo = flat.min(0)?.to_scalar::<f32>()?;
+    let hi = flat.max(0)?.to_scalar::<f32>()?;
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err(crate::error::invalid("images contain non-finite values"));
+    }
+    Ok((lo, hi))
+}
+
 /// Convert an integer (or float) label tensor of shape `[N]` to `Vec<u32>`.
 pub fn labels_from_tensor(labels: &Tensor) -> Result<Vec<u32>> {
     let v = labels

@@ -66,8 +66,8 @@ pub mod whitebox;
 pub use blended::{BlendedUniformNoiseInit, InitOutcome};
 pub use boundary::{draw_proposal, BoundaryAttack, BoundaryOutcome, Proposal};
 pub use classifier::{
-    accuracy, argmax_rows, cross_entropy_sum, labels_from_tensor, median, predict_batched,
-    Classifier, DifferentiableClassifier, FnClassifier, DEFAULT_MAX_BATCH,
+    accuracy, argmax_rows, cross_entropy_sum, global_bounds, labels_from_tensor, median,
+    predict_batched, Classifier, DifferentiableClassifier, FnClassifier, DEFAULT_MAX_BATCH,
 };
 pub use corruptions::{
     Corruption, CorruptionAccuracy, CorruptionEval, CorruptionKind, CorruptionReport,

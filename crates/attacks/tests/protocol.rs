@@ -309,5 +309,18 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(
         labels_from_tensor(&Tensor::new(&[1i64, 2], &Device::Cpu).unwrap()).unwrap() == vec![1, 2]
     );
+    assert_eq!(
+        global_bounds(&x).unwrap().0,
+        x.flatten_all()
+            .unwrap()
+            .min(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    );
+    assert!(matches!(
+        global_bounds(&empty),
+        Err(AttackError::EmptyBatch)
+    ));
     assert!(labels_from_tensor(&Tensor::new(&[-1i64], &Device::Cpu).unwrap()).is_err());
 }
