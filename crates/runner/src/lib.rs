@@ -8,10 +8,18 @@
 //! * `pixreg rsa` ([`rsa_cmd`]): pixel similarities, thresholded targets and selected pairs of a
 //!   set of images, written to safetensors.
 //! * `pixreg predict` ([`predict`]): logits (and pair scores) of a checkpoint on stored images.
+//! * `pixreg train` ([`commands`], [`train`]): one experiment config ([`config`]) → a run
+//!   folder ([`run_dir`]), trained, evaluated ([`eval`]) and resumable.
+//! * `pixreg eval` and `pixreg runs`: re-evaluate a run, list runs.
 //!
 //! Every file the tool writes goes through [`output`], which writes atomically.
 
+pub mod commands;
+pub mod config;
 pub mod data;
+pub mod eval;
 pub mod output;
 pub mod predict;
 pub mod rsa_cmd;
+pub mod run_dir;
+pub mod train;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pixreg_runner::{predict, rsa_cmd};
+use pixreg_runner::{commands, predict, rsa_cmd};
 
 /// Pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid): targets, training,
 /// evaluation.
@@ -20,6 +20,12 @@ enum Command {
     Rsa(rsa_cmd::RsaArgs),
     /// Logits (and pair similarity scores) of a checkpoint on images from a safetensors file.
     Predict(predict::PredictArgs),
+    /// Train (or resume) the experiment of a config; evaluates it at the end.
+    Train(commands::TrainArgs),
+    /// Re-evaluate a saved run with attacks.
+    Eval(commands::EvalArgs),
+    /// List runs with their status and headline metrics.
+    Runs(commands::RunsArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +40,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Rsa(args) => rsa_cmd::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Train(args) => commands::train_command(args),
+        Command::Eval(args) => commands::eval_command(args),
+        Command::Runs(args) => commands::runs_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,221 @@
+//! `pixreg train`, `pixreg eval` and `pixreg runs`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use pixreg_datasets::resolve_data_dir;
+
+use crate::config::ExperimentConfig;
+use crate::eval::{evaluate_run, validate_attacks};
+use crate::run_dir::{RunDir, RunStatus};
+use crate::train::{train, TrainOptions};
+
+/// Arguments of `pixreg train`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    pixreg train --config experiments/configs/fashion-mnist-reg.toml --data-dir ../shared/datasets\n  \
+    pixreg train --config exp.toml --set training.epochs=2 --set regularization.alpha=4")]
+pub struct TrainArgs {
+    /// Experiment config (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a config value: `section.key=value` (TOML syntax; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Folder holding one subfolder per run.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Data directory (default: $PIXREG_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Train at most this many epochs now; the run stays resumable.
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+}
+
+/// Arguments of `pixreg eval`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  \
+    pixreg eval --run runs/fashion-mnist-reg-0123456789abcdef --attacks gaussian,boundary \\\n      \
+    --surrogate runs/fashion-mnist-base-fedcba9876543210")]
+pub struct EvalArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Comma-separated attacks: gaussian, uniform, saltpepper, fgsm, boundary,
+    /// boundary-converged, hsj, pgd-linf, pgd-l2, corruptions (default: the config's).
+    #[arg(long, value_delimiter = ',')]
+    pub attacks: Option<Vec<String>>,
+    /// Run folder of the unregularized surrogate for transferred FGSM (default: the config's;
+    /// without one, FGSM is white-box).
+    #[arg(long)]
+    pub surrogate: Option<PathBuf>,
+    /// Data directory (default: $PIXREG_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `pixreg runs`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// Folder holding one subfolder per run.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// `pixreg train`: train, evaluate, mark finished.
+pub fn train_command(args: &TrainArgs) -> Result<()> {
+    let config = ExperimentConfig::load(&args.config, &args.overrides)?;
+    validate_attacks(&config.evaluation.attacks)?;
+    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let outcome = train(
+        &config,
+        &args.runs_dir,
+        &data_dir,
+        TrainOptions {
+            quiet: args.quiet,
+            max_epochs: args.max_epochs,
+        },
+    )?;
+    let run = &outcome.run;
+    if outcome.already_finished {
+        println!(
+            "run {} is already finished; results in {}",
+            run.id(),
+            run.results().display()
+        );
+        return Ok(());
+    }
+    let mut state = outcome.state;
+    if state.status != RunStatus::Trained {
+        println!(
+            "run {} stopped after epoch {}; run the same command to resume",
+            run.id(),
+            state.completed_epochs
+        );
+        return Ok(());
+    }
+    let surrogate = config.evaluation.surrogate.as_deref();
+    let results = evaluate_run(
+        run,
+        &config,
+        &data_dir,
+        &config.evaluation.attacks,
+        surrogate,
+    )?;
+    state.status = RunStatus::Finished;
+    run.save_state(&state)?;
+    println!(
+        "run {} finished: best epoch {}, clean test accuracy {:.2} %; results in {}",
+        run.id(),
+        state.best_epoch,
+        results["clean"]["test_acc"].as_f64().unwrap_or(f64::NAN),
+        run.results().display()
+    );
+    Ok(())
+}
+
+/// `pixreg eval`: re-evaluate a saved run.
+pub fn eval_command(args: &EvalArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let config = ExperimentConfig::load(&run.config(), &[])?;
+    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let attacks = args
+        .attacks
+        .clone()
+        .unwrap_or_else(|| config.evaluation.attacks.clone());
+    let surrogate = args
+        .surrogate
+        .as_deref()
+        .or(config.evaluation.surrogate.as_deref());
+    let results = evaluate_run(&run, &config, &data_dir, &attacks, surrogate)?;
+    print_results(&results);
+    Ok(())
+}
+
+/// A compact table of `results.json`.
+fn print_results(results: &serde_json::Value) {
+    println!(
+        "run {}  clean test accuracy {:.2} %",
+        results["run"].as_str().unwrap_or("?"),
+        results["clean"]["test_acc"].as_f64().unwrap_or(f64::NAN)
+    );
+    let Some(attacks) = results["attacks"].as_object() else {
+        return;
+    };
+    for (name, r) in attacks {
+        if let (Some(eps), Some(acc)) = (r["epsilons"].as_array(), r["accuracy"].as_array()) {
+            let cells: Vec<String> = eps
+                .iter()
+                .zip(acc)
+                .map(|(e, a)| {
+                    format!(
+                        "{:.3}:{:.1}",
+                        e.as_f64().unwrap_or(f64::NAN),
+                        100.0 * a.as_f64().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            println!("  {name:<20} {}", cells.join("  "));
+        } else if let Some(m) = r["mean_of_medians"].as_f64() {
+            println!(
+                "  {name:<20} median per-pixel squared L2 {m:.6} (success {:.1} %)",
+                100.0 * r["success_rate"].as_f64().unwrap_or(f64::NAN)
+            );
+        } else if let Some(m) = r["mean_corrupted_accuracy"].as_f64() {
+            println!("  {name:<20} mean corrupted accuracy {:.1} %", 100.0 * m);
+        }
+    }
+}
+
+/// `pixreg runs`: one line per run folder.
+pub fn runs_command(args: &RunsArgs) -> Result<()> {
+    for line in list_runs(&args.runs_dir)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Lines describing every run under `runs_dir`, sorted by id.
+pub fn list_runs(runs_dir: &Path) -> Result<Vec<String>> {
+    if !runs_dir.is_dir() {
+        return Ok(vec![format!("no runs in {}", runs_dir.display())]);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .with_context(|| format!("cannot list {}", runs_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.toml").is_file())
+        .collect();
+    entries.sort();
+    let mut lines = vec![format!(
+        "{:<44} {:<9} {:>6} {:>10} {:>9}",
+        "run", "status", "epochs", "best epoch", "test acc"
+    )];
+    for path in entries {
+        let run = RunDir::open(&path)?;
+        let state = run.state()?;
+        let results: Option<serde_json::Value> = std::fs::read_to_string(run.results())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let acc = results
+            .as_ref()
+            .and_then(|r| r["clean"]["test_acc"].as_f64())
+            .map_or("-".to_string(), |a| format!("{a:.2} %"));
+        let (status, epochs, best) = match &state {
+            Some(s) => (
+                format!("{:?}", s.status).to_lowercase(),
+                s.completed_epochs.to_string(),
+                s.best_epoch.to_string(),
+            ),
+            None => ("new".into(), "0".into(), "-".into()),
+        };
+        lines.push(format!(
+            "{:<44} {status:<9} {epochs:>6} {best:>10} {acc:>9}",
+            run.id()
+        ));
+    }
+    Ok(lines)
+}

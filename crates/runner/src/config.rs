@@ -1,0 +1,500 @@
+//! Experiment configuration: one TOML file describes one experiment (task, model,
+//! regularization, training, evaluation, device).
+//!
+//! Every field has the official code's default (`../shared/specs/reference-training.md` §1), so
+//! a config names only what differs. Unknown keys are errors (a typo must not silently fall back
+//! to a default), and [`ExperimentConfig::validate`] rejects bad values before anything runs.
+//!
+//! ```toml
+//! [task]
+//! dataset = "fashion-mnist"
+//!
+//! [model]
+//! arch = "resnet18"
+//! base_channels = 16
+//!
+//! [regularization]          # present = regularized; alpha/threshold default to the preset
+//! range = "all"             # of the (task, source) pair in the paper's README table
+//!
+//! [training]
+//! epochs = 4
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The classification task.
+    pub task: TaskConfig,
+    /// The network.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// The pixel-similarity regularizer; absent means an unregularized baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regularization: Option<RegularizationConfig>,
+    /// Optimisation and schedule.
+    #[serde(default)]
+    pub training: TrainingConfig,
+    /// What to evaluate after training.
+    #[serde(default)]
+    pub evaluation: EvaluationConfig,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// The classification task (`--task`, `--rgb`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// `mnist`, `fashion-mnist`, `cifar10`, `cifar100` or `cifar10-jpeg`.
+    pub dataset: String,
+    /// Keep RGB instead of the reference's default grayscale (CIFAR only).
+    #[serde(default)]
+    pub rgb: bool,
+    /// Train on only the first this-many training images (after the validation split); for
+    /// quick experiments. Absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Evaluate on only the first this-many test images. Absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// `random` (seeded, `valid_portion` of the training set) or `official` (the seed-0
+    /// indices of the official code, from `official_seed0_indices.json`).
+    #[serde(default = "default_valid_split")]
+    pub valid_split: String,
+}
+
+fn default_valid_split() -> String {
+    "random".into()
+}
+
+/// The network (`--archi`, `--base_channels`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `resnet18`, `resnet34`, `resnet50` or `resnet101`.
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// Width of the first section (64 in the paper).
+    #[serde(default = "default_base_channels")]
+    pub base_channels: usize,
+}
+
+fn default_arch() -> String {
+    "resnet18".into()
+}
+fn default_base_channels() -> usize {
+    64
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            arch: default_arch(),
+            base_channels: default_base_channels(),
+        }
+    }
+}
+
+/// The regularizer (`--reg_*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegularizationConfig {
+    /// α, the weight of the similarity loss. Absent: the preset of (task, source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Th in [0, 1]. Absent: the preset of (task, source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Th2 < Th, for the `double` range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold2: Option<f64>,
+    /// Use the graded two-threshold targets instead of the reference's (equal to single
+    /// thresholding).
+    #[serde(default)]
+    pub graded_double: bool,
+    /// `all`, `high`, `low`, `positive`, `negative`, `high_positive` or `double`.
+    #[serde(default = "default_range")]
+    pub range: String,
+    /// Source of the regularization images; absent: the task's own dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// N, the number of regularization images.
+    #[serde(default = "default_n_images")]
+    pub n_images: usize,
+    /// k, pairs per training step.
+    #[serde(default = "default_pairs")]
+    pub pairs_per_batch: usize,
+    /// `arctanh` (the reference's default) or `mse`.
+    #[serde(default = "default_loss")]
+    pub loss: String,
+    /// `pixel`, or the path of a `.safetensors`/`.npy` `[N, N]` target matrix of your own.
+    #[serde(default = "default_targets")]
+    pub targets: String,
+    /// Tensor name inside a safetensors target file with several tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_key: Option<String>,
+    /// Threshold the similarities to {-v, 0, +v} (`--reg_boosting`).
+    #[serde(default = "default_true")]
+    pub boosting: bool,
+    /// v, the magnitude of the thresholded targets.
+    #[serde(default = "default_boost_value")]
+    pub boost_value: f32,
+}
+
+fn default_range() -> String {
+    "all".into()
+}
+fn default_n_images() -> usize {
+    5000
+}
+fn default_pairs() -> usize {
+    16
+}
+fn default_loss() -> String {
+    "arctanh".into()
+}
+fn default_targets() -> String {
+    "pixel".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_boost_value() -> f32 {
+    1.0
+}
+
+/// Optimisation (`--lr`, `--momentum`, …) and the cyclic step schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Classification batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Phases per cycle of the step schedule.
+    pub phase_num: usize,
+    /// Epochs per phase.
+    pub phase_duration: usize,
+    /// LR multiplier per phase.
+    pub decay_rate: f64,
+    /// Share of the training set held out for validation.
+    pub valid_portion: f64,
+    /// Seed of every random choice of the run.
+    pub seed: u64,
+    /// Log training statistics every this-many steps.
+    pub display_every: usize,
+    /// Evaluate on the (augmented) training set after every epoch, as the reference does.
+    pub eval_train: bool,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 40,
+            batch_size: 64,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            phase_num: 5,
+            phase_duration: 4,
+            decay_rate: 0.3,
+            valid_portion: 0.01,
+            seed: 0,
+            display_every: 100,
+            eval_train: true,
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// The reference's `adjust_lr`: `lr · decay^⌊(e mod (phases·duration)) / duration⌋` for
+    /// 0-based epoch `e`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let cycle = self.phase_num * self.phase_duration;
+        let phase = (epoch % cycle) / self.phase_duration;
+        self.lr * self.decay_rate.powi(phase as i32)
+    }
+}
+
+/// What runs after training (the attacks are configured here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Attacks to run at the end of training (see `pixreg eval --help` for the names).
+    #[serde(default)]
+    pub attacks: Vec<String>,
+    /// Images attacked by the Boundary Attack (the paper: 1000).
+    #[serde(default = "default_boundary_images")]
+    pub boundary_images: usize,
+    /// Repeats of the Boundary Attack (the paper: 5).
+    #[serde(default = "default_boundary_repeats")]
+    pub boundary_repeats: usize,
+    /// Run directory of the unregularized surrogate for the transferred FGSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate: Option<PathBuf>,
+}
+
+fn default_boundary_images() -> usize {
+    1000
+}
+fn default_boundary_repeats() -> usize {
+    5
+}
+
+/// The README's recommended (α, Th) for each (task, regularization source) pair.
+pub const PRESETS: [(&str, &str, f64, f64); 10] = [
+    ("cifar10", "cifar10", 10.0, 0.8),
+    ("cifar10", "cifar100", 10.0, 0.8),
+    ("cifar10", "imagenet", 10.0, 0.8),
+    ("cifar100", "cifar10", 10.0, 0.8),
+    ("cifar100", "cifar100", 10.0, 0.8),
+    ("cifar100", "imagenet", 10.0, 0.8),
+    ("mnist", "mnist", 4.0, 0.2),
+    ("mnist", "fashion-mnist", 10.0, 0.8),
+    ("fashion-mnist", "mnist", 10.0, 0.4),
+    ("fashion-mnist", "fashion-mnist", 10.0, 0.8),
+];
+
+/// The preset's dataset family name: the JPEG CIFAR-10 copy uses CIFAR-10's values and every
+/// ImageNet-like source ImageNet's.
+fn preset_name(dataset: &str) -> &str {
+    match dataset {
+        "cifar10-jpeg" => "cifar10",
+        "tiny-imagenet" => "imagenet",
+        other => other,
+    }
+}
+
+/// (α, Th) of the README table for a task and regularization source.
+pub fn preset(task: &str, source: &str) -> Option<(f64, f64)> {
+    let (t, s) = (preset_name(task), preset_name(source));
+    PRESETS
+        .iter()
+        .find(|(pt, ps, _, _)| *pt == t && *ps == s)
+        .map(|&(_, _, a, th)| (a, th))
+}
+
+const TASKS: [&str; 5] = [
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "cifar100",
+    "cifar10-jpeg",
+];
+
+impl ExperimentConfig {
+    /// Reads a TOML file and applies `key=value` overrides (dotted keys, values in TOML
+    /// syntax; a bare word is a string), then fills presets and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::from_toml(&text, overrides).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// [`Self::load`] from a string.
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Table = toml::from_str(text)?;
+        for item in overrides {
+            apply_override(&mut value, item)?;
+        }
+        let mut config: ExperimentConfig = toml::Value::Table(value).try_into()?;
+        config.resolve()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Fills the values that default to something derived (preset α/Th, the source dataset).
+    fn resolve(&mut self) -> Result<()> {
+        let task = self.task.dataset.clone();
+        if let Some(reg) = &mut self.regularization {
+            let source = reg.source.get_or_insert_with(|| task.clone()).clone();
+            if reg.alpha.is_none() || reg.threshold.is_none() {
+                let Some((alpha, th)) = preset(&task, &source) else {
+                    bail!(
+                        "regularization.alpha and regularization.threshold must be given: the \
+                         paper has no preset for task {task} with source {source}"
+                    );
+                };
+                reg.alpha.get_or_insert(alpha);
+                reg.threshold.get_or_insert(th);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects invalid values with a message naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !TASKS.contains(&self.task.dataset.as_str()) {
+            bail!(
+                "task.dataset `{}` is not a classification task; expected one of {}",
+                self.task.dataset,
+                TASKS.join(", ")
+            );
+        }
+        if !["random", "official"].contains(&self.task.valid_split.as_str()) {
+            bail!("task.valid_split must be `random` or `official`");
+        }
+        if self.task.train_limit == Some(0) || self.task.test_limit == Some(0) {
+            bail!("task.train_limit and task.test_limit must be positive when given");
+        }
+        self.model
+            .arch
+            .parse::<pixreg_models::Arch>()
+            .with_context(|| format!("model.arch `{}`", self.model.arch))?;
+        if self.model.base_channels == 0 {
+            bail!("model.base_channels must be positive");
+        }
+        let t = &self.training;
+        if t.epochs == 0 {
+            bail!("training.epochs must be at least 1");
+        }
+        if t.batch_size == 0 {
+            bail!("training.batch_size must be at least 1");
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            bail!("training.lr must be positive, got {}", t.lr);
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            bail!("training.momentum must lie in [0, 1), got {}", t.momentum);
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            bail!("training.weight_decay must be non-negative");
+        }
+        if t.phase_num == 0 || t.phase_duration == 0 {
+            bail!("training.phase_num and training.phase_duration must be at least 1");
+        }
+        if !(t.decay_rate.is_finite() && t.decay_rate > 0.0) {
+            bail!("training.decay_rate must be positive");
+        }
+        if !(0.0..1.0).contains(&t.valid_portion) {
+            bail!(
+                "training.valid_portion must lie in [0, 1), got {}",
+                t.valid_portion
+            );
+        }
+        if t.display_every == 0 {
+            bail!("training.display_every must be at least 1");
+        }
+        if let Some(reg) = &self.regularization {
+            reg.validate()?;
+        }
+        if self.evaluation.boundary_images == 0 || self.evaluation.boundary_repeats == 0 {
+            bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
+        }
+        parse_device(&self.device)?;
+        Ok(())
+    }
+
+    /// A stable identifier of the resolved config: `<dataset>-<base|reg>-<16 hex digits>`,
+    /// the hash (FNV-1a 64) of its canonical TOML. Equal configs share a run folder.
+    pub fn run_id(&self) -> Result<String> {
+        let canonical = toml::to_string(self)?;
+        let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let kind = if self.regularization.is_some() {
+            "reg"
+        } else {
+            "base"
+        };
+        let mut id = String::new();
+        write!(id, "{}-{kind}-{hash:016x}", self.task.dataset)?;
+        Ok(id)
+    }
+}
+
+impl RegularizationConfig {
+    fn validate(&self) -> Result<()> {
+        let alpha = self.alpha.unwrap_or(0.0);
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            bail!("regularization.alpha must be non-negative, got {alpha}");
+        }
+        let th = self.threshold.unwrap_or(-1.0);
+        if !(0.0..=1.0).contains(&th) {
+            bail!("regularization.threshold must lie in [0, 1], got {th}");
+        }
+        if let Some(th2) = self.threshold2 {
+            if !(0.0..=1.0).contains(&th2) || th2 >= th {
+                bail!("regularization.threshold2 must lie in [0, threshold), got {th2}");
+            }
+        }
+        let range: rsa_core::PairRange = self.range.parse()?;
+        if range == rsa_core::PairRange::Double && self.threshold2.is_none() {
+            bail!("regularization.range = \"double\" needs regularization.threshold2");
+        }
+        self.loss.parse::<rsa_core::SimilarityLoss>()?;
+        if self.n_images < 2 {
+            bail!("regularization.n_images must be at least 2");
+        }
+        if self.pairs_per_batch == 0 {
+            bail!("regularization.pairs_per_batch (k) must be at least 1");
+        }
+        if !(self.boost_value.is_finite() && self.boost_value > 0.0 && self.boost_value <= 1.0) {
+            bail!("regularization.boost_value must lie in (0, 1]");
+        }
+        if let Some(source) = &self.source {
+            source
+                .parse::<pixreg_datasets::DatasetName>()
+                .with_context(|| "regularization.source")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `cpu` or `cuda:N`.
+pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+    if name == "cpu" {
+        return Ok(candle_core::Device::Cpu);
+    }
+    let Some(ordinal) = name
+        .strip_prefix("cuda:")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        bail!("device must be `cpu` or `cuda:N`, got `{name}`");
+    };
+    candle_core::Device::new_cuda(ordinal).with_context(|| {
+        format!("cannot open {name} (build with `--features cuda` on a machine with a GPU)")
+    })
+}
+
+/// Sets `a.b.c = value` in a TOML table; `value` is parsed as TOML, falling back to a string.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        bail!("--set expects key=value, got `{item}`");
+    };
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().context("empty --set key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {key}: `{part}` is not a section"))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}

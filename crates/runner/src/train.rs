@@ -1,0 +1,495 @@
+//! The training loop of `classification_and_regularization.py`, without its bugs: per step CE
+//! on a classification batch plus α·(similarity loss) on the next pair batch, SGD with
+//! momentum, the cyclic step LR per epoch, evaluation after every epoch (and before the first),
+//! and the checkpoint with the lowest validation loss kept as `best` (the reference keeps only
+//! the live weights on CPU, so its "best" is the last epoch there).
+//!
+//! A run resumes from its last completed epoch: the model, the optimizer's momentum buffers,
+//! the pair sampler's position and the epoch's data order are all restored or re-derived from
+//! the seed, so an interrupted CPU run ends with the same weights as an uninterrupted one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use pixreg_datasets::{ClassificationData, DatasetName, LoadOptions, RegImages, ValidSplit};
+use pixreg_models::{
+    Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum, SimilarityLoss,
+};
+use rsa_core::model_side::score_target_correlation;
+use rsa_core::{
+    load_similarity_matrix, DoubleThresholdMode, PairRange, PairSampler, PairSelection,
+    SamplerState, SimilaritySource, ThresholdedTargets,
+};
+use serde_json::json;
+
+use crate::config::{parse_device, ExperimentConfig, RegularizationConfig};
+use crate::output::write_text;
+use crate::run_dir::{RunDir, RunState, RunStatus, SamplerPosition};
+
+/// How `train` reports progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrainOptions {
+    /// No progress bars or per-epoch lines on the terminal (the log file is still written).
+    pub quiet: bool,
+    /// Stop after this many epochs of this invocation (the run stays resumable). For tests
+    /// and for splitting long runs.
+    pub max_epochs: Option<usize>,
+}
+
+/// What a finished (or stopped) `train` call produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The run folder.
+    pub run: RunDir,
+    /// Its state after this call.
+    pub state: RunState,
+    /// True when the run was already finished and nothing was done.
+    pub already_finished: bool,
+}
+
+/// The task's data, with the configured subsets applied.
+pub fn load_task_data(config: &ExperimentConfig, data_dir: &Path) -> Result<ClassificationData> {
+    let name: DatasetName = config.task.dataset.parse()?;
+    let opts = LoadOptions::new(data_dir).rgb(config.task.rgb);
+    let valid = match config.task.valid_split.as_str() {
+        "official" => ValidSplit::Official {
+            path: data_dir
+                .join("..")
+                .join("specs")
+                .join("official_seed0_indices.json"),
+        },
+        _ => ValidSplit::Random {
+            fraction: config.training.valid_portion,
+            seed: config.training.seed,
+        },
+    };
+    let mut data = ClassificationData::load(name, &opts, &valid)
+        .with_context(|| format!("loading {name} from {}", data_dir.display()))?;
+    if let Some(n) = config.task.train_limit {
+        data.split.train.truncate(n);
+    }
+    if let Some(n) = config.task.test_limit {
+        let keep: Vec<usize> = (0..n.min(data.test_set.n)).collect();
+        data.test_set = data.test_set.subset(&keep)?;
+    }
+    Ok(data)
+}
+
+/// The model architecture for a config and its data.
+pub fn model_config(config: &ExperimentConfig, data: &ClassificationData) -> Result<ModelConfig> {
+    let arch: Arch = config.model.arch.parse()?;
+    let set = &data.train_set;
+    Ok(ModelConfig::new(
+        arch,
+        [set.channels, set.height, set.width],
+        set.num_classes,
+        config.model.base_channels,
+    ))
+}
+
+/// Everything the regularizer needs during training.
+struct RegState {
+    /// Regularization images at model scale, `[N, C, H, W]` on the training device.
+    images: Tensor,
+    sampler: PairSampler,
+    alpha: f64,
+    criterion: SimilarityLoss,
+}
+
+fn target_rule(reg: &RegularizationConfig) -> Result<ThresholdedTargets> {
+    let th = reg.threshold.context("regularization.threshold is unset")?;
+    let mut rule = ThresholdedTargets::new(th)?.with_value(reg.boost_value)?;
+    if let Some(th2) = reg.threshold2 {
+        let mode = if reg.graded_double {
+            DoubleThresholdMode::Graded
+        } else {
+            DoubleThresholdMode::Reference
+        };
+        rule = rule.with_second_threshold(th2, mode)?;
+    }
+    if !reg.boosting {
+        rule = rule.without_boosting();
+    }
+    Ok(rule)
+}
+
+fn build_regularization(
+    config: &ExperimentConfig,
+    reg: &RegularizationConfig,
+    data: &ClassificationData,
+    data_dir: &Path,
+    sampler_state: Option<SamplerPosition>,
+    device: &Device,
+    run: &RunDir,
+) -> Result<RegState> {
+    let task: DatasetName = config.task.dataset.parse()?;
+    let source: DatasetName = reg
+        .source
+        .as_deref()
+        .unwrap_or(&config.task.dataset)
+        .parse()?;
+    let seed = config.training.seed;
+    let start = Instant::now();
+    let images = if source == task {
+        RegImages::from_train_set(&data.train_set, reg.n_images, seed)?
+    } else {
+        let opts = LoadOptions::new(data_dir).rgb(config.task.rgb);
+        RegImages::build(source, reg.n_images, seed, &opts)?
+    };
+    let similarity = if reg.targets == "pixel" {
+        SimilaritySource::from_images(&images.tensor(&Device::Cpu)?)?
+    } else {
+        let path = Path::new(&reg.targets);
+        let matrix = load_similarity_matrix(path, reg.targets_key.as_deref(), images.len())?;
+        SimilaritySource::from_matrix(&matrix)?
+    };
+    let range: PairRange = reg.range.parse()?;
+    let selection = Arc::new(PairSelection::build(similarity, range, target_rule(reg)?)?);
+    let k = reg.pairs_per_batch;
+    let sampler = match sampler_state {
+        Some(p) => PairSampler::resume(
+            selection.clone(),
+            k,
+            SamplerState {
+                seed: p.seed,
+                pass: p.pass,
+                batch_in_pass: p.batch_in_pass,
+            },
+        )?,
+        None => PairSampler::new(selection.clone(), k, seed)?,
+    };
+    run.log(&format!(
+        "regularization: {} images from {source}, range {range}, {} pairs selected ({:.4} % of \
+         all), targets ready in {:.2} s",
+        images.len(),
+        selection.len(),
+        100.0 * selection.fraction(),
+        start.elapsed().as_secs_f64()
+    ))?;
+    Ok(RegState {
+        images: images.model_tensor(task, device)?,
+        sampler,
+        alpha: reg.alpha.context("regularization.alpha is unset")?,
+        criterion: reg.loss.parse()?,
+    })
+}
+
+/// Mean CE loss and accuracy (%) of the model in eval mode over every batch.
+pub fn evaluate(model: &ResNet, batches: &pixreg_datasets::Batcher<'_>) -> Result<(f64, f64)> {
+    let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
+    for batch in batches.epoch(0) {
+        let batch = batch?;
+        let logits = model.forward_eval(&batch.images)?;
+        let n = batch.indices.len();
+        let ce = pixreg_models::cross_entropy(&logits, &batch.labels)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        loss_sum += ce * n as f64;
+        let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+        let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
+        correct += predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        count += n;
+    }
+    if count == 0 {
+        bail!("cannot evaluate on an empty set");
+    }
+    Ok((
+        loss_sum / count as f64,
+        100.0 * correct as f64 / count as f64,
+    ))
+}
+
+fn finite(value: f64, what: &str, epoch: usize) -> Result<f64> {
+    if !value.is_finite() {
+        bail!("{what} became {value} in epoch {epoch}: training diverged (lower the learning rate or alpha)");
+    }
+    Ok(value)
+}
+
+/// Evaluates train (optional), validation and test sets; returns the metric line.
+fn epoch_metrics(
+    model: &ResNet,
+    config: &ExperimentConfig,
+    data: &ClassificationData,
+    epoch: usize,
+    device: &Device,
+) -> Result<serde_json::Value> {
+    let bs = config.training.batch_size;
+    let scale = data.model_scale()?;
+    let mut line = json!({ "epoch": epoch });
+    if config.training.eval_train {
+        let train = data.train_batcher(bs, config.training.seed ^ 0x7e57, scale, device)?;
+        let (loss, acc) = evaluate(model, &train)?;
+        line["train_loss"] = json!(finite(loss, "train loss", epoch)?);
+        line["train_acc"] = json!(acc);
+    }
+    if !data.split.valid.is_empty() {
+        let (loss, acc) = evaluate(model, &data.valid_batcher(bs, scale, device)?)?;
+        line["valid_loss"] = json!(finite(loss, "validation loss", epoch)?);
+        line["valid_acc"] = json!(acc);
+    }
+    let (loss, acc) = evaluate(model, &data.test_batcher(bs, scale, device)?)?;
+    line["test_loss"] = json!(finite(loss, "test loss", epoch)?);
+    line["test_acc"] = json!(acc);
+    Ok(line)
+}
+
+/// The number the best checkpoint minimises: validation CE loss (test loss when no validation
+/// split is held out).
+fn selection_loss(line: &serde_json::Value) -> f64 {
+    line["valid_loss"]
+        .as_f64()
+        .or_else(|| line["test_loss"].as_f64())
+        .unwrap_or(f64::INFINITY)
+}
+
+fn progress_bar(len: u64, quiet: bool, prefix: String) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// Trains (or resumes, or recognises as finished) the run of `config` under `runs_dir`.
+pub fn train(
+    config: &ExperimentConfig,
+    runs_dir: &Path,
+    data_dir: &Path,
+    options: TrainOptions,
+) -> Result<TrainOutcome> {
+    let run = RunDir::new(runs_dir, &config.run_id()?);
+    let previous = run.state()?;
+    if let Some(state) = previous
+        .as_ref()
+        .filter(|s| s.status == RunStatus::Finished)
+    {
+        return Ok(TrainOutcome {
+            run,
+            state: state.clone(),
+            already_finished: true,
+        });
+    }
+    run.create()?;
+    write_text(&run.config(), &toml::to_string_pretty(config)?)?;
+    let device = parse_device(&config.device)?;
+    let data = load_task_data(config, data_dir)?;
+    let model_cfg = model_config(config, &data)?;
+    model_cfg.save_json(run.model_json())?;
+
+    let resuming = previous
+        .as_ref()
+        .is_some_and(|s| s.completed_epochs > 0 && run.last_checkpoint().is_file());
+    let mut state = match (&previous, resuming) {
+        (Some(s), true) => s.clone(),
+        _ => RunState {
+            status: RunStatus::Running,
+            completed_epochs: 0,
+            best_epoch: 0,
+            best_valid_loss: f64::INFINITY,
+            sampler: None,
+            seed: config.training.seed,
+            train_seconds: 0.0,
+        },
+    };
+    let mut model = if resuming {
+        run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
+        ResNet::load(run.last_checkpoint(), &model_cfg, &device)?
+    } else {
+        run.log(&format!(
+            "run {} started: {}",
+            run.id(),
+            toml::to_string(config)?
+        ))?;
+        ResNet::new(&model_cfg, config.training.seed, &device)?
+    };
+    let t = &config.training;
+    let mut optimizer =
+        SgdMomentum::new(model.named_parameters(), t.lr, t.momentum, t.weight_decay);
+    if resuming && run.optimizer().is_file() {
+        optimizer.load_state(run.optimizer())?;
+    }
+    let mut reg = match &config.regularization {
+        Some(r) if r.alpha.is_some_and(|a| a > 0.0) => Some(build_regularization(
+            config,
+            r,
+            &data,
+            data_dir,
+            if resuming { state.sampler } else { None },
+            &device,
+            &run,
+        )?),
+        _ => None,
+    };
+
+    let mut metrics = run.metric_lines(state.completed_epochs)?;
+    if !resuming {
+        let line = epoch_metrics(&model, config, &data, 0, &device)?;
+        state.best_valid_loss = selection_loss(&line);
+        state.best_epoch = 0;
+        model.save(run.best_checkpoint())?;
+        metrics = vec![line];
+        run.save_metrics(&metrics)?;
+    }
+
+    let scale = data.model_scale()?;
+    let batcher = data.train_batcher(t.batch_size, t.seed, scale, &device)?;
+    let end = options
+        .max_epochs
+        .map_or(t.epochs, |m| (state.completed_epochs + m).min(t.epochs));
+    let epochs_bar = progress_bar(t.epochs as u64, options.quiet, "epochs".into());
+    epochs_bar.set_position(state.completed_epochs as u64);
+    for epoch in state.completed_epochs..end {
+        let started = Instant::now();
+        let lr = t.lr_at(epoch);
+        optimizer.set_lr(lr);
+        model.set_training(true);
+        if let Some(r) = reg.as_mut() {
+            r.sampler.restart_pass();
+        }
+        let steps = progress_bar(
+            batcher.num_batches() as u64,
+            options.quiet,
+            format!("epoch {}/{}", epoch + 1, t.epochs),
+        );
+        let (mut ce_sum, mut reg_sum, mut corr_sum, mut corr_n, mut n_steps) =
+            (0f64, 0f64, 0f64, 0usize, 0usize);
+        for (step, batch) in batcher.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let pair_tensors = match reg.as_mut() {
+                Some(r) => {
+                    let b = r.sampler.next_batch()?;
+                    let rows = Tensor::new(b.rows.as_slice(), &device)?;
+                    let cols = Tensor::new(b.cols.as_slice(), &device)?;
+                    Some((
+                        r.images.index_select(&rows, 0)?,
+                        r.images.index_select(&cols, 0)?,
+                        Tensor::new(b.targets.as_slice(), &device)?,
+                    ))
+                }
+                None => None,
+            };
+            let regularization = match (&reg, &pair_tensors) {
+                (Some(r), Some((a, b, targets))) => Some(Regularization {
+                    pairs: PairBatch { a, b, targets },
+                    alpha: r.alpha,
+                    criterion: r.criterion,
+                }),
+                _ => None,
+            };
+            let out = model.training_step_loss(&batch.images, &batch.labels, regularization)?;
+            let grads = out.loss.backward()?;
+            optimizer.step(&grads)?;
+
+            let ce = out.ce_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            finite(ce, "training loss", epoch + 1)?;
+            ce_sum += ce;
+            n_steps += 1;
+            let mut message = format!("ce {ce:.3}");
+            if let (Some(reg_loss), Some(scores), Some((_, _, targets))) =
+                (&out.reg_loss, &out.scores, &pair_tensors)
+            {
+                let r = reg_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                reg_sum += finite(r, "regularization loss", epoch + 1)?;
+                let c = score_target_correlation(scores, targets)?;
+                if c.is_finite() {
+                    corr_sum += c;
+                    corr_n += 1;
+                }
+                message.push_str(&format!(" reg {r:.3} corr {c:.2}"));
+            }
+            if (step + 1) % t.display_every == 0 {
+                let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;
+                let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
+                let acc = 100.0
+                    * predicted
+                        .iter()
+                        .zip(&labels)
+                        .filter(|(p, l)| p == l)
+                        .count() as f64
+                    / labels.len() as f64;
+                run.log(&format!(
+                    "epoch {} step {}: {message} batch acc {acc:.1} %",
+                    epoch + 1,
+                    step + 1
+                ))?;
+            }
+            steps.set_message(message);
+            steps.inc(1);
+        }
+        steps.finish_and_clear();
+
+        let mut line = epoch_metrics(&model, config, &data, epoch + 1, &device)?;
+        let seconds = started.elapsed().as_secs_f64();
+        line["lr"] = json!(lr);
+        line["train_ce"] = json!(ce_sum / n_steps.max(1) as f64);
+        if reg.is_some() {
+            line["reg_loss"] = json!(reg_sum / n_steps.max(1) as f64);
+            line["score_target_corr"] = if corr_n > 0 {
+                json!(corr_sum / corr_n as f64)
+            } else {
+                serde_json::Value::Null
+            };
+        }
+        line["epoch_seconds"] = json!(seconds);
+
+        model.save(run.last_checkpoint())?;
+        optimizer.save_state(run.optimizer())?;
+        let loss = selection_loss(&line);
+        if loss < state.best_valid_loss {
+            state.best_valid_loss = loss;
+            state.best_epoch = epoch + 1;
+            model.save(run.best_checkpoint())?;
+        }
+        metrics.push(line.clone());
+        run.save_metrics(&metrics)?;
+        state.completed_epochs = epoch + 1;
+        state.train_seconds += seconds;
+        state.sampler = reg.as_ref().map(|r| {
+            let s = r.sampler.state();
+            SamplerPosition {
+                seed: s.seed,
+                pass: s.pass,
+                batch_in_pass: s.batch_in_pass,
+            }
+        });
+        if state.completed_epochs == t.epochs {
+            state.status = RunStatus::Trained;
+        }
+        run.save_state(&state)?;
+        let summary = format!(
+            "epoch {}/{}: lr {lr:.5} {} test acc {:.2} % ({seconds:.1} s)",
+            epoch + 1,
+            t.epochs,
+            line.get("valid_loss")
+                .and_then(|v| v.as_f64())
+                .map_or(String::new(), |v| format!("valid loss {v:.4}")),
+            line["test_acc"].as_f64().unwrap_or(f64::NAN),
+        );
+        run.log(&summary)?;
+        if !options.quiet {
+            epochs_bar.println(summary);
+        }
+        epochs_bar.inc(1);
+    }
+    epochs_bar.finish_and_clear();
+    Ok(TrainOutcome {
+        run,
+        state,
+        already_finished: false,
+    })
+}
