@@ -235,7 +235,7 @@ impl TrainingConfig {
 }
 
 /// What runs after training (the attacks are configured here).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationConfig {
     /// Attacks to run at the end of training (see `pixreg eval --help` for the names).
@@ -250,6 +250,17 @@ pub struct EvaluationConfig {
     /// Run directory of the unregularized surrogate for the transferred FGSM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate: Option<PathBuf>,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        Self {
+            attacks: Vec::new(),
+            boundary_images: default_boundary_images(),
+            boundary_repeats: default_boundary_repeats(),
+            surrogate: None,
+        }
+    }
 }
 
 fn default_boundary_images() -> usize {
@@ -324,6 +335,12 @@ impl ExperimentConfig {
     /// Fills the values that default to something derived (preset α/Th, the source dataset).
     fn resolve(&mut self) -> Result<()> {
         let task = self.task.dataset.clone();
+        if !TASKS.contains(&task.as_str()) {
+            bail!(
+                "task.dataset `{task}` is not a classification task; expected one of {}",
+                TASKS.join(", ")
+            );
+        }
         if let Some(reg) = &mut self.regularization {
             let source = reg.source.get_or_insert_with(|| task.clone()).clone();
             if reg.alpha.is_none() || reg.threshold.is_none() {

@@ -1,0 +1,139 @@
+//! Experiment configs: defaults, presets, overrides, validation, stable run ids.
+
+use pixreg_runner::config::{preset, ExperimentConfig};
+
+fn parse(text: &str, overrides: &[&str]) -> anyhow::Result<ExperimentConfig> {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    ExperimentConfig::from_toml(text, &overrides)
+}
+
+const MINIMAL: &str = "[task]\ndataset = \"fashion-mnist\"\n";
+
+#[test]
+fn defaults_are_the_official_code_s() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.model.arch, "resnet18");
+    assert_eq!(c.model.base_channels, 64);
+    assert!(c.regularization.is_none());
+    let t = &c.training;
+    assert_eq!((t.epochs, t.batch_size), (40, 64));
+    assert_eq!((t.lr, t.momentum, t.weight_decay), (0.1, 0.9, 0.0));
+    assert_eq!((t.phase_num, t.phase_duration, t.decay_rate), (5, 4, 0.3));
+    assert_eq!((t.valid_portion, t.seed), (0.01, 0));
+    assert_eq!(c.device, "cpu");
+}
+
+#[test]
+fn regularization_section_takes_the_readme_preset() {
+    let c = parse(&format!("{MINIMAL}[regularization]\n"), &[]).unwrap();
+    let r = c.regularization.unwrap();
+    assert_eq!((r.alpha, r.threshold), (Some(10.0), Some(0.8)));
+    assert_eq!(r.source.as_deref(), Some("fashion-mnist"));
+    assert_eq!((r.n_images, r.pairs_per_batch), (5000, 16));
+    assert_eq!(
+        (r.range.as_str(), r.loss.as_str(), r.boosting),
+        ("all", "arctanh", true)
+    );
+    let m = parse("[task]\ndataset = \"mnist\"\n[regularization]\n", &[]).unwrap();
+    let r = m.regularization.unwrap();
+    assert_eq!((r.alpha, r.threshold), (Some(4.0), Some(0.2)));
+    assert_eq!(preset("fashion-mnist", "mnist"), Some((10.0, 0.4)));
+    assert_eq!(preset("cifar10-jpeg", "tiny-imagenet"), Some((10.0, 0.8)));
+    let no_preset = parse(
+        "[task]\ndataset = \"mnist\"\n[regularization]\nsource = \"tiny-imagenet\"\n",
+        &[],
+    );
+    assert!(no_preset.unwrap_err().to_string().contains("no preset"));
+}
+
+#[test]
+fn overrides_set_dotted_keys_with_toml_values() {
+    let c = parse(
+        MINIMAL,
+        &[
+            "training.epochs=3",
+            "regularization.alpha=2.5",
+            "regularization.range=high",
+            "model.arch=\"resnet34\"",
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.training.epochs, 3);
+    let r = c.regularization.unwrap();
+    assert_eq!(r.alpha, Some(2.5));
+    assert_eq!(r.range, "high");
+    assert_eq!(c.model.arch, "resnet34");
+}
+
+#[test]
+fn bad_values_are_rejected_before_anything_runs() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["regularization.alpha=-1"], "alpha"),
+        (&["regularization.threshold=1.5"], "threshold"),
+        (&["regularization.range=middle"], "unknown pair range"),
+        (&["regularization.pairs_per_batch=0"], "pairs_per_batch"),
+        (&["regularization.n_images=1"], "n_images"),
+        (&["regularization.range=double"], "threshold2"),
+        (&["regularization.loss=huber"], "unknown similarity loss"),
+        (&["training.epochs=0"], "epochs"),
+        (&["training.lr=0"], "lr"),
+        (&["model.arch=vgg"], "model.arch"),
+        (&["task.dataset=svhn"], "task.dataset"),
+        (&["device=tpu"], "device"),
+        (&["training.epoch=3"], "unknown field"),
+    ];
+    for (overrides, expected) in cases {
+        let err = parse(&format!("{MINIMAL}[regularization]\n"), overrides).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(expected),
+            "{overrides:?}: `{text}` lacks `{expected}`"
+        );
+    }
+}
+
+#[test]
+fn run_id_is_stable_and_depends_on_the_config() {
+    let a = parse(MINIMAL, &[]).unwrap().run_id().unwrap();
+    let b = parse(MINIMAL, &[]).unwrap().run_id().unwrap();
+    let c = parse(MINIMAL, &["training.seed=1"])
+        .unwrap()
+        .run_id()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(a.starts_with("fashion-mnist-base-"), "{a}");
+    let explicit = parse(&format!("{MINIMAL}[training]\nepochs = 40\n"), &[]).unwrap();
+    assert_eq!(
+        explicit.run_id().unwrap(),
+        a,
+        "defaults written out give the same id"
+    );
+}
+
+#[test]
+fn lr_schedule_matches_the_reference_golden_values() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/golden/schedule/schedule.safetensors"
+    );
+    let golden = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    for (name, toml) in [
+        ("default", ""),
+        (
+            "custom",
+            "[training]\nlr = 0.2\nphase_num = 2\nphase_duration = 3\ndecay_rate = 0.5\n",
+        ),
+    ] {
+        let c = parse(&format!("{MINIMAL}{toml}"), &[]).unwrap();
+        let epochs: Vec<i64> = golden[&format!("{name}.epoch")].to_vec1().unwrap();
+        let lrs: Vec<f64> = golden[&format!("{name}.lr")].to_vec1().unwrap();
+        for (e, lr) in epochs.iter().zip(&lrs) {
+            let got = c.training.lr_at(*e as usize);
+            assert!(
+                (got - lr).abs() <= 1e-12 * lr.abs(),
+                "{name} epoch {e}: {got} vs {lr}"
+            );
+        }
+    }
+}

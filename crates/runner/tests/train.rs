@@ -1,0 +1,198 @@
+//! Training end to end on real data: a regularized Fashion-MNIST run through the `pixreg`
+//! binary, and exact resumption of an interrupted run.
+
+use std::path::Path;
+use std::process::Command;
+
+use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::run_dir::RunStatus;
+use pixreg_runner::train::{train, TrainOptions};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
+const SMOKE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/configs/fashion-mnist-reg-smoke.toml"
+);
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args([
+            "train",
+            "-q",
+            "--config",
+            SMOKE,
+            "--data-dir",
+            DATA,
+            "--runs-dir",
+        ])
+        .arg(runs.path())
+        .args(["--set", "training.epochs=2", "--set", "training.lr=0.05"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("finished"), "{stdout}");
+
+    let run = std::fs::read_dir(runs.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "state.json",
+        "results.json",
+        "log.txt",
+        "optimizer.safetensors",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+        "checkpoints/model.json",
+    ] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 3, "epochs 0, 1, 2");
+    let test_loss = |e: usize| metrics[e]["test_loss"].as_f64().unwrap();
+    assert!(
+        test_loss(2) < test_loss(0),
+        "test loss must fall: {metrics:?}"
+    );
+    assert!(
+        metrics[2]["train_ce"].as_f64().unwrap() < metrics[1]["train_ce"].as_f64().unwrap(),
+        "training loss must fall: {metrics:?}"
+    );
+    for epoch in [1, 2] {
+        let corr = metrics[epoch]["score_target_corr"].as_f64().unwrap();
+        assert!(
+            corr > 0.0,
+            "score/target correlation {corr} in epoch {epoch}"
+        );
+    }
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "finished");
+    let results = read_json(&run.join("results.json"));
+    let acc = results["clean"]["test_acc"].as_f64().unwrap();
+    assert!(
+        acc > 25.0,
+        "clean test accuracy {acc} % is not clearly above chance (10 %)"
+    );
+    let curve = &results["attacks"]["gaussian"];
+    assert_eq!(curve["accuracy"].as_array().unwrap().len(), 10);
+    assert_eq!(curve["epsilons"][0].as_f64(), Some(0.0));
+
+    let again = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args([
+            "train",
+            "-q",
+            "--config",
+            SMOKE,
+            "--data-dir",
+            DATA,
+            "--runs-dir",
+        ])
+        .arg(runs.path())
+        .args(["--set", "training.epochs=2", "--set", "training.lr=0.05"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
+
+    let listing = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args(["runs", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("finished") && listing.contains("fashion-mnist-reg-"),
+        "{listing}"
+    );
+}
+
+fn tiny_config() -> ExperimentConfig {
+    let overrides: Vec<String> = [
+        "task.train_limit=96",
+        "task.test_limit=64",
+        "model.base_channels=4",
+        "regularization.n_images=200",
+        "regularization.range=\"high\"",
+        "regularization.threshold=0.4",
+        "training.epochs=3",
+        "training.batch_size=32",
+        "evaluation.attacks=[]",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ExperimentConfig::load(Path::new(SMOKE), &overrides).unwrap()
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
+    let config = tiny_config();
+    let quiet = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let straight = tempfile::tempdir().unwrap();
+    let full = train(&config, straight.path(), Path::new(DATA), quiet).unwrap();
+    assert_eq!(full.state.status, RunStatus::Trained);
+
+    let split = tempfile::tempdir().unwrap();
+    let first = train(
+        &config,
+        split.path(),
+        Path::new(DATA),
+        TrainOptions {
+            quiet: true,
+            max_epochs: Some(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(first.state.completed_epochs, 1);
+    assert_eq!(first.state.status, RunStatus::Running);
+    let resumed = train(&config, split.path(), Path::new(DATA), quiet).unwrap();
+    assert_eq!(resumed.state.completed_epochs, 3);
+
+    for file in [
+        "checkpoints/last.safetensors",
+        "optimizer.safetensors",
+        "checkpoints/best.safetensors",
+    ] {
+        let a = std::fs::read(full.run.root().join(file)).unwrap();
+        let b = std::fs::read(resumed.run.root().join(file)).unwrap();
+        assert!(
+            a == b,
+            "{file} differs between the straight and the resumed run"
+        );
+    }
+    assert_eq!(full.state.sampler, resumed.state.sampler);
+    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("epoch_seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(metrics(full.run.root()), metrics(resumed.run.root()));
+}
