@@ -420,10 +420,16 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    /// A stable identifier of the resolved config: `<dataset>-<base|reg>-<16 hex digits>`,
-    /// the hash (FNV-1a 64) of its canonical TOML. Equal configs share a run folder.
+    /// A stable identifier of the trained model: `<dataset>-<base|reg>-<16 hex digits>`, the
+    /// hash (FNV-1a 64) of the canonical TOML of the resolved config without its
+    /// `[evaluation]` section. Configs that train the same model share a run folder, whatever
+    /// they evaluate; `pixreg eval` adds attacks to a finished run.
     pub fn run_id(&self) -> Result<String> {
-        let canonical = toml::to_string(self)?;
+        let training_only = Self {
+            evaluation: EvaluationConfig::default(),
+            ..self.clone()
+        };
+        let canonical = toml::to_string(&training_only)?;
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
