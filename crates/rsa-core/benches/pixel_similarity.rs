@@ -1,4 +1,5 @@
-//! Benchmark: pixel similarity and pair selection for N = 5000 grayscale 32×32 images.
+//! Benchmark: pixel similarity and pair selection for N = 5000 grayscale 32×32 images, plus
+//! the compact selection and the lazy `all` sampler for N = 50 000 (a full training set).
 //!
 //! Run with `cargo bench -p rsa-core --bench pixel_similarity`. Each case runs in its own
 //! process (the bench re-executes itself) so that its peak RSS (`VmHWM`) is its own. The images
@@ -20,22 +21,27 @@ use rsa_core::{
 const N: usize = 5000;
 const SIDE: usize = 32;
 const REPEATS: usize = 5;
-const CASES: [&str; 5] = [
+const CASES: [&str; 7] = [
     "similarity_matrix",
     "select_all",
     "select_high_0.6",
     "select_all_with_matrix",
     "compact_selection_high_0.6",
+    "compact_selection_high_0.6_n50000",
+    "lazy_all_sampler_n50000",
 ];
 
-fn images() -> Tensor {
+/// Images of the large cases: a full training set's worth.
+const N_LARGE: usize = 50_000;
+
+fn images(n: usize) -> Tensor {
     let d = SIDE * SIDE;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let bases: Vec<Vec<f32>> = (0..8)
         .map(|_| (0..d).map(|_| rng.random::<f32>()).collect())
         .collect();
-    let mut data = Vec::with_capacity(N * d);
-    for _ in 0..N {
+    let mut data = Vec::with_capacity(n * d);
+    for _ in 0..n {
         let w: Vec<f32> = (0..8).map(|_| rng.random::<f32>()).collect();
         let total: f32 = w.iter().sum();
         for k in 0..d {
@@ -43,7 +49,7 @@ fn images() -> Tensor {
             data.push(((v * 255.0).round() / 255.0).clamp(0.0, 1.0));
         }
     }
-    Tensor::from_vec(data, (N, 1, SIDE, SIDE), &Device::Cpu).expect("bench images")
+    Tensor::from_vec(data, (n, 1, SIDE, SIDE), &Device::Cpu).expect("bench images")
 }
 
 fn peak_rss_mb() -> f64 {
@@ -56,13 +62,15 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn run_case(case: &str) -> rsa_core::Result<()> {
-    let images = images();
+    let n = if case.ends_with("n50000") { N_LARGE } else { N };
+    let repeats = if n == N { REPEATS } else { 1 };
+    let images = images(n);
     let input_mb = peak_rss_mb();
     let rule_all = ThresholdedTargets::new(0.8)?;
     let rule_high = ThresholdedTargets::new(0.6)?;
     let mut times = Vec::new();
     let mut selected = 0usize;
-    for _ in 0..REPEATS {
+    for _ in 0..repeats {
         let t = Instant::now();
         selected = match case {
             "similarity_matrix" => pixel_similarity_matrix(&images)?.elem_count(),
@@ -84,7 +92,14 @@ fn run_case(case: &str) -> rsa_core::Result<()> {
                     .0
                     .len()
             }
-            "compact_selection_high_0.6" => {
+            "lazy_all_sampler_n50000" => {
+                let source = SimilaritySource::from_images(&images)?;
+                let selection = PairSelection::build(source, PairRange::All, rule_all)?;
+                let mut sampler = rsa_core::PairSampler::new(selection.into(), 16, 0)?;
+                (0..1000).try_for_each(|_| sampler.next_batch().map(|_| ()))?;
+                16_000
+            }
+            "compact_selection_high_0.6" | "compact_selection_high_0.6_n50000" => {
                 let source = SimilaritySource::from_images(&images)?;
                 PairSelection::build(source, PairRange::High, rule_high)?.len() as usize
             }
@@ -98,10 +113,10 @@ fn run_case(case: &str) -> rsa_core::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "{{\"case\":\"{case}\",\"n\":{N},\"dim\":{},\"median_s\":{:.4},\"min_s\":{:.4},\
+        "{{\"case\":\"{case}\",\"n\":{n},\"dim\":{},\"median_s\":{:.4},\"min_s\":{:.4},\
          \"selected\":{selected},\"peak_rss_mb\":{:.0},\"rss_before_mb\":{:.0}}}",
         SIDE * SIDE,
-        times[REPEATS / 2],
+        times[repeats / 2],
         times[0],
         peak_rss_mb(),
         input_mb

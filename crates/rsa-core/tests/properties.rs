@@ -294,3 +294,34 @@ fn graded_double_threshold_keeps_the_middle_band_raw() {
     let raw = ThresholdedTargets::new(0.8).unwrap().without_boosting();
     assert_eq!(raw.target(0.93), 0.93);
 }
+
+/// A full training set (N = 50 000) must be selectable and sampleable without the dense
+/// matrix: 1.25 G candidate pairs, one bit per pair and group.
+#[test]
+fn fifty_thousand_images_select_and_sample_without_the_dense_matrix() {
+    let n = 50_000;
+    let images = structured_images(n, 8, 21);
+    let source = SimilaritySource::from_images(&images).unwrap();
+    let rule = ThresholdedTargets::new(0.5).unwrap();
+    let count = |range| {
+        PairSelection::build(source.clone(), range, rule)
+            .unwrap()
+            .len()
+    };
+    let (high, low) = (count(PairRange::High), count(PairRange::Low));
+    assert!(high > 0 && low > 0);
+    assert!(high + low <= pair_count(n));
+
+    let all = Arc::new(PairSelection::build(source, PairRange::All, rule).unwrap());
+    assert_eq!(all.len(), pair_count(n));
+    let mut sampler = PairSampler::new(all.clone(), 16, 5).unwrap();
+    for _ in 0..10 {
+        let batch = sampler.next_batch().unwrap();
+        for ((&i, &j), &t) in batch.rows.iter().zip(&batch.cols).zip(&batch.targets) {
+            assert!(i < j && (j as usize) < n);
+            assert!(t == 0.0 || t.abs() == 1.0);
+        }
+    }
+    let (i, j, _) = all.get(pair_count(n) - 1).unwrap();
+    assert_eq!((i, j), (n as u32 - 2, n as u32 - 1));
+}
