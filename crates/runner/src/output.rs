@@ -6,56 +6,74 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use safetensors::{Dtype, View};
 
-/// A tensor to write: raw little-endian bytes with their dtype and shape.
-pub struct RawTensor<'a> {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Cow<'a, [u8]>,
+/// The data of a tensor to write.
+enum RawData<'a> {
+    F32(&'a [f32]),
+    I64(Vec<i64>),
 }
 
-impl RawTensor<'static> {
-    /// An f32 tensor.
-    pub fn f32(values: &[f32], shape: Vec<usize>) -> Self {
-        let mut bytes = Vec::with_capacity(values.len() * 4);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
+/// A tensor to write: its dtype, shape and values, viewed as little-endian bytes without a
+/// copy (the bytes of large outputs, e.g. 12.5 M pairs, are never duplicated).
+pub struct RawTensor<'a> {
+    shape: Vec<usize>,
+    data: RawData<'a>,
+}
+
+// safetensors stores little-endian values; the byte views below are the in-memory layout.
+#[cfg(target_endian = "big")]
+compile_error!("pixreg's safetensors writer assumes a little-endian target");
+
+impl<'a> RawTensor<'a> {
+    /// An f32 tensor borrowing `values`.
+    pub fn f32(values: &'a [f32], shape: Vec<usize>) -> Self {
         Self {
-            dtype: Dtype::F32,
             shape,
-            bytes: Cow::Owned(bytes),
+            data: RawData::F32(values),
         }
     }
 
-    /// A `[P, 2]` i64 tensor of index pairs.
+    /// A `[P, 2]` i64 tensor of index pairs (converted in parallel).
     pub fn i64_pairs(pairs: &[[u32; 2]]) -> Self {
-        let mut bytes = Vec::with_capacity(pairs.len() * 16);
-        for &[i, j] in pairs {
-            bytes.extend_from_slice(&i64::from(i).to_le_bytes());
-            bytes.extend_from_slice(&i64::from(j).to_le_bytes());
-        }
+        let mut values = vec![0i64; pairs.len() * 2];
+        values
+            .par_chunks_mut(2)
+            .zip(pairs.par_iter())
+            .for_each(|(out, &[i, j])| {
+                out[0] = i64::from(i);
+                out[1] = i64::from(j);
+            });
         Self {
-            dtype: Dtype::I64,
             shape: vec![pairs.len(), 2],
-            bytes: Cow::Owned(bytes),
+            data: RawData::I64(values),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            RawData::F32(v) => bytemuck::cast_slice(v),
+            RawData::I64(v) => bytemuck::cast_slice(v),
         }
     }
 }
 
 impl View for &RawTensor<'_> {
     fn dtype(&self) -> Dtype {
-        self.dtype
+        match self.data {
+            RawData::F32(_) => Dtype::F32,
+            RawData::I64(_) => Dtype::I64,
+        }
     }
     fn shape(&self) -> &[usize] {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+        Cow::Borrowed(self.bytes())
     }
     fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.bytes().len()
     }
 }
 
