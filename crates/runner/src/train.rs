@@ -51,16 +51,32 @@ pub struct TrainOutcome {
     pub already_finished: bool,
 }
 
+/// Name of the file with the official code's seed-0 index draws.
+pub const OFFICIAL_INDICES_FILE: &str = "official_seed0_indices.json";
+
+/// Finds `official_seed0_indices.json`: in the data directory, or in the `specs/` folder
+/// beside it (the layout of the project's `../shared`).
+pub fn official_indices_file(data_dir: &Path) -> Result<std::path::PathBuf> {
+    let candidates = [
+        data_dir.join(OFFICIAL_INDICES_FILE),
+        data_dir.join("..").join("specs").join(OFFICIAL_INDICES_FILE),
+    ];
+    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
+        format!(
+            "task.valid_split = \"official\" needs {OFFICIAL_INDICES_FILE} in {} or in \
+             ../specs beside it",
+            data_dir.display()
+        )
+    })
+}
+
 /// The task's data, with the configured subsets applied.
 pub fn load_task_data(config: &ExperimentConfig, data_dir: &Path) -> Result<ClassificationData> {
     let name: DatasetName = config.task.dataset.parse()?;
     let opts = LoadOptions::new(data_dir).rgb(config.task.rgb);
     let valid = match config.task.valid_split.as_str() {
         "official" => ValidSplit::Official {
-            path: data_dir
-                .join("..")
-                .join("specs")
-                .join("official_seed0_indices.json"),
+            path: official_indices_file(data_dir)?,
         },
         _ => ValidSplit::Random {
             fraction: config.training.valid_portion,
