@@ -39,6 +39,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rayon::prelude::*;
+
 use crate::targets::{DoubleThresholdMode, SecondThreshold};
 use crate::{Error, Result, SimilaritySource, ThresholdedTargets};
 
@@ -284,9 +286,46 @@ pub fn select_pairs(
     range: PairRange,
     rule: &ThresholdedTargets,
 ) -> Result<PairList> {
+    if range == PairRange::All {
+        return select_all_pairs(source, rule);
+    }
     let mut collector = Collector::new(source, range, rule)?;
     for_each_pair(source, |i, j, s| collector.visit(i, j, s))?;
     Ok(collector.finish())
+}
+
+/// The `all` range: every pair's place in the output is known (row-major), so each strip's
+/// rows are filled in parallel.
+fn select_all_pairs(source: &SimilaritySource, rule: &ThresholdedTargets) -> Result<PairList> {
+    let n = source.len();
+    let total = pair_count(n) as usize;
+    let mut pairs = vec![[0u32; 2]; total];
+    let mut targets = vec![0f32; total];
+    let mut done = 0usize;
+    for_each_strip(source, |r0, b, strip| {
+        let width = n - r0;
+        let len: usize = (r0..r0 + b).map(|i| n - 1 - i).sum();
+        let mut pair_rest = &mut pairs[done..done + len];
+        let mut target_rest = &mut targets[done..done + len];
+        let mut rows = Vec::with_capacity(b);
+        for i in r0..r0 + b {
+            let (p, p_next) = std::mem::take(&mut pair_rest).split_at_mut(n - 1 - i);
+            let (t, t_next) = std::mem::take(&mut target_rest).split_at_mut(n - 1 - i);
+            rows.push((i, p, t));
+            pair_rest = p_next;
+            target_rest = t_next;
+        }
+        rows.into_par_iter().for_each(|(i, p, t)| {
+            let di = i - r0;
+            let sims = &strip[di * width + di + 1..(di + 1) * width];
+            for (k, &sim) in sims.iter().enumerate() {
+                p[k] = [i as u32, (i + 1 + k) as u32];
+                t[k] = rule.target(sim);
+            }
+        });
+        done += len;
+    })?;
+    Ok(PairList { pairs, targets })
 }
 
 /// [`select_pairs`] plus the dense `[N, N]` similarity matrix, from the same strips: each
