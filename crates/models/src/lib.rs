@@ -32,9 +32,11 @@
 //! # Ok::<(), pixreg_models::Error>(())
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod ops;

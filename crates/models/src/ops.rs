@@ -2,14 +2,26 @@
 //!
 //! Every convolution of the network goes through [`conv2d`] and every batch normalisation
 //! through [`batch_norm`], so faster kernels can replace these two functions without touching
-//! the layers.
+//! the layers. On the CPU (float32, [`kernels::enabled`]) they run the fast kernels of
+//! [`crate::kernels`]; elsewhere candle's own ops.
 
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::kernels::{
+    self,
+    conv::{Conv2dOp, Geometry},
+    norm::{BatchNormTrain, ChannelAffine, Relu},
+};
 
 /// 2-D convolution without bias, NCHW input, `[out, in, kh, kw]` kernel, no dilation or groups.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if kernels::applies(&[x, weight]) {
+        Geometry::new(x.dims(), weight.dims(), stride, padding)
+            .map_err(|e| Error::Input(e.to_string()))?;
+        let op = Conv2dOp { stride, padding };
+        return Ok(x.contiguous()?.apply_op2(&weight.contiguous()?, op)?);
+    }
     Ok(x.conv2d(weight, padding, stride, 1, 1)?)
 }
 
@@ -42,6 +54,10 @@ pub struct BatchMoments {
 ///
 /// With [`BatchNormStats::Batch`] the mean and biased variance of `x` over (N, H, W) are used
 /// (and differentiated through) and the detached moments are returned.
+///
+/// On the CPU the training mode is one fused kernel ([`kernels::norm::BatchNormTrain`], same
+/// rounding) and the evaluation mode a per-channel affine kernel; elsewhere
+/// [`batch_norm_composite`].
 pub fn batch_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -49,16 +65,77 @@ pub fn batch_norm(
     eps: f64,
     stats: BatchNormStats<'_>,
 ) -> Result<(Tensor, Option<BatchMoments>)> {
+    if !kernels::applies(&[x, weight, bias]) {
+        return batch_norm_composite(x, weight, bias, eps, stats);
+    }
+    let (_, c, _, _) = check_batch_norm(x, stats)?;
+    match stats {
+        BatchNormStats::Batch => {
+            let op = BatchNormTrain::new(eps);
+            let computed = op.stats.clone();
+            let y = x
+                .contiguous()?
+                .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+            let stats = computed.get().ok_or_else(|| {
+                Error::Input("batch norm: the kernel produced no statistics".into())
+            })?;
+            let moments = BatchMoments {
+                mean: Tensor::from_slice(&stats.mean, c, x.device())?,
+                var_unbiased: Tensor::from_slice(&stats.var_unbiased, c, x.device())?,
+            };
+            Ok((y, Some(moments)))
+        }
+        BatchNormStats::Running { mean, var } => {
+            let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
+            let y = x.contiguous()?.apply_op3(&alpha, &beta, ChannelAffine)?;
+            Ok((y, None))
+        }
+    }
+}
+
+/// The dims of a batch-norm input, checked for the mode (training needs more than one value
+/// per channel).
+fn check_batch_norm(x: &Tensor, stats: BatchNormStats<'_>) -> Result<(usize, usize, usize, usize)> {
     let (n, c, h, w) = x.dims4()?;
-    let (mean, invstd, moments) = match stats {
+    if matches!(stats, BatchNormStats::Batch) && n * h * w < 2 {
+        return Err(Error::Input(format!(
+            "batch norm in training mode needs more than one value per channel, got input {:?}",
+            x.dims()
+        )));
+    }
+    Ok((n, c, h, w))
+}
+
+/// Eval-mode `(α, β)`: `α = γ·invstd`, `β = bias − mean·α`, invstd computed in float64.
+fn running_affine(
+    weight: &Tensor,
+    bias: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let invstd = (var.to_dtype(DType::F64)? + eps)?
+        .sqrt()?
+        .recip()?
+        .to_dtype(weight.dtype())?;
+    let alpha = (weight * invstd)?;
+    let beta = (bias - (mean * &alpha)?)?;
+    Ok((alpha, beta))
+}
+
+/// [`batch_norm`] composed of candle ops (the path off the CPU, and the reference the fast
+/// kernels are tested against).
+pub fn batch_norm_composite(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+) -> Result<(Tensor, Option<BatchMoments>)> {
+    let (n, c, h, w) = check_batch_norm(x, stats)?;
+    let (alpha, beta, moments) = match stats {
         BatchNormStats::Batch => {
             let count = n * h * w;
-            if count < 2 {
-                return Err(Error::Input(format!(
-                    "batch norm in training mode needs more than one value per channel, got input {:?}",
-                    x.dims()
-                )));
-            }
             // As PyTorch's CPU kernel: sums accumulated in float64, the mean rounded to the
             // input dtype, the variance summed from (x − mean)², invstd computed in float64.
             // [C, N*H*W] so both reductions run over the last, contiguous dimension.
@@ -81,18 +158,15 @@ pub fn batch_norm(
                 mean: mean.detach().flatten_all()?,
                 var_unbiased: var_unbiased.flatten_all()?,
             };
-            (mean.flatten_all()?, invstd.flatten_all()?, Some(moments))
+            let alpha = (weight * invstd.flatten_all()?)?;
+            let beta = (bias - (mean.flatten_all()? * &alpha)?)?;
+            (alpha, beta, Some(moments))
         }
         BatchNormStats::Running { mean, var } => {
-            let invstd = (var.to_dtype(DType::F64)? + eps)?
-                .sqrt()?
-                .recip()?
-                .to_dtype(x.dtype())?;
-            (mean.clone(), invstd, None)
+            let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
+            (alpha, beta, None)
         }
     };
-    let alpha = (weight * invstd)?;
-    let beta = (bias - (&mean * &alpha)?)?;
     let y = x
         .broadcast_mul(&alpha.reshape((1, c, 1, 1))?)?
         .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
@@ -102,6 +176,9 @@ pub fn batch_norm(
 /// ReLU with PyTorch's gradient: `max(x, 0)`, derivative 1 where `x > 0` and 0 elsewhere
 /// (candle's own `relu` passes the gradient through at exactly 0).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if kernels::applies(&[x]) {
+        return Ok(x.contiguous()?.apply_op1(Relu)?);
+    }
     let mask = x.gt(0f64)?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
 }

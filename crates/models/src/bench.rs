@@ -1,0 +1,273 @@
+//! Benchmarks behind `cargo xtask bench`: the training step of the reference set-up and the
+//! per-op times of the heavy kernels, fast path against candle's own ops.
+//!
+//! These are measurements, not tests: run them on an otherwise idle machine.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use rand::distr::{Distribution, Uniform};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kernels;
+use crate::loss::{PairBatch, Regularization};
+use crate::ops::{self, BatchNormStats};
+use crate::optim::SgdMomentum;
+use crate::resnet::ResNet;
+use crate::SimilarityLoss;
+
+/// One training-step benchmark: the reference step (CE on `batch` images, plus, with
+/// `pairs > 0`, the arctanh pair loss on `pairs` pairs with α = 1) and an SGD momentum update.
+#[derive(Debug, Clone)]
+pub struct TrainStepBench {
+    /// The model (10 classes).
+    pub config: ModelConfig,
+    /// Classification batch size.
+    pub batch: usize,
+    /// Regularization pairs per step (0: classification only).
+    pub pairs: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps before them.
+    pub warmup: usize,
+    /// Whether the fast CPU kernels are on (off: candle's own ops).
+    pub fast_kernels: bool,
+}
+
+/// What a [`TrainStepBench`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainStepReport {
+    /// Architecture name.
+    pub arch: String,
+    /// Base channels.
+    pub base_channels: usize,
+    /// Input shape `[C, H, W]`.
+    pub in_shape: [usize; 3],
+    /// Classification batch size.
+    pub batch: usize,
+    /// Pairs per step.
+    pub pairs: usize,
+    /// Whether the fast CPU kernels were on.
+    pub fast_kernels: bool,
+    /// Rayon threads.
+    pub threads: usize,
+    /// Every timed step, milliseconds.
+    pub step_ms: Vec<f64>,
+    /// Median of `step_ms`.
+    pub median_ms: f64,
+    /// Peak resident set size of the process so far (Linux `VmHWM`), MiB; `None` elsewhere.
+    pub peak_rss_mb: Option<f64>,
+}
+
+fn uniform_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
+    let dist =
+        Uniform::new(lo, hi).map_err(|e| Error::Config(format!("uniform({lo}, {hi}): {e}")))?;
+    let count = shape.iter().product();
+    let data: Vec<f32> = (0..count).map(|_| dist.sample(rng)).collect();
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+/// The median of some timings (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// Peak resident set size of this process in MiB (Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs a training-step benchmark on the CPU (switching the fast kernels as asked).
+pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
+    if bench.batch == 0 || bench.steps == 0 {
+        return Err(Error::Config("batch and steps must be positive".into()));
+    }
+    kernels::set_enabled(bench.fast_kernels);
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut model = ResNet::new(&bench.config, 0, &dev)?;
+    model.set_training(true);
+    let [c, h, w] = bench.config.in_shape;
+    let images = uniform_tensor(&mut rng, &[bench.batch, c, h, w], -1.0, 1.0)?;
+    let classes = bench.config.num_classes as u32;
+    let labels: Vec<u32> = (0..bench.batch as u32).map(|i| i % classes).collect();
+    let labels = Tensor::new(labels, &dev)?;
+    let pair_a = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0)?;
+    let pair_b = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0)?;
+    let targets = uniform_tensor(&mut rng, &[bench.pairs.max(1)], 0.0, 0.9)?;
+    let mut opt = SgdMomentum::new(model.named_parameters(), 0.01, 0.9, 0.0);
+    let mut step_ms = Vec::with_capacity(bench.steps);
+    for step in 0..bench.warmup + bench.steps {
+        let start = Instant::now();
+        let reg = (bench.pairs > 0).then_some(Regularization {
+            pairs: PairBatch {
+                a: &pair_a,
+                b: &pair_b,
+                targets: &targets,
+            },
+            alpha: 1.0,
+            criterion: SimilarityLoss::ArctanhSquare,
+        });
+        let out = model.training_step_loss(&images, &labels, reg)?;
+        let grads = out.loss.backward()?;
+        opt.step(&grads)?;
+        drop(grads);
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if step >= bench.warmup {
+            step_ms.push(ms);
+        }
+    }
+    Ok(TrainStepReport {
+        arch: bench.config.arch.name().to_string(),
+        base_channels: bench.config.base_channels,
+        in_shape: bench.config.in_shape,
+        batch: bench.batch,
+        pairs: bench.pairs,
+        fast_kernels: bench.fast_kernels,
+        threads: rayon::current_num_threads(),
+        median_ms: median(&step_ms),
+        step_ms,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// One line of the per-op benchmark: an op on one shape, forward and forward + backward,
+/// fast kernels against candle's ops (median milliseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpTiming {
+    /// What ran, e.g. `conv3x3 s1 64→64 @32x32`.
+    pub op: String,
+    /// Input shape.
+    pub input: Vec<usize>,
+    /// candle's forward.
+    pub candle_fwd_ms: f64,
+    /// candle's forward + backward (autograd of `Σ y·g`).
+    pub candle_fwd_bwd_ms: f64,
+    /// Fast kernels' forward.
+    pub fast_fwd_ms: f64,
+    /// Fast kernels' forward + backward.
+    pub fast_fwd_bwd_ms: f64,
+}
+
+enum BenchOp {
+    Conv { stride: usize, padding: usize },
+    BatchNorm,
+    Relu,
+}
+
+fn run_op(op: &BenchOp, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match *op {
+        BenchOp::Conv { stride, padding } => ops::conv2d(x, w, stride, padding),
+        BenchOp::BatchNorm => Ok(ops::batch_norm(x, w, b, 1e-5, BatchNormStats::Batch)?.0),
+        BenchOp::Relu => ops::relu(x),
+    }
+}
+
+/// Median milliseconds of `reps` runs of `f`, after one warm-up run.
+fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&times))
+}
+
+fn time_op(op: &BenchOp, x: &Var, w: &Var, b: &Var, reps: usize) -> Result<(f64, f64)> {
+    let fwd = time_ms(reps, || {
+        run_op(op, x.as_tensor(), w.as_tensor(), b.as_tensor()).map(drop)
+    })?;
+    let probe = run_op(op, x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+    let g = Tensor::ones_like(&probe)?;
+    let fwd_bwd = time_ms(reps, || {
+        let y = run_op(op, x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+        (y * &g)?.sum_all()?.backward()?;
+        Ok(())
+    })?;
+    Ok((fwd, fwd_bwd))
+}
+
+/// Per-op times for the shapes of ResNet18 base `base` on `batch` images of `size`×`size`
+/// with `in_channels` channels: every distinct convolution, a batch norm and a ReLU.
+pub fn ops(
+    batch: usize,
+    in_channels: usize,
+    size: usize,
+    base: usize,
+    reps: usize,
+) -> Result<Vec<OpTiming>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // (label, in channels, out channels, kernel, stride, padding, input size)
+    let s = size;
+    let convs = [
+        ("stem conv7x7 s1", in_channels, base, 7, 1, 3, s),
+        ("conv3x3 s1", base, base, 3, 1, 1, s),
+        ("conv3x3 s2", base, 2 * base, 3, 2, 1, s),
+        ("conv1x1 s2", base, 2 * base, 1, 2, 0, s),
+        ("conv3x3 s1", 2 * base, 2 * base, 3, 1, 1, s / 2),
+        ("conv3x3 s1", 4 * base, 4 * base, 3, 1, 1, s / 4),
+        ("conv3x3 s1", 8 * base, 8 * base, 3, 1, 1, s / 8),
+    ];
+    let mut out = Vec::new();
+    let mut measure =
+        |label: String, op: BenchOp, x_shape: [usize; 4], w_shape: &[usize]| -> Result<()> {
+            let x = Var::from_tensor(&uniform_tensor(&mut rng, &x_shape, -1.0, 1.0)?)?;
+            let w = Var::from_tensor(&uniform_tensor(&mut rng, w_shape, -0.1, 0.1)?)?;
+            let b = Var::from_tensor(&uniform_tensor(&mut rng, &[x_shape[1]], -0.1, 0.1)?)?;
+            kernels::set_enabled(false);
+            let candle = time_op(&op, &x, &w, &b, reps);
+            kernels::set_enabled(true);
+            let (candle_fwd_ms, candle_fwd_bwd_ms) = candle?;
+            let (fast_fwd_ms, fast_fwd_bwd_ms) = time_op(&op, &x, &w, &b, reps)?;
+            out.push(OpTiming {
+                op: label,
+                input: x_shape.to_vec(),
+                candle_fwd_ms,
+                candle_fwd_bwd_ms,
+                fast_fwd_ms,
+                fast_fwd_bwd_ms,
+            });
+            Ok(())
+        };
+    for (name, ci, co, k, stride, padding, hw) in convs {
+        measure(
+            format!("{name} {ci}->{co} @{hw}x{hw}"),
+            BenchOp::Conv { stride, padding },
+            [batch, ci, hw, hw],
+            &[co, ci, k, k],
+        )?;
+    }
+    measure(
+        format!("batch_norm train {base}ch @{s}x{s}"),
+        BenchOp::BatchNorm,
+        [batch, base, s, s],
+        &[base],
+    )?;
+    measure(
+        format!("relu {base}ch @{s}x{s}"),
+        BenchOp::Relu,
+        [batch, base, s, s],
+        &[base],
+    )?;
+    Ok(out)
+}
+
+/// Converts a value to `serde_json::Value` (for the benchmark's JSON lines).
+pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Config(format!("benchmark report: {e}")))
+}

@@ -1,0 +1,587 @@
+//! 2-D convolution (NCHW input, `[O, C, kh, kw]` weight, no bias, dilation 1, one group) on
+//! the CPU: im2col + GEMM forward, GEMM + col2im input gradient, GEMM weight gradient.
+//!
+//! The batch is split into one chunk per rayon thread; inside a chunk, images are processed
+//! in groups whose im2col matrices sit side by side (`[C·kh·kw, G·OH·OW]`, so the GEMMs of
+//! small late-stage feature maps stay wide enough to be efficient). A 1×1 stride-1 unpadded
+//! convolution of a single image uses the image itself as its column matrix.
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{f32_data, task_count};
+
+/// Columns (`G·OH·OW`) a group of images aims for in its GEMMs.
+const GROUP_COLUMNS: usize = 256;
+
+/// The shapes of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding (all four sides).
+    pub padding: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Geometry {
+    /// The geometry of convolving `x_dims` (`[N, C, H, W]`) with `w_dims` (`[O, C, kh, kw]`).
+    pub fn new(
+        x_dims: &[usize],
+        w_dims: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> candle_core::Result<Self> {
+        let (&[n, c, h, w], &[o, wc, kh, kw]) = (x_dims, w_dims) else {
+            bail!("conv2d: input {x_dims:?} and weight {w_dims:?} must both be 4-D");
+        };
+        if wc != c {
+            bail!("conv2d: input has {c} channels but the weight expects {wc}");
+        }
+        if stride == 0 || kh == 0 || kw == 0 {
+            bail!("conv2d: stride {stride} and kernel {kh}×{kw} must be positive");
+        }
+        if h + 2 * padding < kh || w + 2 * padding < kw {
+            bail!("conv2d: kernel {kh}×{kw} larger than the padded input {h}×{w} (+{padding})");
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            padding,
+            oh: (h + 2 * padding - kh) / stride + 1,
+            ow: (w + 2 * padding - kw) / stride + 1,
+        })
+    }
+
+    /// Rows of the column matrix, `C·kh·kw`.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn chw(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Images per group in a chunk of `chunk` images.
+    fn group(&self, chunk: usize) -> usize {
+        GROUP_COLUMNS
+            .div_ceil(self.ohw().max(1))
+            .clamp(1, chunk.max(1))
+    }
+
+    /// Output positions `lo..hi` along one axis whose input index `pos·stride + offset −
+    /// padding` falls inside `0..len`.
+    fn valid(&self, out_len: usize, len: usize, offset: usize) -> (usize, usize) {
+        let s = self.stride;
+        let lo = self.padding.saturating_sub(offset).div_ceil(s);
+        let hi = (len + self.padding)
+            .saturating_sub(offset)
+            .div_ceil(s)
+            .min(out_len);
+        (lo.min(hi), hi)
+    }
+
+    fn output_dims(&self) -> [usize; 4] {
+        [self.n, self.o, self.oh, self.ow]
+    }
+}
+
+/// Writes the column matrix of one image `[C, H, W]`: row `(c·kh + i)·kw + j` holds, for every
+/// output position, the input value under kernel tap `(i, j)` (0 in the padding), at
+/// `col[row·row_stride + offset ..][.. OH·OW]`.
+fn im2col(g: &Geometry, x_img: &[f32], col: &mut [f32], row_stride: usize, offset: usize) {
+    let (ohw, hw, s) = (g.ohw(), g.h * g.w, g.stride);
+    for ch in 0..g.c {
+        let xc = &x_img[ch * hw..(ch + 1) * hw];
+        for i in 0..g.kh {
+            let (oy0, oy1) = g.valid(g.oh, g.h, i);
+            for j in 0..g.kw {
+                let (ox0, ox1) = g.valid(g.ow, g.w, j);
+                let row = (ch * g.kh + i) * g.kw + j;
+                let dst = &mut col[row * row_stride + offset..][..ohw];
+                dst[..oy0 * g.ow].fill(0.0);
+                dst[oy1 * g.ow..].fill(0.0);
+                for oy in oy0..oy1 {
+                    let iy = oy * s + i - g.padding;
+                    let src = &xc[iy * g.w..(iy + 1) * g.w];
+                    let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                    d[..ox0].fill(0.0);
+                    d[ox1..].fill(0.0);
+                    if ox1 == ox0 {
+                        continue;
+                    }
+                    if s == 1 {
+                        let ix0 = ox0 + j - g.padding;
+                        d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
+                    } else {
+                        for (ox, v) in d.iter_mut().enumerate().take(ox1).skip(ox0) {
+                            *v = src[ox * s + j - g.padding];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every column entry back onto the input pixel it came from.
+fn col2im(g: &Geometry, col: &[f32], row_stride: usize, offset: usize, dx_img: &mut [f32]) {
+    let (ohw, hw, s) = (g.ohw(), g.h * g.w, g.stride);
+    for ch in 0..g.c {
+        let dxc = &mut dx_img[ch * hw..(ch + 1) * hw];
+        for i in 0..g.kh {
+            let (oy0, oy1) = g.valid(g.oh, g.h, i);
+            for j in 0..g.kw {
+                let (ox0, ox1) = g.valid(g.ow, g.w, j);
+                let row = (ch * g.kh + i) * g.kw + j;
+                let src = &col[row * row_stride + offset..][..ohw];
+                for oy in oy0..oy1 {
+                    let iy = oy * s + i - g.padding;
+                    let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
+                    let c = &src[oy * g.ow..(oy + 1) * g.ow];
+                    if ox1 == ox0 {
+                        continue;
+                    }
+                    if s == 1 {
+                        let ix0 = ox0 + j - g.padding;
+                        for (dv, cv) in d[ix0..ix0 + (ox1 - ox0)].iter_mut().zip(&c[ox0..ox1]) {
+                            *dv += cv;
+                        }
+                    } else {
+                        for (ox, cv) in c.iter().enumerate().take(ox1).skip(ox0) {
+                            d[ox * s + j - g.padding] += cv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A read-only strided matrix: element `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Debug, Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat<'_> {
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`.
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    parallelism: Parallelism,
+) {
+    // Memory-safety guard for the raw GEMM call below; the geometry is validated before any
+    // kernel runs, so this never fires on user input.
+    assert!(
+        dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        "conv2d kernel: GEMM operands out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: `dst` holds at least m·n values written row-major (column stride 1, row stride
+    // n); every element of `lhs` (m×k) and `rhs` (k×n) addressed through their strides lies
+    // inside its slice (checked above); the three slices do not overlap (`dst` is borrowed
+    // mutably). With `accumulate` false, `dst` is only written.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// How the batch is split: images per parallel chunk, and the GEMM parallelism inside one.
+fn split(n: usize) -> (usize, Parallelism) {
+    let tasks = task_count(n);
+    let per = n.div_ceil(tasks).max(1);
+    let threads = rayon::current_num_threads();
+    let parallelism = if n.div_ceil(per) == 1 && threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    (per, parallelism)
+}
+
+/// Copies `imgs` consecutive `[rows, ohw]` blocks into one `[rows, imgs·ohw]` matrix.
+fn gather(src: &[f32], rows: usize, ohw: usize, imgs: usize, dst: &mut [f32]) {
+    let width = imgs * ohw;
+    for i in 0..imgs {
+        for r in 0..rows {
+            dst[r * width + i * ohw..][..ohw].copy_from_slice(&src[(i * rows + r) * ohw..][..ohw]);
+        }
+    }
+}
+
+/// The column matrix of a group of images: `x_imgs` itself for one pointwise image, otherwise
+/// written into `col`.
+fn group_columns<'a>(
+    g: &Geometry,
+    x_imgs: &'a [f32],
+    imgs: usize,
+    col: &'a mut [f32],
+) -> &'a [f32] {
+    if imgs == 1 && g.pointwise() {
+        return x_imgs;
+    }
+    let width = imgs * g.ohw();
+    for i in 0..imgs {
+        im2col(g, &x_imgs[i * g.chw()..], col, width, i * g.ohw());
+    }
+    &col[..g.k() * width]
+}
+
+/// Forward convolution into a new `[N, O, OH, OW]` buffer.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
+    let mut out = vec![0f32; g.n * o * ohw];
+    if out.is_empty() {
+        return out;
+    }
+    let (per, par) = split(g.n);
+    let group = g.group(per);
+    let w_mat = Mat {
+        data: weight,
+        rs: k,
+        cs: 1,
+    };
+    out.par_chunks_mut(per * o * ohw)
+        .zip(x.par_chunks(per * chw))
+        .for_each(|(out_chunk, x_chunk)| {
+            let mut col = vec![
+                0f32;
+                if group == 1 && g.pointwise() {
+                    0
+                } else {
+                    k * group * ohw
+                }
+            ];
+            let mut tmp = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
+            for (out_g, x_g) in out_chunk
+                .chunks_mut(group * o * ohw)
+                .zip(x_chunk.chunks(group * chw))
+            {
+                let imgs = x_g.len() / chw;
+                let width = imgs * ohw;
+                let cols = group_columns(g, x_g, imgs, &mut col);
+                let rhs = Mat {
+                    data: cols,
+                    rs: width,
+                    cs: 1,
+                };
+                if imgs == 1 {
+                    matmul((o, width, k), out_g, false, w_mat, rhs, par);
+                } else {
+                    matmul((o, width, k), &mut tmp, false, w_mat, rhs, par);
+                    for i in 0..imgs {
+                        for oc in 0..o {
+                            out_g[(i * o + oc) * ohw..][..ohw]
+                                .copy_from_slice(&tmp[oc * width + i * ohw..][..ohw]);
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Gradient with respect to the input, `[N, C, H, W]`, from the output gradient `dy`.
+pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
+    let mut dx = vec![0f32; g.n * chw];
+    if dx.is_empty() {
+        return dx;
+    }
+    let (per, par) = split(g.n);
+    let group = g.group(per);
+    // Wᵀ: element (r, oc) at oc·k + r.
+    let wt = Mat {
+        data: weight,
+        rs: 1,
+        cs: k,
+    };
+    dx.par_chunks_mut(per * chw)
+        .zip(dy.par_chunks(per * o * ohw))
+        .for_each(|(dx_chunk, dy_chunk)| {
+            let direct = group == 1 && g.pointwise();
+            let mut dcol = vec![0f32; if direct { 0 } else { k * group * ohw }];
+            let mut dyt = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
+            for (dx_g, dy_g) in dx_chunk
+                .chunks_mut(group * chw)
+                .zip(dy_chunk.chunks(group * o * ohw))
+            {
+                let imgs = dx_g.len() / chw;
+                let width = imgs * ohw;
+                let dy_mat = if imgs == 1 {
+                    dy_g
+                } else {
+                    gather(dy_g, o, ohw, imgs, &mut dyt);
+                    &dyt[..o * width]
+                };
+                let rhs = Mat {
+                    data: dy_mat,
+                    rs: width,
+                    cs: 1,
+                };
+                if direct {
+                    matmul((k, width, o), dx_g, false, wt, rhs, par);
+                } else {
+                    matmul((k, width, o), &mut dcol, false, wt, rhs, par);
+                    for i in 0..imgs {
+                        col2im(g, &dcol, width, i * ohw, &mut dx_g[i * chw..(i + 1) * chw]);
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// Gradient with respect to the weight, `[O, C, kh, kw]`, summed over the batch.
+pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
+    if g.n == 0 || chw == 0 || ohw == 0 {
+        return vec![0f32; o * k];
+    }
+    let (per, par) = split(g.n);
+    let group = g.group(per);
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(per * chw)
+        .zip(dy.par_chunks(per * o * ohw))
+        .map(|(x_chunk, dy_chunk)| {
+            let mut dw = vec![0f32; o * k];
+            let mut col = vec![
+                0f32;
+                if group == 1 && g.pointwise() {
+                    0
+                } else {
+                    k * group * ohw
+                }
+            ];
+            let mut dyt = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
+            for (step, (x_g, dy_g)) in x_chunk
+                .chunks(group * chw)
+                .zip(dy_chunk.chunks(group * o * ohw))
+                .enumerate()
+            {
+                let imgs = x_g.len() / chw;
+                let width = imgs * ohw;
+                let dy_mat = if imgs == 1 {
+                    dy_g
+                } else {
+                    gather(dy_g, o, ohw, imgs, &mut dyt);
+                    &dyt[..o * width]
+                };
+                let cols = group_columns(g, x_g, imgs, &mut col);
+                let lhs = Mat {
+                    data: dy_mat,
+                    rs: width,
+                    cs: 1,
+                };
+                // colᵀ: element (p, r) at r·width + p.
+                let rhs = Mat {
+                    data: cols,
+                    rs: 1,
+                    cs: width,
+                };
+                matmul((o, k, width), &mut dw, step > 0, lhs, rhs, par);
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; o * k]);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(&part) {
+            *t += p;
+        }
+    }
+    total
+}
+
+/// The convolution as a candle op on `(x, weight)`; its backward runs
+/// [`ConvBackwardInput`] and [`ConvBackwardWeight`].
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dOp {
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding (all four sides).
+    pub padding: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "pixreg-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let x = f32_data(s1, l1, "conv2d input")?;
+        let w = f32_data(s2, l2, "conv2d weight")?;
+        Ok((
+            CpuStorage::F32(forward(&g, x, w)),
+            Shape::from(g.output_dims().to_vec()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), weight.dims(), self.stride, self.padding)?;
+        let grad = grad.contiguous()?;
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(weight, &ConvBackwardInput(g))?)
+        } else {
+            None
+        };
+        let dw = if weight.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &ConvBackwardWeight(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `(dy, weight) ↦ dx` of a convolution with the given geometry (no backward of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBackwardInput(pub Geometry);
+
+impl CustomOp2 for ConvBackwardInput {
+    fn name(&self) -> &'static str {
+        "pixreg-conv2d-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        if l1.dims() != g.output_dims() || l2.dims() != [g.o, g.c, g.kh, g.kw] {
+            bail!(
+                "conv2d backward: gradient {:?} / weight {:?} do not match {g:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let dy = f32_data(s1, l1, "conv2d output gradient")?;
+        let w = f32_data(s2, l2, "conv2d weight")?;
+        Ok((
+            CpuStorage::F32(backward_input(g, dy, w)),
+            Shape::from((g.n, g.c, g.h, g.w)),
+        ))
+    }
+}
+
+/// `(x, dy) ↦ dweight` of a convolution with the given geometry (no backward of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBackwardWeight(pub Geometry);
+
+impl CustomOp2 for ConvBackwardWeight {
+    fn name(&self) -> &'static str {
+        "pixreg-conv2d-backward-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        if l1.dims() != [g.n, g.c, g.h, g.w] || l2.dims() != g.output_dims() {
+            bail!(
+                "conv2d backward: input {:?} / gradient {:?} do not match {g:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let x = f32_data(s1, l1, "conv2d input")?;
+        let dy = f32_data(s2, l2, "conv2d output gradient")?;
+        Ok((
+            CpuStorage::F32(backward_weight(g, x, dy)),
+            Shape::from((g.o, g.c, g.kh, g.kw)),
+        ))
+    }
+}

@@ -1,0 +1,488 @@
+//! Batch normalisation and ReLU on NCHW float32 tensors.
+//!
+//! Training-mode batch norm follows PyTorch's CPU kernel to the rounding: per-channel sums in
+//! float64, the mean rounded to float32, the variance summed in float64 from the float32
+//! differences `x − mean`, `invstd = 1/sqrt(var + eps)` in float64 rounded to float32, output
+//! `x·α + β` with `α = γ·invstd`, `β = bias − mean·α` in float32. Its backward is PyTorch's
+//! (float64 sums of `dy` and `(x − mean)·dy`, then one elementwise pass).
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::f32_data;
+
+/// Minimum number of `H·W` planes per rayon task in the elementwise passes.
+const MIN_PLANES: usize = 16;
+
+/// Per-channel statistics of a training-mode batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    /// Batch mean `[C]` (float64 sum, rounded to float32).
+    pub mean: Vec<f32>,
+    /// `1/sqrt(biased var + eps)` `[C]`.
+    pub invstd: Vec<f32>,
+    /// Unbiased variance `[C]` (what PyTorch blends into `running_var`).
+    pub var_unbiased: Vec<f32>,
+}
+
+/// `(N, C, H·W)` of an NCHW shape.
+fn nc_hw(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
+    match dims {
+        &[n, c, h, w] => Ok((n, c, h * w)),
+        _ => bail!("batch norm: expected an NCHW tensor, got {dims:?}"),
+    }
+}
+
+/// Sum in float64 with eight independent accumulators (vectorisable; the order differs from
+/// a serial sum only at float64 rounding level).
+fn sum_f64(values: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0f64; 8];
+    for (i, v) in values.enumerate() {
+        acc[i % 8] += v;
+    }
+    acc.iter().sum()
+}
+
+/// Sum of `f(v)` over the channel `ch` of `x` (`[N, C, HW]`), in float64.
+fn channel_sum(x: &[f32], c: usize, hw: usize, ch: usize, f: impl Fn(f32) -> f64) -> f64 {
+    let n = x.len() / (c * hw).max(1);
+    (0..n)
+        .map(|i| {
+            let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+            let mut acc = [0f64; 8];
+            let mut chunks = plane.chunks_exact(8);
+            for chunk in &mut chunks {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    *a += f(v);
+                }
+            }
+            acc.iter().sum::<f64>() + sum_f64(chunks.remainder().iter().map(|&v| f(v)))
+        })
+        .sum()
+}
+
+/// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`.
+fn channel_grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    (c, hw): (usize, usize),
+    ch: usize,
+    mean: f32,
+) -> (f64, f64) {
+    let n = x.len() / (c * hw).max(1);
+    let mut sum = [0f64; 8];
+    let mut dot = [0f64; 8];
+    for i in 0..n {
+        let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+        for (j, (&xv, &g)) in x[range.clone()].iter().zip(&dy[range]).enumerate() {
+            sum[j % 8] += g as f64;
+            dot[j % 8] += (xv - mean) as f64 * g as f64;
+        }
+    }
+    (sum.iter().sum(), dot.iter().sum())
+}
+
+/// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
+pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
+    let count = (x.len() / c.max(1)) as f64;
+    let per_channel: Vec<(f32, f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = (channel_sum(x, c, hw, ch, |v| v as f64) / count) as f32;
+            let var_sum = channel_sum(x, c, hw, ch, |v| {
+                let d = (v - mean) as f64;
+                d * d
+            });
+            let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
+            let unbiased = (var_sum / (count - 1.0)) as f32;
+            (mean, invstd, unbiased)
+        })
+        .collect();
+    BatchStats {
+        mean: per_channel.iter().map(|p| p.0).collect(),
+        invstd: per_channel.iter().map(|p| p.1).collect(),
+        var_unbiased: per_channel.iter().map(|p| p.2).collect(),
+    }
+}
+
+/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`) over an NCHW buffer.
+pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize) -> Vec<f32> {
+    let c = alpha.len();
+    let mut y = vec![0f32; x.len()];
+    if hw == 0 || c == 0 {
+        return y;
+    }
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .with_min_len(MIN_PLANES)
+        .for_each(|(plane, (yp, xp))| {
+            let ch = plane % c;
+            let a = alpha[ch];
+            match beta {
+                Some(beta) => {
+                    let b = beta[ch];
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = xv * a + b;
+                    }
+                }
+                None => {
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = xv * a;
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// `(α, β) = (γ·invstd, bias − mean·α)` in float32, per channel.
+fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let alpha: Vec<f32> = weight
+        .iter()
+        .zip(&stats.invstd)
+        .map(|(&w, &s)| w * s)
+        .collect();
+    let beta = bias
+        .iter()
+        .zip(stats.mean.iter().zip(&alpha))
+        .map(|(&b, (&m, &a))| b - m * a)
+        .collect();
+    (alpha, beta)
+}
+
+/// The training-mode backward: `dx` (NCHW), `dγ`, `dβ`.
+pub fn batch_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    stats: &BatchStats,
+    weight: &[f32],
+    hw: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = weight.len();
+    let count = (x.len() / c.max(1)) as f64;
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| channel_grad_sums(x, dy, (c, hw), ch, stats.mean[ch]))
+        .collect();
+    // Per channel: grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
+    let coef: Vec<(f32, f32, f32)> = sums
+        .iter()
+        .enumerate()
+        .map(|(ch, &(sum, dot))| {
+            let invstd = stats.invstd[ch] as f64;
+            (
+                (sum / count) as f32,
+                (dot * invstd * invstd / count) as f32,
+                stats.invstd[ch] * weight[ch],
+            )
+        })
+        .collect();
+    let mut dx = vec![0f32; x.len()];
+    if hw > 0 && c > 0 {
+        dx.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
+            .enumerate()
+            .with_min_len(MIN_PLANES)
+            .for_each(|(plane, (dxp, (xp, gp)))| {
+                let ch = plane % c;
+                let (grad_mean, k, scale) = coef[ch];
+                let mean = stats.mean[ch];
+                for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                    *d = (g - grad_mean - (xv - mean) * k) * scale;
+                }
+            });
+    }
+    let dgamma = sums
+        .iter()
+        .zip(&stats.invstd)
+        .map(|(&(_, dot), &s)| (dot * s as f64) as f32)
+        .collect();
+    let dbeta = sums.iter().map(|&(sum, _)| sum as f32).collect();
+    (dx, dgamma, dbeta)
+}
+
+/// Training-mode batch norm on `(x, weight, bias)`; the batch statistics it computed are
+/// published in `stats` (read them after applying the op).
+#[derive(Debug, Clone)]
+pub struct BatchNormTrain {
+    /// Variance epsilon.
+    pub eps: f64,
+    /// Filled by the forward pass; used by the backward pass.
+    pub stats: Arc<OnceLock<BatchStats>>,
+}
+
+impl BatchNormTrain {
+    /// A new op with empty statistics.
+    pub fn new(eps: f64) -> Self {
+        Self {
+            eps,
+            stats: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "pixreg-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = nc_hw(l1.dims())?;
+        if l2.dims() != [c] || l3.dims() != [c] {
+            bail!(
+                "batch norm: weight {:?} / bias {:?} must be [{c}]",
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        if n * hw < 2 {
+            bail!("batch norm: training mode needs more than one value per channel");
+        }
+        let x = f32_data(s1, l1, "batch norm input")?;
+        let weight = f32_data(s2, l2, "batch norm weight")?;
+        let bias = f32_data(s3, l3, "batch norm bias")?;
+        let stats = batch_stats(x, c, hw, self.eps);
+        let (alpha, beta) = fold(&stats, weight, bias);
+        let y = channel_affine(x, &alpha, Some(&beta), hw);
+        if self.stats.set(stats).is_err() {
+            bail!("batch norm: an op instance can only be applied once");
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(stats) = self.stats.get() else {
+            bail!("batch norm backward: the forward pass did not run");
+        };
+        let (_, c, hw) = nc_hw(x.dims())?;
+        let weight_values = weight.to_vec1::<f32>()?;
+        let x = x.contiguous()?;
+        let grad = grad.contiguous()?;
+        let (x_guard, x_layout) = x.storage_and_layout();
+        let (g_guard, g_layout) = grad.storage_and_layout();
+        let (dx, dgamma, dbeta) = match (&*x_guard, &*g_guard) {
+            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) => {
+                let xv = f32_data(xs, x_layout, "batch norm input")?;
+                let gv = f32_data(gs, g_layout, "batch norm output gradient")?;
+                batch_norm_backward(xv, gv, stats, &weight_values, hw)
+            }
+            _ => bail!("batch norm backward: the fast kernel runs on the CPU only"),
+        };
+        let device = x.device();
+        let dx = Tensor::from_vec(dx, x.shape(), device)?;
+        let dgamma = weight
+            .track_op()
+            .then(|| Tensor::from_vec(dgamma, c, device))
+            .transpose()?;
+        let dbeta = bias
+            .track_op()
+            .then(|| Tensor::from_vec(dbeta, c, device))
+            .transpose()?;
+        Ok((Some(dx), dgamma, dbeta))
+    }
+}
+
+/// `y = x·alpha[c] + beta[c]` on `(x, alpha, beta)` (eval-mode batch norm with folded
+/// statistics); differentiable in all three.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelAffine;
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "pixreg-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = nc_hw(l1.dims())?;
+        if l2.dims() != [c] || l3.dims() != [c] {
+            bail!(
+                "channel affine: scale {:?} / shift {:?} must be [{c}]",
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let x = f32_data(s1, l1, "affine input")?;
+        let alpha = f32_data(s2, l2, "affine scale")?;
+        let beta = f32_data(s3, l3, "affine shift")?;
+        Ok((
+            CpuStorage::F32(channel_affine(x, alpha, Some(beta), hw)),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        alpha: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = x
+            .track_op()
+            .then(|| grad.apply_op2_no_bwd(alpha, &ChannelScale))
+            .transpose()?;
+        let (dalpha, dbeta) = if alpha.track_op() || beta.track_op() {
+            let sums = x.contiguous()?.apply_op2_no_bwd(&grad, &ChannelGradSums)?;
+            (
+                alpha.track_op().then(|| sums.get(0)).transpose()?,
+                beta.track_op().then(|| sums.get(1)).transpose()?,
+            )
+        } else {
+            (None, None)
+        };
+        Ok((dx, dalpha, dbeta))
+    }
+}
+
+/// `(x, alpha) ↦ x·alpha[c]` (no backward of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelScale;
+
+impl CustomOp2 for ChannelScale {
+    fn name(&self) -> &'static str {
+        "pixreg-channel-scale"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = nc_hw(l1.dims())?;
+        if l2.dims() != [c] {
+            bail!("channel scale: scale {:?} must be [{c}]", l2.dims());
+        }
+        let x = f32_data(s1, l1, "scale input")?;
+        let alpha = f32_data(s2, l2, "scale")?;
+        Ok((
+            CpuStorage::F32(channel_affine(x, alpha, None, hw)),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// `(x, dy) ↦ [[Σ x·dy], [Σ dy]]` per channel, `[2, C]` (float64 sums; no backward).
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelGradSums;
+
+impl CustomOp2 for ChannelGradSums {
+    fn name(&self) -> &'static str {
+        "pixreg-channel-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = nc_hw(l1.dims())?;
+        if l1.dims() != l2.dims() {
+            bail!("channel sums: {:?} vs {:?}", l1.dims(), l2.dims());
+        }
+        let x = f32_data(s1, l1, "input")?;
+        let dy = f32_data(s2, l2, "gradient")?;
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| channel_grad_sums(x, dy, (c, hw), ch, 0.0))
+            .collect();
+        let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
+        out.extend(sums.iter().map(|&(sum, _)| sum as f32));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// ReLU `max(x, 0)` (computed as `x·[x > 0]`, so NaN propagates); backward `dy·[x > 0]`
+/// (gradient 0 at exactly 0, as PyTorch).
+#[derive(Debug, Clone, Copy)]
+pub struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "pixreg-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, "relu input")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(yc, xc)| {
+                for (yv, &xv) in yc.iter_mut().zip(xc) {
+                    *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            x.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?,
+        ))
+    }
+}
+
+/// `(x, dy) ↦ dy·[x > 0]` (no backward of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ReluBackward;
+
+impl CustomOp2 for ReluBackward {
+    fn name(&self) -> &'static str {
+        "pixreg-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!("relu backward: {:?} vs {:?}", l1.dims(), l2.dims());
+        }
+        let x = f32_data(s1, l1, "relu input")?;
+        let dy = f32_data(s2, l2, "relu output gradient")?;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
+            .for_each(|(dc, (xc, gc))| {
+                for ((d, &xv), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                    *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}

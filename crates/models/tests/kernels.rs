@@ -1,0 +1,360 @@
+//! The fast CPU kernels (`pixreg_models::kernels`, reached through `ops`) against candle's own
+//! ops (forward), candle's autograd of those ops (backward) and finite differences.
+//!
+//! The fast path is on by default and never switched off here (the switch is process-wide
+//! and tests run in parallel); the references are candle's ops called directly and
+//! `ops::batch_norm_composite`.
+
+use candle_core::{DType, Device, Tensor, Var};
+use pixreg_models::ops::{self, BatchNormStats};
+use rand::distr::{Distribution, Uniform};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const TOL: f64 = 1e-4;
+
+fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let dist = Uniform::new(-1f32, 1f32).unwrap();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// `max|a − b| / max|b|`.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let diff: f64 = (&a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+    let err = rel_err(a, b);
+    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
+}
+
+/// Odd sizes, strides 1 and 2, kernels 1/3/7, batch 1,
+/// kernels wider than the input, and batches large enough for grouped GEMMs.
+/// `(N, C, H, W, O, k, stride, padding)`.
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CONV_CASES: [ConvCase; 12] = [
+    (1, 1, 5, 7, 3, 3, 1, 1),
+    (2, 3, 9, 8, 4, 3, 2, 1),
+    (3, 5, 11, 11, 6, 7, 1, 3),
+    (2, 4, 6, 6, 5, 1, 2, 0),
+    (2, 4, 6, 7, 5, 1, 1, 0),
+    (1, 2, 4, 4, 3, 3, 2, 0),
+    (5, 3, 7, 5, 2, 3, 1, 0),
+    (2, 2, 3, 2, 2, 7, 1, 3),
+    (9, 3, 4, 4, 5, 3, 1, 1),
+    (7, 3, 5, 5, 4, 3, 2, 1),
+    (11, 6, 3, 3, 7, 1, 1, 0),
+    (4, 1, 13, 10, 8, 7, 2, 3),
+];
+
+#[test]
+fn conv2d_forward_matches_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for &(n, c, h, w, o, k, s, p) in &CONV_CASES {
+        let x = random(&mut rng, &[n, c, h, w]);
+        let wt = random(&mut rng, &[o, c, k, k]);
+        let fast = ops::conv2d(&x, &wt, s, p).unwrap();
+        let reference = x.conv2d(&wt, p, s, 1, 1).unwrap();
+        assert_close(
+            &format!("conv {:?}", (n, c, h, w, o, k, s, p)),
+            &fast,
+            &reference,
+            TOL,
+        );
+    }
+}
+
+/// `⟨a, b⟩` in float64.
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() * b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn conv2d_backward_matches_candle_autograd_and_the_adjoint() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut compared_with_candle = 0;
+    for &(n, c, h, w, o, k, s, p) in &CONV_CASES {
+        let case = format!("{:?}", (n, c, h, w, o, k, s, p));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let fast = ops::conv2d(&x, &wt, s, p).unwrap();
+        let g = random(&mut rng, fast.dims());
+        let fast_grads = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (dx, dw) = (fast_grads.get(&x).unwrap(), fast_grads.get(&wt).unwrap());
+        // The convolution is bilinear, so its gradients are its adjoints:
+        // ⟨dx, v⟩ = ⟨conv(v, w), g⟩ and ⟨dw, u⟩ = ⟨conv(x, u), g⟩, with candle's forward.
+        for _ in 0..3 {
+            let v = random(&mut rng, &[n, c, h, w]);
+            let u = random(&mut rng, &[o, c, k, k]);
+            let lhs_x = dot(dx, &v);
+            let rhs_x = dot(&v.conv2d(&wt, p, s, 1, 1).unwrap(), &g);
+            let lhs_w = dot(dw, &u);
+            let rhs_w = dot(&x.conv2d(&u, p, s, 1, 1).unwrap(), &g);
+            for (what, a, b) in [("dx", lhs_x, rhs_x), ("dw", lhs_w, rhs_w)] {
+                let err = (a - b).abs() / b.abs().max(1.0);
+                assert!(err <= TOL, "conv {what} adjoint {case}: {a} vs {b}");
+            }
+        }
+        // candle's own conv backward, where it supports the shape (its input gradient has the
+        // wrong size when a stride-2 convolution drops input rows).
+        let reference = x.conv2d(&wt, p, s, 1, 1).unwrap();
+        if let Ok(ref_grads) = (&reference * &g).unwrap().sum_all().unwrap().backward() {
+            assert_close(
+                &format!("conv dx {case}"),
+                dx,
+                ref_grads.get(&x).unwrap(),
+                TOL,
+            );
+            assert_close(
+                &format!("conv dw {case}"),
+                dw,
+                ref_grads.get(&wt).unwrap(),
+                TOL,
+            );
+            compared_with_candle += 1;
+        }
+    }
+    assert!(
+        compared_with_candle >= 8,
+        "only {compared_with_candle} cases compared with candle"
+    );
+}
+
+#[test]
+fn conv2d_input_gradient_is_skipped_for_constant_inputs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = random(&mut rng, &[2, 1, 6, 6]);
+    let wt = Var::from_tensor(&random(&mut rng, &[3, 1, 3, 3])).unwrap();
+    let y = ops::conv2d(&x, &wt, 1, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&wt).is_some());
+}
+
+/// `L(t) = Σ g·f(x + t·v)` by central differences against `⟨∇L, v⟩`.
+fn directional_check(
+    what: &str,
+    f: impl Fn(&Tensor) -> Tensor,
+    x: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    tol: f64,
+) {
+    let xv = Var::from_tensor(x).unwrap();
+    let grads = (f(xv.as_tensor()) * g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let analytic: f64 = (grads.get(&xv).unwrap() * v)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let eps = 1e-2;
+    let loss = |t: f64| -> f64 {
+        let xt = (x + (v * t).unwrap()).unwrap();
+        (f(&xt) * g)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let numeric = (loss(eps) - loss(-eps)) / (2.0 * eps);
+    let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
+    assert!(
+        err <= tol,
+        "{what}: analytic {analytic} vs finite difference {numeric} (relative {err:.2e})"
+    );
+}
+
+#[test]
+fn conv2d_and_batch_norm_gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = random(&mut rng, &[3, 2, 5, 5]);
+    let v = random(&mut rng, &[3, 2, 5, 5]);
+    let wt = random(&mut rng, &[4, 2, 3, 3]);
+    let g = random(&mut rng, &[3, 4, 3, 3]);
+    directional_check(
+        "conv2d",
+        |x| ops::conv2d(x, &wt, 2, 1).unwrap(),
+        &x,
+        &v,
+        &g,
+        1e-3,
+    );
+    let gamma = random(&mut rng, &[2]);
+    let beta = random(&mut rng, &[2]);
+    let g = random(&mut rng, &[3, 2, 5, 5]);
+    directional_check(
+        "batch norm",
+        |x| {
+            ops::batch_norm(x, &gamma, &beta, 1e-5, BatchNormStats::Batch)
+                .unwrap()
+                .0
+        },
+        &x,
+        &v,
+        &g,
+        1e-3,
+    );
+}
+
+/// (N, C, H, W) for batch norm: odd sizes, one image, 1×1 maps.
+const BN_CASES: [(usize, usize, usize, usize); 6] = [
+    (2, 3, 5, 7),
+    (1, 4, 3, 3),
+    (7, 2, 1, 1),
+    (4, 9, 6, 5),
+    (3, 1, 17, 2),
+    (64, 16, 4, 4),
+];
+
+#[test]
+fn batch_norm_train_matches_the_composite_forward_backward_and_moments() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &(n, c, h, w) in &BN_CASES {
+        let case = format!("{:?}", (n, c, h, w));
+        // An offset so the mean matters.
+        let x = Var::from_tensor(&(random(&mut rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let g = random(&mut rng, &[n, c, h, w]);
+        let (fast, fast_m) =
+            ops::batch_norm(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let (reference, ref_m) =
+            ops::batch_norm_composite(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        assert_close(&format!("bn y {case}"), &fast, &reference, 1e-5);
+        let (fast_m, ref_m) = (fast_m.unwrap(), ref_m.unwrap());
+        assert_close(&format!("bn mean {case}"), &fast_m.mean, &ref_m.mean, 1e-6);
+        assert_close(
+            &format!("bn var {case}"),
+            &fast_m.var_unbiased,
+            &ref_m.var_unbiased,
+            1e-6,
+        );
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+            assert_close(
+                &format!("bn {name} {case}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_eval_matches_the_composite_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for &(n, c, h, w) in &BN_CASES {
+        let case = format!("{:?}", (n, c, h, w));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let mean = random(&mut rng, &[c]);
+        let var = (random(&mut rng, &[c]) + 1.5).unwrap();
+        let stats = BatchNormStats::Running {
+            mean: &mean,
+            var: &var,
+        };
+        let (fast, none) = ops::batch_norm(&x, &gamma, &beta, 1e-5, stats).unwrap();
+        assert!(none.is_none());
+        let (reference, _) = ops::batch_norm_composite(&x, &gamma, &beta, 1e-5, stats).unwrap();
+        assert_eq!(rel_err(&fast, &reference), 0.0, "bn eval y {case}");
+        let g = random(&mut rng, &[n, c, h, w]);
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+            assert_close(
+                &format!("bn eval {name} {case}"),
+                fg.get(v).unwrap(),
+                rg.get(v).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_matches_pytorch_semantics() {
+    let x = Var::from_tensor(
+        &Tensor::new(&[[-1.5f32, 0.0, 2.0], [-0.0, 3.5, -2.0]], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 1, 3))
+            .unwrap(),
+    )
+    .unwrap();
+    let y = ops::relu(&x).unwrap();
+    assert_eq!(
+        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        [0.0, 0.0, 2.0, 0.0, 3.5, 0.0]
+    );
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        [0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    );
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = random(&mut rng, &[2, 3, 4, 4]);
+    assert!(ops::conv2d(&x, &random(&mut rng, &[4, 2, 3, 3]), 1, 1).is_err());
+    assert!(ops::conv2d(&x, &random(&mut rng, &[4, 3, 7, 7]), 1, 0).is_err());
+    assert!(ops::conv2d(&x, &random(&mut rng, &[4, 3, 3, 3]), 0, 1).is_err());
+    let one = random(&mut rng, &[1, 3, 1, 1]);
+    let c3 = random(&mut rng, &[3]);
+    assert!(ops::batch_norm(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
+    let c2 = random(&mut rng, &[2]);
+    assert!(ops::batch_norm(&x, &c2, &c2, 1e-5, BatchNormStats::Batch).is_err());
+}
