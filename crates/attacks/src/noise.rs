@@ -131,7 +131,7 @@ pub fn noisy_inputs(
     eps: f64,
     draws: NoiseDraws<'_>,
 ) -> Result<Vec<f32>> {
-    if per_image == 0 || u.len() % per_image != 0 {
+    if per_image == 0 || !u.len().is_multiple_of(per_image) {
         return Err(AttackError::Shape(format!(
             "{} values are not a whole number of images of {per_image} elements",
             u.len()

@@ -259,8 +259,8 @@ pub fn load_photo_pool(name: DatasetName, n: usize, opts: &LoadOptions) -> Resul
 ///
 /// "File order" is the official order for IDX and CIFAR binaries; for `cifar10-jpeg` it is
 /// `train/<class>/` in CIFAR-10 class order, then file name order (not the original order).
-pub fn first_n_train_images(name: DatasetName, n: usize, data_dir: &Path) -> Result<Tensor> {
-    let opts = LoadOptions::new(data_dir);
+pub fn first_n_train_images(name: DatasetName, n: usize, opts: &LoadOptions) -> Result<Tensor> {
+    let opts = opts.clone().rgb(false);
     let set = match name.family() {
         Family::ImagenetLike => load_photo_pool(name, n, &opts)?,
         _ => load_split_limited(name, Split::Train, &opts, Some(n))?,

@@ -240,7 +240,12 @@ fn tiny_imagenet_reg_photos() {
         ),
         (50, 1, 36, 64)
     );
-    let x = first_n_train_images(DatasetName::TinyImagenet, 3, &common::shared_data_dir()).unwrap();
+    let x = first_n_train_images(
+        DatasetName::TinyImagenet,
+        3,
+        &LoadOptions::new(common::shared_data_dir()),
+    )
+    .unwrap();
     assert_eq!(x.dims(), [3, 1, 36, 64]);
     // Photo = rows 14..50 of the 64x64 grayscale image.
     let full = pixreg_datasets::load_split_limited(
@@ -278,7 +283,7 @@ fn tiny_imagenet_reg_photos() {
 #[test]
 fn first_n_mnist_and_reg_images() {
     let dir = common::shared_data_dir();
-    let x = first_n_train_images(DatasetName::Mnist, 10, &dir).unwrap();
+    let x = first_n_train_images(DatasetName::Mnist, 10, &LoadOptions::new(&dir)).unwrap();
     assert_eq!(x.dims(), [10, 1, 28, 28]);
     let (train, _) = mnist();
     let expect: Vec<f32> = train.images[..7840]
@@ -295,6 +300,6 @@ fn first_n_mnist_and_reg_images() {
     sorted.sort();
     assert_eq!(sorted, (0..5000).collect::<Vec<_>>());
     assert_ne!(reg.source_indices, sorted);
-    let cj = first_n_train_images(DatasetName::Cifar10Jpeg, 4, &dir).unwrap();
+    let cj = first_n_train_images(DatasetName::Cifar10Jpeg, 4, &LoadOptions::new(&dir)).unwrap();
     assert_eq!(cj.dims(), [4, 1, 32, 32]);
 }

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pixreg_datasets::resolve_data_dir;
 
 use crate::config::ExperimentConfig;
+use crate::data::DataSource;
 use crate::eval::{evaluate_run, validate_attacks};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{train, TrainOptions};
@@ -28,6 +28,9 @@ pub struct TrainArgs {
     /// Data directory (default: $PIXREG_DATA_DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Download a dataset missing from the data directory from the Hugging Face hub.
+    #[arg(long)]
+    pub download: bool,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -56,6 +59,9 @@ pub struct EvalArgs {
     /// Data directory (default: $PIXREG_DATA_DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Download a dataset missing from the data directory from the Hugging Face hub.
+    #[arg(long)]
+    pub download: bool,
 }
 
 /// Arguments of `pixreg runs`.
@@ -70,11 +76,11 @@ pub struct RunsArgs {
 pub fn train_command(args: &TrainArgs) -> Result<()> {
     let config = ExperimentConfig::load(&args.config, &args.overrides)?;
     validate_attacks(&config.evaluation.attacks)?;
-    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
     let outcome = train(
         &config,
         &args.runs_dir,
-        &data_dir,
+        &data,
         TrainOptions {
             quiet: args.quiet,
             max_epochs: args.max_epochs,
@@ -99,13 +105,7 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let surrogate = config.evaluation.surrogate.as_deref();
-    let results = evaluate_run(
-        run,
-        &config,
-        &data_dir,
-        &config.evaluation.attacks,
-        surrogate,
-    )?;
+    let results = evaluate_run(run, &config, &data, &config.evaluation.attacks, surrogate)?;
     state.status = RunStatus::Finished;
     run.save_state(&state)?;
     println!(
@@ -122,7 +122,7 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
 pub fn eval_command(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;
     let config = ExperimentConfig::load(&run.config(), &[])?;
-    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
     let attacks = args
         .attacks
         .clone()
@@ -131,7 +131,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
         .surrogate
         .as_deref()
         .or(config.evaluation.surrogate.as_deref());
-    let results = evaluate_run(&run, &config, &data_dir, &attacks, surrogate)?;
+    let results = evaluate_run(&run, &config, &data, &attacks, surrogate)?;
     print_results(&results);
     Ok(())
 }

@@ -1,18 +1,54 @@
 //! Dataset access for the commands, through `pixreg-datasets`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use pixreg_datasets::{first_n_train_images, resolve_data_dir, DatasetName};
+use pixreg_datasets::{first_n_train_images, resolve_data_dir, DatasetName, Download, LoadOptions};
+
+/// Where the commands read data from: the data directory and whether a dataset missing there
+/// may be downloaded from the Hugging Face hub (never by default).
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    /// The data directory (`--data-dir` or `PIXREG_DATA_DIR`).
+    pub dir: PathBuf,
+    /// Offline (default) or download allowed (`--download`).
+    pub download: Download,
+}
+
+impl DataSource {
+    /// Resolves the directory from the flag or the environment.
+    pub fn resolve(flag: Option<&Path>, download: bool) -> Result<Self> {
+        Ok(Self {
+            dir: resolve_data_dir(flag)?,
+            download: if download {
+                Download::Allowed
+            } else {
+                Download::Offline
+            },
+        })
+    }
+
+    /// Offline access to `dir`.
+    pub fn offline(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            download: Download::Offline,
+        }
+    }
+
+    /// Loader options for this source.
+    pub fn options(&self, rgb: bool) -> LoadOptions {
+        LoadOptions::new(&self.dir).rgb(rgb).download(self.download)
+    }
+}
 
 /// The first `count` training images of dataset `name` (grayscale, [0, 1], file order, no
 /// augmentation) as `[N, 1, H, W]`.
-pub fn first_training_images(name: &str, count: usize, data_dir: Option<&Path>) -> Result<Tensor> {
+pub fn first_training_images(name: &str, count: usize, source: &DataSource) -> Result<Tensor> {
     if count < 2 {
         bail!("--count must be at least 2 (pairs need two images), got {count}");
     }
     let name: DatasetName = name.parse()?;
-    let dir = resolve_data_dir(data_dir)?;
-    Ok(first_n_train_images(name, count, &dir)?)
+    Ok(first_n_train_images(name, count, &source.options(false))?)
 }

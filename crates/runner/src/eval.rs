@@ -14,6 +14,7 @@ use pixreg_models::{ModelConfig, ResNet};
 use serde_json::{json, Value};
 
 use crate::config::{parse_device, ExperimentConfig};
+use crate::data::DataSource;
 use crate::output::write_text;
 use crate::run_dir::RunDir;
 use crate::train::{evaluate, load_task_data};
@@ -102,13 +103,13 @@ fn load_model(run: &RunDir, device: &Device) -> Result<ResNet> {
 pub fn evaluate_run(
     run: &RunDir,
     config: &ExperimentConfig,
-    data_dir: &Path,
+    data_source: &DataSource,
     attacks: &[String],
     surrogate: Option<&Path>,
 ) -> Result<Value> {
     validate_attacks(attacks)?;
     let device = parse_device(&config.device)?;
-    let data = load_task_data(config, data_dir)?;
+    let data = load_task_data(config, data_source)?;
     let model = load_model(run, &device)?;
     let task = attack_task(&config.task.dataset)?;
     let seed = config.training.seed;

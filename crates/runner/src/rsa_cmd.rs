@@ -37,6 +37,9 @@ pub struct RsaArgs {
     /// Data directory (default: $PIXREG_DATA_DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Download --dataset from the Hugging Face hub if the data directory lacks it.
+    #[arg(long)]
+    pub download: bool,
     /// Threshold Th in [0, 1]: targets are +1 where s > Th, -1 where s < -Th, 0 elsewhere.
     #[arg(long)]
     pub threshold: f64,
@@ -105,7 +108,7 @@ pub fn run(args: &RsaArgs) -> Result<()> {
         (None, Some(name)) => crate::data::first_training_images(
             name,
             args.count.unwrap_or_default(),
-            args.data_dir.as_deref(),
+            &crate::data::DataSource::resolve(args.data_dir.as_deref(), args.download)?,
         )?,
         (None, None) => bail!("give --images FILE or --dataset NAME --count N"),
     };

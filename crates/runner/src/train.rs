@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use pixreg_datasets::{ClassificationData, DatasetName, LoadOptions, RegImages, ValidSplit};
+use pixreg_datasets::{ClassificationData, DatasetName, RegImages, ValidSplit};
 use pixreg_models::{
     Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum, SimilarityLoss,
 };
@@ -27,6 +27,7 @@ use rsa_core::{
 use serde_json::json;
 
 use crate::config::{parse_device, ExperimentConfig, RegularizationConfig};
+use crate::data::DataSource;
 use crate::output::write_text;
 use crate::run_dir::{RunDir, RunState, RunStatus, SamplerPosition};
 
@@ -59,21 +60,32 @@ pub const OFFICIAL_INDICES_FILE: &str = "official_seed0_indices.json";
 pub fn official_indices_file(data_dir: &Path) -> Result<std::path::PathBuf> {
     let candidates = [
         data_dir.join(OFFICIAL_INDICES_FILE),
-        data_dir.join("..").join("specs").join(OFFICIAL_INDICES_FILE),
+        data_dir
+            .join("..")
+            .join("specs")
+            .join(OFFICIAL_INDICES_FILE),
     ];
-    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
-        format!(
-            "task.valid_split = \"official\" needs {OFFICIAL_INDICES_FILE} in {} or in \
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "task.valid_split = \"official\" needs {OFFICIAL_INDICES_FILE} in {} or in \
              ../specs beside it",
-            data_dir.display()
-        )
-    })
+                data_dir.display()
+            )
+        })
 }
 
 /// The task's data, with the configured subsets applied.
-pub fn load_task_data(config: &ExperimentConfig, data_dir: &Path) -> Result<ClassificationData> {
+pub fn load_task_data(
+    config: &ExperimentConfig,
+    source: &DataSource,
+) -> Result<ClassificationData> {
     let name: DatasetName = config.task.dataset.parse()?;
-    let opts = LoadOptions::new(data_dir).rgb(config.task.rgb);
+    let data_dir = source.dir.as_path();
+    let opts = source.options(config.task.rgb);
     let valid = match config.task.valid_split.as_str() {
         "official" => ValidSplit::Official {
             path: official_indices_file(data_dir)?,
@@ -137,7 +149,7 @@ fn build_regularization(
     config: &ExperimentConfig,
     reg: &RegularizationConfig,
     data: &ClassificationData,
-    data_dir: &Path,
+    data_source: &DataSource,
     sampler_state: Option<SamplerPosition>,
     device: &Device,
     run: &RunDir,
@@ -153,8 +165,12 @@ fn build_regularization(
     let images = if source == task {
         RegImages::from_train_set(&data.train_set, reg.n_images, seed)?
     } else {
-        let opts = LoadOptions::new(data_dir).rgb(config.task.rgb);
-        RegImages::build(source, reg.n_images, seed, &opts)?
+        RegImages::build(
+            source,
+            reg.n_images,
+            seed,
+            &data_source.options(config.task.rgb),
+        )?
     };
     let similarity = if reg.targets == "pixel" {
         SimilaritySource::from_images(&images.tensor(&Device::Cpu)?)?
@@ -285,9 +301,10 @@ fn progress_bar(len: u64, quiet: bool, prefix: String) -> ProgressBar {
 pub fn train(
     config: &ExperimentConfig,
     runs_dir: &Path,
-    data_dir: &Path,
+    data: &DataSource,
     options: TrainOptions,
 ) -> Result<TrainOutcome> {
+    let data_source = data;
     let run = RunDir::new(runs_dir, &config.run_id()?);
     let previous = run.state()?;
     if let Some(state) = previous
@@ -303,7 +320,7 @@ pub fn train(
     run.create()?;
     write_text(&run.config(), &toml::to_string_pretty(config)?)?;
     let device = parse_device(&config.device)?;
-    let data = load_task_data(config, data_dir)?;
+    let data = load_task_data(config, data_source)?;
     let model_cfg = model_config(config, &data)?;
     model_cfg.save_json(run.model_json())?;
 
@@ -344,7 +361,7 @@ pub fn train(
             config,
             r,
             &data,
-            data_dir,
+            data_source,
             if resuming { state.sampler } else { None },
             &device,
             &run,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::data::DataSource;
 use pixreg_runner::run_dir::RunStatus;
 use pixreg_runner::train::{train, TrainOptions};
 
@@ -151,14 +152,14 @@ fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
         max_epochs: None,
     };
     let straight = tempfile::tempdir().unwrap();
-    let full = train(&config, straight.path(), Path::new(DATA), quiet).unwrap();
+    let full = train(&config, straight.path(), &DataSource::offline(DATA), quiet).unwrap();
     assert_eq!(full.state.status, RunStatus::Trained);
 
     let split = tempfile::tempdir().unwrap();
     let first = train(
         &config,
         split.path(),
-        Path::new(DATA),
+        &DataSource::offline(DATA),
         TrainOptions {
             quiet: true,
             max_epochs: Some(1),
@@ -167,7 +168,7 @@ fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
     .unwrap();
     assert_eq!(first.state.completed_epochs, 1);
     assert_eq!(first.state.status, RunStatus::Running);
-    let resumed = train(&config, split.path(), Path::new(DATA), quiet).unwrap();
+    let resumed = train(&config, split.path(), &DataSource::offline(DATA), quiet).unwrap();
     assert_eq!(resumed.state.completed_epochs, 3);
 
     for file in [
