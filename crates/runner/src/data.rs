@@ -44,11 +44,18 @@ impl DataSource {
 }
 
 /// The first `count` training images of dataset `name` (grayscale, [0, 1], file order, no
-/// augmentation) as `[N, 1, H, W]`.
-pub fn first_training_images(name: &str, count: usize, source: &DataSource) -> Result<Tensor> {
+/// augmentation) as `[N, 1, H, W]`. The name and count are checked before the data directory
+/// is looked up.
+pub fn first_training_images(
+    name: &str,
+    count: usize,
+    data_dir: Option<&Path>,
+    download: bool,
+) -> Result<Tensor> {
+    let name: DatasetName = name.parse()?;
     if count < 2 {
         bail!("--count must be at least 2 (pairs need two images), got {count}");
     }
-    let name: DatasetName = name.parse()?;
+    let source = DataSource::resolve(data_dir, download)?;
     Ok(first_n_train_images(name, count, &source.options(false))?)
 }

@@ -108,7 +108,8 @@ pub fn run(args: &RsaArgs) -> Result<()> {
         (None, Some(name)) => crate::data::first_training_images(
             name,
             args.count.unwrap_or_default(),
-            &crate::data::DataSource::resolve(args.data_dir.as_deref(), args.download)?,
+            args.data_dir.as_deref(),
+            args.download,
         )?,
         (None, None) => bail!("give --images FILE or --dataset NAME --count N"),
     };
