@@ -1,1 +1,140 @@
-fn main() {}
+//! `cargo xtask`: project automation (see the library docs).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::catalogue::Catalogue;
+use xtask::{reproduce, resolve_data_dir, workspace_root, Launcher, ReproduceOptions};
+
+/// Project automation for pixreg.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the table catalogue (experiments/*.toml) and the profiles.
+    List,
+    /// Train, evaluate and assemble one table of the paper.
+    Reproduce(ReproduceArgs),
+}
+
+/// Arguments of `cargo xtask reproduce`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    cargo xtask reproduce table1 --profile smoke\n  \
+    cargo xtask reproduce table1 --jobs 2\n  \
+    cargo xtask reproduce table2 --profile paper --launcher slurm --submit")]
+struct ReproduceArgs {
+    /// Table of the catalogue (`cargo xtask list`).
+    table: String,
+    /// Run-size profile: smoke, quick or paper (experiments/profiles.toml).
+    #[arg(long, default_value = "quick")]
+    profile: String,
+    /// Seeds per model (default: the profile's); cells show mean ± std when above 1.
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Runs trained in parallel.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Delete and redo the table's runs even when finished.
+    #[arg(long)]
+    force: bool,
+    /// Folder of run folders (default: runs/ at the repository root).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Data directory (default: $PIXREG_DATA_DIR, else ../shared/datasets beside the repo).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output folder (default: experiments/results/<table>/<profile>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The pixreg binary (default: build it and use target/release/pixreg).
+    #[arg(long)]
+    pixreg: Option<PathBuf>,
+    /// Where runs execute.
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    launcher: Launcher,
+    /// With `--launcher slurm`: submit the generated scripts with sbatch.
+    #[arg(long, requires = "launcher")]
+    submit: bool,
+    /// Train nothing: evaluate FGSM of finished runs and assemble (the Slurm assembly job).
+    #[arg(long)]
+    no_train: bool,
+    /// Override a value in every run config: `section.key=value` (TOML; repeatable),
+    /// e.g. `--set device=cuda:0`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn absolute(path: PathBuf) -> Result<PathBuf> {
+    std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+}
+
+fn list() -> Result<()> {
+    let catalogue = Catalogue::load(&workspace_root().join("experiments"))?;
+    println!("Tables (cargo xtask reproduce <table> [--profile <profile>]):");
+    for table in catalogue.tables.values() {
+        println!("  {:<8} {}", table.name, table.title);
+        println!("           {}", table.description);
+    }
+    println!("\nProfiles:");
+    for (name, profile) in &catalogue.profiles {
+        println!(
+            "  {:<8} {}",
+            name,
+            profile.description.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::List => list(),
+        Command::Reproduce(args) => {
+            let root = workspace_root();
+            let runs_dir = match args.runs_dir {
+                Some(dir) => absolute(dir)?,
+                None => root.join("runs"),
+            };
+            let options = ReproduceOptions {
+                data_dir: resolve_data_dir(&root, args.data_dir.as_deref())?,
+                table: args.table,
+                profile: args.profile,
+                seeds: args.seeds,
+                jobs: args.jobs,
+                force: args.force,
+                runs_dir,
+                out_dir: args.out.map(absolute).transpose()?,
+                pixreg: args.pixreg.map(absolute).transpose()?,
+                launcher: args.launcher,
+                submit: args.submit,
+                no_train: args.no_train,
+                overrides: args.overrides,
+                progress_bar: std::io::stderr().is_terminal(),
+            };
+            let outcome = reproduce(&root, &options)?;
+            if let Some(table) = &outcome.table {
+                println!("{}", xtask::assemble::headline_markdown(table));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

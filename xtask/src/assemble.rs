@@ -1,0 +1,580 @@
+//! Assembly: the planned runs' files → every cell of the table (mean ± std over seeds), written
+//! as `table.md`, `table.csv` and `table.json`.
+//!
+//! A cell is a number or a reason: "data not available: …", "not implemented: …", a failed run
+//! with its log, "no successful attack" — never an empty or invented value.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::exec::{run_state, ExecReport, Measurement, Paths, RunState};
+use crate::plan::Plan;
+use crate::util::write_atomic;
+
+/// Attacks reported as accuracy-vs-ε curves.
+pub const CURVE_COLUMNS: [&str; 6] = [
+    "gaussian",
+    "uniform",
+    "saltpepper",
+    "fgsm",
+    "pgd-linf",
+    "pgd-l2",
+];
+
+/// A number (mean over seeds, sample std when more than one) or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Cell {
+    /// Mean over `n` seeds.
+    Value {
+        /// Mean.
+        mean: f64,
+        /// Sample standard deviation (n > 1 only).
+        std: Option<f64>,
+        /// Seeds.
+        n: usize,
+    },
+    /// No number, with the reason.
+    Missing {
+        /// Why.
+        missing: String,
+    },
+}
+
+impl Cell {
+    fn missing(reason: impl Into<String>) -> Cell {
+        Cell::Missing {
+            missing: reason.into(),
+        }
+    }
+
+    fn from_values(values: &[f64]) -> Cell {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = (n > 1).then(|| {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        });
+        Cell::Value { mean, std, n }
+    }
+
+    /// The mean, if a number.
+    pub fn mean(&self) -> Option<f64> {
+        match self {
+            Cell::Value { mean, .. } => Some(*mean),
+            Cell::Missing { .. } => None,
+        }
+    }
+
+    /// Text for Markdown and the terminal.
+    pub fn display(&self, column: &str) -> String {
+        match self {
+            Cell::Value { mean, std, .. } => {
+                let f = |v: f64| format_value(column, v);
+                match std {
+                    Some(s) => format!("{} ± {}", f(*mean), f(*s)),
+                    None => f(*mean),
+                }
+            }
+            Cell::Missing { missing } => missing.clone(),
+        }
+    }
+}
+
+/// Formats a value with the precision of its column.
+pub fn format_value(column: &str, v: f64) -> String {
+    match column {
+        "boundary" | "boundary-converged" | "hsj" => format!("{v:.3e}"),
+        "peak_rss_mib" => format!("{v:.0}"),
+        "targets_seconds" => format!("{v:.3}"),
+        _ => format!("{v:.1}"),
+    }
+}
+
+/// Column header with its unit.
+pub fn column_header(column: &str) -> &'static str {
+    match column {
+        "clean" => "Clean (%)",
+        "gaussian" => "Gaussian (%)",
+        "uniform" => "Uniform (%)",
+        "saltpepper" => "Salt & Pepper (%)",
+        "fgsm" => "Transferred FGSM (%)",
+        "pgd-linf" => "PGD L∞ (%)",
+        "pgd-l2" => "PGD L2 (%)",
+        "boundary" => "Boundary median",
+        "boundary-converged" => "Boundary (converged) median",
+        "hsj" => "HopSkipJump median",
+        "corruptions" => "Corruptions (%)",
+        "epoch_seconds" => "Time / epoch (s)",
+        "train_seconds" => "Training time (s)",
+        "peak_rss_mib" => "Peak memory (MiB)",
+        "targets_seconds" => "Targets pre-processing (s)",
+        _ => "?",
+    }
+}
+
+/// One column of one variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnResult {
+    /// Column name.
+    pub column: String,
+    /// Headline value (curves: mean accuracy over ε > 0).
+    pub summary: Cell,
+    /// ε grid of a curve column (empty otherwise).
+    pub epsilons: Vec<f64>,
+    /// Accuracy (%) at each ε.
+    pub curve: Vec<Cell>,
+}
+
+/// One variant of one row.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantResult {
+    /// Variant name.
+    pub name: String,
+    /// Run ids, one per seed.
+    pub runs: Vec<String>,
+    /// Columns in table order.
+    pub columns: Vec<ColumnResult>,
+}
+
+/// One row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    /// Label.
+    pub label: String,
+    /// Task dataset.
+    pub dataset: String,
+    /// `data not available: …` for a row without data.
+    pub unavailable: Option<String>,
+    /// Variants.
+    pub variants: Vec<VariantResult>,
+}
+
+/// The assembled table (`table.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TableResult {
+    /// Table name.
+    pub table: String,
+    /// Title.
+    pub title: String,
+    /// Profile.
+    pub profile: String,
+    /// Seeds per variant.
+    pub seeds: usize,
+    /// Columns.
+    pub columns: Vec<String>,
+    /// Rows.
+    pub rows: Vec<RowResult>,
+}
+
+/// One run's value of one column.
+enum RunValue {
+    Scalar(f64),
+    Curve(Vec<f64>, Vec<f64>),
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Reads one column of a finished run.
+fn run_value(paths: &Paths, id: &str, column: &str) -> std::result::Result<RunValue, String> {
+    let dir = paths.run_dir(id);
+    let results = read_json(&dir.join("results.json"))
+        .ok_or_else(|| format!("no results.json in {}", dir.display()))?;
+    let attack = &results["attacks"][column];
+    let absent = || format!("{column} was not evaluated for run {id}");
+    match column {
+        "clean" => results["clean"]["test_acc"]
+            .as_f64()
+            .map(RunValue::Scalar)
+            .ok_or_else(absent),
+        c if CURVE_COLUMNS.contains(&c) => {
+            let eps: Option<Vec<f64>> = attack["epsilons"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect());
+            let acc: Option<Vec<f64>> = attack["accuracy"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_f64().map(|x| 100.0 * x))
+                    .collect()
+            });
+            match (eps, acc) {
+                (Some(e), Some(a)) if e.len() == a.len() && !e.is_empty() => {
+                    Ok(RunValue::Curve(e, a))
+                }
+                _ => Err(absent()),
+            }
+        }
+        "boundary" | "boundary-converged" | "hsj" => {
+            if attack.is_null() {
+                return Err(absent());
+            }
+            attack["mean_of_medians"]
+                .as_f64()
+                .map(RunValue::Scalar)
+                .ok_or_else(|| {
+                    format!(
+                        "no successful attack (success rate {:.0} %)",
+                        100.0 * attack["success_rate"].as_f64().unwrap_or(0.0)
+                    )
+                })
+        }
+        "corruptions" => attack["mean_corrupted_accuracy"]
+            .as_f64()
+            .map(|v| RunValue::Scalar(100.0 * v))
+            .ok_or_else(absent),
+        "train_seconds" => read_json(&dir.join("state.json"))
+            .and_then(|s| s["train_seconds"].as_f64())
+            .map(RunValue::Scalar)
+            .ok_or_else(|| format!("no state.json in {}", dir.display())),
+        "epoch_seconds" => {
+            let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
+                .map_err(|_| format!("no metrics.jsonl in {}", dir.display()))?;
+            let times: Vec<f64> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v["epoch_seconds"].as_f64())
+                .collect();
+            if times.is_empty() {
+                return Err(format!("no timed epoch in {}", dir.display()));
+            }
+            Ok(RunValue::Scalar(
+                times.iter().sum::<f64>() / times.len() as f64,
+            ))
+        }
+        "peak_rss_mib" => read_json(&paths.measurement_file(id))
+            .and_then(|v| serde_json::from_value::<Measurement>(v).ok())
+            .and_then(|m| m.peak_rss_kib)
+            .map(|kib| RunValue::Scalar(kib as f64 / 1024.0))
+            .ok_or_else(|| "not measured (run not trained by cargo xtask on this machine)".into()),
+        "targets_seconds" => {
+            let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();
+            if !log.contains("regularization:") {
+                return Err("n/a (no regularizer)".into());
+            }
+            log.lines()
+                .rev()
+                .filter_map(|l| l.split("targets ready in ").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+                .next()
+                .map(RunValue::Scalar)
+                .ok_or_else(|| format!("no targets timing in {}", dir.join("log.txt").display()))
+        }
+        other => Err(format!("unknown column {other}")),
+    }
+}
+
+/// Mean accuracy over the grid without its ε = 0 point (which is clean accuracy).
+fn grid_mean(eps: &[f64], acc: &[f64]) -> f64 {
+    let points: Vec<f64> = eps
+        .iter()
+        .zip(acc)
+        .filter(|(e, _)| **e > 0.0)
+        .map(|(_, a)| *a)
+        .collect();
+    if points.is_empty() {
+        acc.iter().sum::<f64>() / acc.len() as f64
+    } else {
+        points.iter().sum::<f64>() / points.len() as f64
+    }
+}
+
+/// One column of a variant over its seeds.
+fn column_result(
+    paths: &Paths,
+    runs: &[String],
+    column: &str,
+    report: &ExecReport,
+) -> ColumnResult {
+    let mut values = Vec::new();
+    for id in runs {
+        if let Some(f) = report.failures.get(id) {
+            return missing_column(column, format!("failed: {f}"));
+        }
+        if let Some(f) = report.fgsm_failures.get(id).filter(|_| column == "fgsm") {
+            return missing_column(column, format!("failed: {f}"));
+        }
+        if run_state(&paths.runs_dir, id) != RunState::Finished {
+            return missing_column(column, format!("not run yet: {id}"));
+        }
+        match run_value(paths, id, column) {
+            Ok(v) => values.push(v),
+            Err(e) => return missing_column(column, e),
+        }
+    }
+    let scalars: Vec<f64> = values
+        .iter()
+        .filter_map(|v| match v {
+            RunValue::Scalar(s) => Some(*s),
+            RunValue::Curve(..) => None,
+        })
+        .collect();
+    if scalars.len() == values.len() {
+        return ColumnResult {
+            column: column.into(),
+            summary: Cell::from_values(&scalars),
+            epsilons: Vec::new(),
+            curve: Vec::new(),
+        };
+    }
+    let curves: Vec<(&Vec<f64>, &Vec<f64>)> = values
+        .iter()
+        .filter_map(|v| match v {
+            RunValue::Curve(e, a) => Some((e, a)),
+            RunValue::Scalar(_) => None,
+        })
+        .collect();
+    let eps = curves[0].0.clone();
+    if curves.iter().any(|(e, _)| **e != eps) {
+        return missing_column(column, "seeds were evaluated on different ε grids".into());
+    }
+    let curve = (0..eps.len())
+        .map(|i| Cell::from_values(&curves.iter().map(|(_, a)| a[i]).collect::<Vec<_>>()))
+        .collect();
+    let means: Vec<f64> = curves.iter().map(|(e, a)| grid_mean(e, a)).collect();
+    ColumnResult {
+        column: column.into(),
+        summary: Cell::from_values(&means),
+        epsilons: eps,
+        curve,
+    }
+}
+
+fn missing_column(column: &str, reason: String) -> ColumnResult {
+    ColumnResult {
+        column: column.into(),
+        summary: Cell::missing(reason),
+        epsilons: Vec::new(),
+        curve: Vec::new(),
+    }
+}
+
+/// Reads every cell of `plan` from the runs directory.
+pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult {
+    let columns = &plan.table.columns;
+    let rows = plan
+        .rows
+        .iter()
+        .map(|row| RowResult {
+            label: row.label.clone(),
+            dataset: row.dataset.clone(),
+            unavailable: row.unavailable.clone(),
+            variants: row
+                .variants
+                .iter()
+                .map(|v| {
+                    let runs: Vec<String> =
+                        v.runs.iter().map(|&i| plan.runs[i].id.clone()).collect();
+                    let reason = row.unavailable.clone().or_else(|| {
+                        v.not_implemented
+                            .as_ref()
+                            .map(|n| format!("not implemented: {n}"))
+                    });
+                    VariantResult {
+                        name: v.name.clone(),
+                        columns: columns
+                            .iter()
+                            .map(|c| match &reason {
+                                Some(r) => missing_column(c, r.clone()),
+                                None => column_result(paths, &runs, c, report),
+                            })
+                            .collect(),
+                        runs,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    TableResult {
+        table: plan.table.name.clone(),
+        title: plan.table.title.clone(),
+        profile: plan.profile.clone(),
+        seeds: plan.seeds,
+        columns: columns.clone(),
+        rows,
+    }
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `table.md`: the headline table, then every curve at each ε.
+pub fn markdown(t: &TableResult) -> String {
+    let mut md = headline_markdown(t);
+    md.push_str(&curves_markdown(t));
+    md
+}
+
+/// The title, legend and headline table of `table.md` (what the terminal shows).
+pub fn headline_markdown(t: &TableResult) -> String {
+    let mut md = String::new();
+    let seeds = if t.seeds > 1 {
+        format!("{} seeds, mean ± std", t.seeds)
+    } else {
+        "1 seed".to_string()
+    };
+    let _ = writeln!(
+        md,
+        "# {}: {} (profile `{}`, {seeds})\n",
+        t.table, t.title, t.profile
+    );
+    let _ = writeln!(
+        md,
+        "Accuracies are test accuracy in %; noise, FGSM and PGD columns give the mean over the \
+         ε grid without ε = 0 (every ε below); FGSM is transferred from the row's baseline \
+         (white-box for the baseline itself); Boundary/HopSkipJump give the mean over repeats \
+         of the median per-pixel squared L2 perturbation of a successful attack (higher = more \
+         robust).\n"
+    );
+    let mut header = "| Dataset | Model |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for c in &t.columns {
+        let _ = write!(header, " {} |", column_header(c));
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    for row in &t.rows {
+        if let Some(why) = &row.unavailable {
+            let _ = write!(
+                md,
+                "| {} | all | {} |",
+                md_escape(&row.label),
+                md_escape(why)
+            );
+            md.push_str(&" — |".repeat(t.columns.len().saturating_sub(1)));
+            md.push('\n');
+            continue;
+        }
+        for v in &row.variants {
+            let _ = write!(md, "| {} | {} |", md_escape(&row.label), md_escape(&v.name));
+            for c in &v.columns {
+                let _ = write!(md, " {} |", md_escape(&c.summary.display(&c.column)));
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
+/// The per-ε tables of the curve columns.
+fn curves_markdown(t: &TableResult) -> String {
+    let mut md = String::new();
+    for column in t
+        .columns
+        .iter()
+        .filter(|c| CURVE_COLUMNS.contains(&c.as_str()))
+    {
+        let _ = writeln!(md, "\n## {} at each ε\n", column_header(column));
+        for row in &t.rows {
+            let Some(eps) = row
+                .variants
+                .iter()
+                .flat_map(|v| v.columns.iter())
+                .find(|c| &c.column == column && !c.epsilons.is_empty())
+                .map(|c| c.epsilons.clone())
+            else {
+                continue;
+            };
+            let _ = writeln!(md, "**{}**\n", md_escape(&row.label));
+            let mut header = "| Model |".to_string();
+            let mut rule = "|---|".to_string();
+            for e in &eps {
+                let _ = write!(header, " ε={} |", trim_float(*e));
+                rule.push_str("---:|");
+            }
+            let _ = writeln!(md, "{header}\n{rule}");
+            for v in &row.variants {
+                let Some(c) = v.columns.iter().find(|c| &c.column == column) else {
+                    continue;
+                };
+                let _ = write!(md, "| {} |", md_escape(&v.name));
+                if c.curve.len() == eps.len() {
+                    for cell in &c.curve {
+                        let _ = write!(md, " {} |", cell.display(column));
+                    }
+                } else {
+                    let _ = write!(md, " {} |", md_escape(&c.summary.display(column)));
+                    md.push_str(&" |".repeat(eps.len() - 1));
+                }
+                md.push('\n');
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
+/// `ε` printed with at most 4 decimals and no trailing zeros.
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s.into()
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `table.csv`: one line per cell; `epsilon` empty for the headline value of a column.
+pub fn csv(t: &TableResult) -> String {
+    let mut out = "row,dataset,variant,column,epsilon,mean,std,n,runs,note\n".to_string();
+    for row in &t.rows {
+        for v in &row.variants {
+            let runs = v.runs.join(" ");
+            for c in &v.columns {
+                let points = std::iter::once((None, &c.summary))
+                    .chain(c.epsilons.iter().map(Some).zip(c.curve.iter()));
+                for (eps, cell) in points {
+                    let (mean, std, n, note) = match cell {
+                        Cell::Value { mean, std, n } => (
+                            mean.to_string(),
+                            std.map(|s| s.to_string()).unwrap_or_default(),
+                            n.to_string(),
+                            String::new(),
+                        ),
+                        Cell::Missing { missing } => {
+                            (String::new(), String::new(), "0".into(), missing.clone())
+                        }
+                    };
+                    let fields = [
+                        csv_field(&row.label),
+                        csv_field(&row.dataset),
+                        csv_field(&v.name),
+                        c.column.clone(),
+                        eps.map(|e| e.to_string()).unwrap_or_default(),
+                        mean,
+                        std,
+                        n,
+                        runs.clone(),
+                        csv_field(&note),
+                    ];
+                    out.push_str(&fields.join(","));
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes `table.md`, `table.csv` and `table.json` into `out_dir`.
+pub fn write_tables(t: &TableResult, out_dir: &Path) -> Result<()> {
+    write_atomic(&out_dir.join("table.md"), markdown(t).as_bytes())?;
+    write_atomic(&out_dir.join("table.csv"), csv(t).as_bytes())?;
+    write_atomic(
+        &out_dir.join("table.json"),
+        serde_json::to_string_pretty(t)?.as_bytes(),
+    )
+}

@@ -1,0 +1,265 @@
+//! The declarative table catalogue in `experiments/`: `table<N>.toml` (rows, variants, columns),
+//! `profiles.toml` (run sizes) and `datasets.toml` (labels, how to obtain missing data).
+//!
+//! Everything that differs between tables or profiles lives in those files, so adding an
+//! ablation or resizing a profile never touches Rust code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Result columns a table may name besides attack names.
+pub const SCALAR_COLUMNS: [&str; 5] = [
+    "clean",
+    "epoch_seconds",
+    "train_seconds",
+    "peak_rss_mib",
+    "targets_seconds",
+];
+
+/// One table of the catalogue (`experiments/<name>.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// File stem, filled in by [`Catalogue::load`].
+    #[serde(skip)]
+    pub name: String,
+    /// Heading of the table.
+    pub title: String,
+    /// One-line description printed by `cargo xtask list`.
+    pub description: String,
+    /// Result columns, in order ([`SCALAR_COLUMNS`] or `pixreg eval` attack names).
+    pub columns: Vec<String>,
+    /// Config fragment merged into every run of the table.
+    #[serde(default)]
+    pub base: toml::Table,
+    /// Variants of every row that does not list its own.
+    #[serde(default)]
+    pub variants: Vec<VariantSpec>,
+    /// The rows.
+    pub rows: Vec<RowSpec>,
+    /// Table-specific refinements of the shared profiles.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileSpec>,
+}
+
+/// One row: a classification task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowSpec {
+    /// `task.dataset` of every run of the row.
+    pub dataset: String,
+    /// Row label; default: the dataset's label from `datasets.toml`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Config fragment for every run of the row.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// `[regularization]` fragment for the row's regularized runs only.
+    #[serde(default)]
+    pub regularization: toml::Table,
+    /// Variants of this row (default: the table's).
+    #[serde(default)]
+    pub variants: Option<Vec<VariantSpec>>,
+}
+
+/// One model of a row (baseline, regularized, an ablation, a defense).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    /// Column header / legend entry.
+    pub name: String,
+    /// Config fragment; a `regularization` table (even empty) makes the run regularized.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// This variant's run is the row's FGSM surrogate (its own FGSM is white-box).
+    #[serde(default)]
+    pub surrogate: bool,
+    /// The runner cannot train this variant yet; its cells say so and nothing runs.
+    #[serde(default)]
+    pub not_implemented: Option<String>,
+}
+
+/// A run-size profile (`profiles.toml`, refined by a table's `[profiles.<name>]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// What the profile is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seeds per run (overridden by `--seeds`).
+    #[serde(default)]
+    pub seeds: Option<usize>,
+    /// Config fragment for every run.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// `[regularization]` fragment for regularized runs.
+    #[serde(default)]
+    pub regularization: toml::Table,
+    /// Config fragments for runs whose task is the named dataset.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, toml::Table>,
+    /// `#SBATCH` options of the Slurm launcher (`--gres=gpu:1`, `--time=…`).
+    #[serde(default)]
+    pub sbatch: Vec<String>,
+}
+
+impl ProfileSpec {
+    /// `self` refined by `other` (other's values win).
+    fn refined(&self, other: &ProfileSpec) -> ProfileSpec {
+        let mut datasets = self.datasets.clone();
+        for (name, table) in &other.datasets {
+            merge(datasets.entry(name.clone()).or_default(), table);
+        }
+        let mut config = self.config.clone();
+        merge(&mut config, &other.config);
+        let mut regularization = self.regularization.clone();
+        merge(&mut regularization, &other.regularization);
+        ProfileSpec {
+            description: other.description.clone().or(self.description.clone()),
+            seeds: other.seeds.or(self.seeds),
+            config,
+            regularization,
+            datasets,
+            sbatch: if other.sbatch.is_empty() {
+                self.sbatch.clone()
+            } else {
+                other.sbatch.clone()
+            },
+        }
+    }
+}
+
+/// A dataset's entry in `datasets.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetInfo {
+    /// Label in tables and figures.
+    pub label: String,
+    /// Instruction printed in the row of a missing dataset.
+    pub how_to_get: String,
+}
+
+/// The whole catalogue.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// `experiments/`.
+    pub dir: PathBuf,
+    /// Tables by name, sorted.
+    pub tables: BTreeMap<String, TableSpec>,
+    /// Shared profiles by name.
+    pub profiles: BTreeMap<String, ProfileSpec>,
+    /// Dataset labels and instructions.
+    pub datasets: BTreeMap<String, DatasetInfo>,
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid catalogue file", path.display()))
+}
+
+impl Catalogue {
+    /// Reads `dir/profiles.toml`, `dir/datasets.toml` and every `dir/table*.toml`.
+    pub fn load(dir: &Path) -> Result<Catalogue> {
+        let profiles = read_toml(&dir.join("profiles.toml"))?;
+        let datasets = read_toml(&dir.join("datasets.toml"))?;
+        let mut tables = BTreeMap::new();
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if stem.starts_with("table") && path.extension().is_some_and(|e| e == "toml") {
+                let mut table: TableSpec = read_toml(&path)?;
+                table.name = stem.to_string();
+                tables.insert(stem.to_string(), table);
+            }
+        }
+        let catalogue = Catalogue {
+            dir: dir.to_path_buf(),
+            tables,
+            profiles,
+            datasets,
+        };
+        catalogue.check()?;
+        Ok(catalogue)
+    }
+
+    /// Rejects unknown columns, datasets and empty tables, so a typo fails before any run.
+    fn check(&self) -> Result<()> {
+        for table in self.tables.values() {
+            let ctx = || format!("experiments/{}.toml", table.name);
+            for column in &table.columns {
+                if !SCALAR_COLUMNS.contains(&column.as_str())
+                    && !pixreg_runner::eval::ATTACKS.contains(&column.as_str())
+                {
+                    bail!(
+                        "{}: unknown column `{column}`; expected one of {} or an attack ({})",
+                        ctx(),
+                        SCALAR_COLUMNS.join(", "),
+                        pixreg_runner::eval::ATTACKS.join(", ")
+                    );
+                }
+            }
+            if table.rows.is_empty() {
+                bail!("{}: no rows", ctx());
+            }
+            for row in &table.rows {
+                self.dataset(&row.dataset).with_context(ctx)?;
+                if row.variants.as_ref().unwrap_or(&table.variants).is_empty() {
+                    bail!("{}: row {} has no variants", ctx(), row.dataset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table named `name`, with a helpful error listing the others.
+    pub fn table(&self, name: &str) -> Result<&TableSpec> {
+        self.tables.get(name).with_context(|| {
+            format!(
+                "unknown table `{name}`; the catalogue has {} (see `cargo xtask list`)",
+                self.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The profile `name` as refined by `table`.
+    pub fn profile(&self, table: &TableSpec, name: &str) -> Result<ProfileSpec> {
+        let shared = self.profiles.get(name).with_context(|| {
+            format!(
+                "unknown profile `{name}`; expected one of {}",
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        Ok(match table.profiles.get(name) {
+            Some(refinement) => shared.refined(refinement),
+            None => shared.clone(),
+        })
+    }
+
+    /// `datasets.toml` entry of a dataset.
+    pub fn dataset(&self, name: &str) -> Result<&DatasetInfo> {
+        self.datasets
+            .get(name)
+            .with_context(|| format!("dataset `{name}` is not in experiments/datasets.toml"))
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces `into`'s value.
+pub fn merge(into: &mut toml::Table, over: &toml::Table) {
+    for (key, value) in over {
+        match (into.get_mut(key), value) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            _ => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Local execution of a plan: `pixreg train` for every unfinished run (in parallel with
+//! `--jobs`), then `pixreg eval --attacks fgsm --surrogate …` for the transferred FGSM.
+//!
+//! Each child writes its stdout and stderr to `<runs-dir>/<id>.xtask.log`; xtask records the
+//! wall time and peak resident memory of the training child in `<runs-dir>/<id>.xtask.json`.
+//! A failed run is reported with its log path and does not stop the others.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::{Plan, PlannedRun};
+use crate::util::{format_duration, write_atomic};
+
+/// Where things are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The `pixreg` binary.
+    pub pixreg: PathBuf,
+    /// Folder of the run folders.
+    pub runs_dir: PathBuf,
+    /// Data directory passed to `pixreg`.
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    /// The folder of run `id`.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.runs_dir.join(id)
+    }
+    /// Generated config of run `id`, given to `pixreg train`.
+    pub fn config_file(&self, id: &str) -> PathBuf {
+        self.runs_dir
+            .join("xtask-configs")
+            .join(format!("{id}.toml"))
+    }
+    /// Captured output of the `pixreg` children of run `id`.
+    pub fn log_file(&self, id: &str) -> PathBuf {
+        self.runs_dir.join(format!("{id}.xtask.log"))
+    }
+    /// [`Measurement`] of run `id`.
+    pub fn measurement_file(&self, id: &str) -> PathBuf {
+        self.runs_dir.join(format!("{id}.xtask.json"))
+    }
+}
+
+/// Wall time and peak memory of a training child, as measured by xtask.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Wall time of `pixreg train` (data loading and final evaluation included).
+    pub wall_seconds: f64,
+    /// Peak resident set of the child (`VmHWM`), in KiB; `None` where /proc is absent.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Where a run stands on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// No folder.
+    New,
+    /// Started, not finished (resumable).
+    Partial,
+    /// Trained and evaluated.
+    Finished,
+}
+
+/// The state of run `id` under `runs_dir`.
+pub fn run_state(runs_dir: &Path, id: &str) -> RunState {
+    let dir = runs_dir.join(id);
+    let state: Option<Value> = std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    match state {
+        Some(s) if s["status"] == "finished" && dir.join("results.json").is_file() => {
+            RunState::Finished
+        }
+        _ if dir.exists() => RunState::Partial,
+        _ => RunState::New,
+    }
+}
+
+/// Whether `results.json` of `run` holds an FGSM result from the expected surrogate.
+pub fn fgsm_done(runs_dir: &Path, run: &str, surrogate: Option<&str>) -> bool {
+    let results: Option<Value> = std::fs::read_to_string(runs_dir.join(run).join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(fgsm) = results.as_ref().map(|r| &r["attacks"]["fgsm"]) else {
+        return false;
+    };
+    fgsm["accuracy"].is_array() && fgsm["surrogate"].as_str() == surrogate
+}
+
+/// Options of [`execute`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExecOptions {
+    /// Parallel children.
+    pub jobs: usize,
+    /// Delete and redo every run of the plan.
+    pub force: bool,
+    /// Show a progress bar (lines are printed either way).
+    pub progress_bar: bool,
+    /// Train unfinished runs; `false` only evaluates FGSM of finished runs (the Slurm
+    /// assembly job, where the array trained them).
+    pub train: bool,
+}
+
+/// What happened to the runs.
+#[derive(Debug, Clone, Default)]
+pub struct ExecReport {
+    /// Runs that failed or did not finish: id → message naming the log.
+    pub failures: BTreeMap<String, String>,
+    /// Runs whose FGSM evaluation failed or was skipped: id → message.
+    pub fgsm_failures: BTreeMap<String, String>,
+    /// Wall seconds xtask spent on each run in this invocation (training and FGSM).
+    pub wall_seconds: BTreeMap<String, f64>,
+    /// Runs reused as they were.
+    pub reused: Vec<String>,
+}
+
+/// A child to run for one run.
+struct Job {
+    id: String,
+    args: Vec<String>,
+    measure: bool,
+}
+
+/// Trains what is missing and evaluates the transferred FGSM; never fails because of a run
+/// (failures are in the report), only on I/O errors of xtask itself.
+pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecReport> {
+    std::fs::create_dir_all(&paths.runs_dir)
+        .with_context(|| format!("cannot create {}", paths.runs_dir.display()))?;
+    let mut report = ExecReport::default();
+    let mut train_jobs = Vec::new();
+    for run in &plan.runs {
+        write_atomic(&paths.config_file(&run.id), run.config_toml.as_bytes())?;
+        if options.force {
+            remove_run(paths, &run.id)?;
+        }
+        if run_state(&paths.runs_dir, &run.id) == RunState::Finished {
+            report.reused.push(run.id.clone());
+        } else if options.train {
+            train_jobs.push(train_job(run, paths));
+        } else {
+            report.failures.insert(
+                run.id.clone(),
+                format!("not finished (see {})", paths.run_dir(&run.id).display()),
+            );
+        }
+    }
+    let fgsm_total = plan.runs.iter().filter(|r| r.needs_fgsm).count();
+    let total = train_jobs.len() + fgsm_total;
+    let bar = if options.progress_bar {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} steps")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for id in &report.reused {
+        bar.suspend(|| eprintln!("reuse  {id} (finished)"));
+    }
+    for (id, seconds, error) in run_pool(train_jobs, paths, options.jobs, &bar, "train") {
+        *report.wall_seconds.entry(id.clone()).or_default() += seconds;
+        if let Some(e) = error {
+            report.failures.insert(id, e);
+        }
+    }
+
+    let mut fgsm_jobs = Vec::new();
+    for run in plan.runs.iter().filter(|r| r.needs_fgsm) {
+        let surrogate = run.surrogate.map(|s| plan.runs[s].id.as_str());
+        let blocked = report.failures.contains_key(&run.id)
+            || surrogate.is_some_and(|s| report.failures.contains_key(s));
+        if blocked || fgsm_done(&paths.runs_dir, &run.id, surrogate) {
+            bar.inc(1);
+            if blocked && !report.failures.contains_key(&run.id) {
+                report.fgsm_failures.insert(
+                    run.id.clone(),
+                    format!("skipped: the surrogate {} failed", surrogate.unwrap_or("")),
+                );
+            }
+            continue;
+        }
+        let mut args = vec![
+            "eval".to_string(),
+            "--run".into(),
+            paths.run_dir(&run.id).display().to_string(),
+            "--attacks".into(),
+            "fgsm".into(),
+            "--data-dir".into(),
+            paths.data_dir.display().to_string(),
+        ];
+        if let Some(s) = surrogate {
+            args.extend(["--surrogate".into(), paths.run_dir(s).display().to_string()]);
+        }
+        fgsm_jobs.push(Job {
+            id: run.id.clone(),
+            args,
+            measure: false,
+        });
+    }
+    for (id, seconds, error) in run_pool(fgsm_jobs, paths, options.jobs, &bar, "fgsm ") {
+        *report.wall_seconds.entry(id.clone()).or_default() += seconds;
+        if let Some(e) = error {
+            report.fgsm_failures.insert(id, e);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+fn train_job(run: &PlannedRun, paths: &Paths) -> Job {
+    Job {
+        id: run.id.clone(),
+        args: vec![
+            "train".into(),
+            "--config".into(),
+            paths.config_file(&run.id).display().to_string(),
+            "--runs-dir".into(),
+            paths.runs_dir.display().to_string(),
+            "--data-dir".into(),
+            paths.data_dir.display().to_string(),
+            "--quiet".into(),
+        ],
+        measure: true,
+    }
+}
+
+/// Deletes a run's folder and sidecars (`--force`).
+fn remove_run(paths: &Paths, id: &str) -> Result<()> {
+    let dir = paths.run_dir(id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    for file in [paths.log_file(id), paths.measurement_file(id)] {
+        if file.exists() {
+            std::fs::remove_file(&file)
+                .with_context(|| format!("cannot remove {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Progress shared by the workers.
+struct PoolState {
+    queue: VecDeque<Job>,
+    done: usize,
+    seconds_done: f64,
+    running: usize,
+}
+
+/// Outcome of one job: run id, wall seconds, error.
+type JobOutcome = (String, f64, Option<String>);
+
+/// Runs `jobs` with `workers` children at a time, one progress line per finished job with an
+/// ETA from the mean duration so far.
+fn run_pool(
+    jobs: Vec<Job>,
+    paths: &Paths,
+    workers: usize,
+    bar: &ProgressBar,
+    verb: &str,
+) -> Vec<JobOutcome> {
+    let total = jobs.len();
+    if total == 0 {
+        return Vec::new();
+    }
+    let state = Arc::new(Mutex::new(PoolState {
+        queue: jobs.into(),
+        done: 0,
+        seconds_done: 0.0,
+        running: 0,
+    }));
+    let results: Arc<Mutex<Vec<JobOutcome>>> = Arc::default();
+    let workers = workers.clamp(1, total);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let state = Arc::clone(&state);
+            let results = Arc::clone(&results);
+            scope.spawn(move || loop {
+                let job = {
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(job) = s.queue.pop_front() else {
+                        break;
+                    };
+                    s.running += 1;
+                    job
+                };
+                bar.suspend(|| eprintln!("{verb} {} ...", job.id));
+                let started = Instant::now();
+                let outcome = run_child(&job, paths);
+                let seconds = started.elapsed().as_secs_f64();
+                let error = outcome.err().map(|e| format!("{e:#}"));
+                let line = {
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.done += 1;
+                    s.running -= 1;
+                    s.seconds_done += seconds;
+                    let left = total - s.done;
+                    let eta = s.seconds_done / s.done as f64 * left as f64 / workers as f64;
+                    let status = match &error {
+                        None => "done".to_string(),
+                        Some(e) => format!("FAILED: {e}"),
+                    };
+                    format!(
+                        "{verb} {} {status} in {} [{}/{total}, ETA {}]",
+                        job.id,
+                        format_duration(seconds),
+                        s.done,
+                        format_duration(eta)
+                    )
+                };
+                bar.inc(1);
+                bar.suspend(|| eprintln!("{line}"));
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((job.id, seconds, error));
+            });
+        }
+    });
+    let outcomes = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    outcomes
+}
+
+/// Runs one `pixreg` child with its output appended to the run's xtask log.
+fn run_child(job: &Job, paths: &Paths) -> Result<()> {
+    let log_path = paths.log_file(&job.id);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(&paths.pixreg)
+        .args(&job.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", paths.pixreg.display()))?;
+    let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak: Option<u64> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(hwm) = read_vm_hwm(&status_path) {
+            peak = Some(peak.map_or(hwm, |p| p.max(hwm)));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        anyhow::bail!(
+            "pixreg {} exited with {status}; see {} and {}",
+            job.args[0],
+            log_path.display(),
+            paths.run_dir(&job.id).join("log.txt").display()
+        );
+    }
+    if job.measure {
+        if run_state(&paths.runs_dir, &job.id) != RunState::Finished {
+            anyhow::bail!(
+                "pixreg train returned without finishing the run; see {}",
+                log_path.display()
+            );
+        }
+        let m = Measurement {
+            wall_seconds: started.elapsed().as_secs_f64(),
+            peak_rss_kib: peak,
+        };
+        write_atomic(
+            &paths.measurement_file(&job.id),
+            serde_json::to_string_pretty(&m)?.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// `VmHWM` (peak resident set, KiB) from a `/proc/<pid>/status` file.
+fn read_vm_hwm(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,257 @@
+//! Figures in the paper's style, drawn with `plotters` as SVG: accuracy vs ε per attack and
+//! row (one line per variant, baseline vs regularized), and bars of the decision-attack
+//! medians per row and variant.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+use crate::assemble::{column_header, TableResult, CURVE_COLUMNS};
+use crate::util::write_atomic;
+
+/// Bars of one dataset: (variant, value) with `None` for a missing value.
+type BarGroup = (String, Vec<(String, Option<f64>)>);
+
+const WIDTH: u32 = 720;
+const HEIGHT: u32 = 480;
+
+/// A file-name-safe slug of a label.
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_alphanumeric() {
+            out.push(ch.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Colour of the `i`-th variant: the baseline black-ish, the regularized model red, then a
+/// palette.
+fn colour(i: usize) -> RGBColor {
+    const FIXED: [RGBColor; 6] = [
+        RGBColor(40, 40, 40),
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+    ];
+    match FIXED.get(i) {
+        Some(c) => *c,
+        None => {
+            let (r, g, b) = Palette99::pick(i).rgb();
+            RGBColor(r, g, b)
+        }
+    }
+}
+
+/// Draws every figure of `t` into `out_dir/figures/`; returns the files written.
+pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = out_dir.join("figures");
+    let mut written = Vec::new();
+    for column in t
+        .columns
+        .iter()
+        .filter(|c| CURVE_COLUMNS.contains(&c.as_str()))
+    {
+        for row in &t.rows {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = row
+                .variants
+                .iter()
+                .filter_map(|v| {
+                    let c = v.columns.iter().find(|c| &c.column == column)?;
+                    let points: Vec<(f64, f64)> = c
+                        .epsilons
+                        .iter()
+                        .zip(&c.curve)
+                        .filter_map(|(e, cell)| cell.mean().map(|m| (*e, m)))
+                        .collect();
+                    (!points.is_empty()).then(|| (v.name.clone(), points))
+                })
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let path = dir.join(format!("{}-{}.svg", slug(&row.label), column));
+            let title = format!("{}: {}", row.label, column_header(column));
+            write_atomic(&path, curve_svg(&title, &lines)?.as_bytes())?;
+            written.push(path);
+        }
+    }
+    for column in t
+        .columns
+        .iter()
+        .filter(|c| ["boundary", "boundary-converged", "hsj"].contains(&c.as_str()))
+    {
+        let groups: Vec<BarGroup> = t
+            .rows
+            .iter()
+            .filter(|r| r.unavailable.is_none())
+            .map(|r| {
+                let bars = r
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        let value = v
+                            .columns
+                            .iter()
+                            .find(|c| &c.column == column)
+                            .and_then(|c| c.summary.mean());
+                        (v.name.clone(), value)
+                    })
+                    .collect();
+                (r.label.clone(), bars)
+            })
+            .collect();
+        if groups
+            .iter()
+            .all(|(_, bars)| bars.iter().all(|(_, v)| v.is_none()))
+        {
+            continue;
+        }
+        let path = dir.join(format!("{column}-median.svg"));
+        let title = format!("{} per dataset", column_header(column));
+        write_atomic(&path, bars_svg(&title, &groups)?.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing a figure: {e}")
+}
+
+/// Accuracy (%) vs ε, one line with markers per variant.
+fn curve_svg(title: &str, lines: &[(String, Vec<(f64, f64)>)]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let x_max = lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+            .fold(0.0f64, f64::max)
+            .max(1e-6);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..100.0)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("ε (perturbation size, unit pixel scale)")
+            .y_desc("Accuracy (%)")
+            .axis_desc_style(("sans-serif", 18))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (name, points)) in lines.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(plot_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Grouped bars: one group per row, one bar per variant; a missing value draws no bar.
+fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let y_max = groups
+            .iter()
+            .flat_map(|(_, b)| b.iter().filter_map(|(_, v)| *v))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.15;
+        let n = groups.len();
+        let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.max(1))
+            .x_label_formatter(&|x: &f64| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y: &f64| format!("{y:.2e}"))
+            .x_desc("Dataset")
+            .y_desc("Median per-pixel squared L2")
+            .axis_desc_style(("sans-serif", 18))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(plot_err)?;
+        let variants: Vec<String> = groups
+            .first()
+            .map(|(_, b)| b.iter().map(|(name, _)| name.clone()).collect())
+            .unwrap_or_default();
+        let k = variants.len().max(1) as f64;
+        let width = 0.8 / k;
+        for (j, name) in variants.iter().enumerate() {
+            let c = colour(j);
+            let rects: Vec<Rectangle<(f64, f64)>> = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, bars))| {
+                    let v = bars.get(j)?.1?;
+                    let x0 = i as f64 - 0.4 + j as f64 * width;
+                    Some(Rectangle::new(
+                        [(x0, 0.0), (x0 + width * 0.9, v)],
+                        c.filled(),
+                    ))
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(plot_err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}

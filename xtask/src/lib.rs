@@ -1,0 +1,285 @@
+//! # xtask
+//!
+//! Project automation behind `cargo xtask`. `cargo xtask reproduce <table>` turns the crates
+//! into the paper's results: it plans the runs a table of the catalogue (`experiments/`) needs
+//! ([`plan`]), trains and evaluates them with the `pixreg` binary, reusing finished runs
+//! ([`exec`]) or as a Slurm job array ([`slurm`]), and writes the table ([`assemble`]), the
+//! figures ([`figures`]) and a manifest ([`manifest`]) to
+//! `experiments/results/<table>/<profile>/`.
+
+pub mod assemble;
+pub mod catalogue;
+pub mod exec;
+pub mod figures;
+pub mod manifest;
+pub mod plan;
+pub mod slurm;
+pub mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::assemble::TableResult;
+use crate::catalogue::Catalogue;
+use crate::exec::{ExecOptions, ExecReport, Paths, RunState};
+use crate::plan::{Plan, PlanRequest};
+use crate::util::{format_duration, relative_to, write_atomic};
+
+/// The workspace root (this crate's parent folder).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The data directory: the flag, else `$PIXREG_DATA_DIR`, else `../shared/datasets` beside the
+/// repository when it exists.
+pub fn resolve_data_dir(root: &Path, flag: Option<&Path>) -> Result<PathBuf> {
+    let dir = match (flag, std::env::var_os(pixreg_datasets::DATA_DIR_ENV)) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => {
+            let beside = root
+                .parent()
+                .unwrap_or(root)
+                .join("shared")
+                .join("datasets");
+            if !beside.is_dir() {
+                bail!(
+                    "no data directory: pass --data-dir or set {} (../shared/datasets does not \
+                     exist beside the repository)",
+                    pixreg_datasets::DATA_DIR_ENV
+                );
+            }
+            beside
+        }
+    };
+    if !dir.is_dir() {
+        bail!("data directory {} does not exist", dir.display());
+    }
+    std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// How the runs are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Launcher {
+    /// Child processes on this machine (`--jobs` at a time).
+    Local,
+    /// An `sbatch` job array plus a dependent assembly job.
+    Slurm,
+}
+
+/// Options of [`reproduce`] (the flags of `cargo xtask reproduce`).
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// Table name.
+    pub table: String,
+    /// Profile name.
+    pub profile: String,
+    /// Seeds per variant (default: the profile's).
+    pub seeds: Option<usize>,
+    /// Parallel runs.
+    pub jobs: usize,
+    /// Redo finished runs.
+    pub force: bool,
+    /// Folder of run folders.
+    pub runs_dir: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Output folder (default `experiments/results/<table>/<profile>`).
+    pub out_dir: Option<PathBuf>,
+    /// The `pixreg` binary; `None`: build it with cargo and use `target/release/pixreg`.
+    pub pixreg: Option<PathBuf>,
+    /// Local or Slurm.
+    pub launcher: Launcher,
+    /// Submit the Slurm scripts.
+    pub submit: bool,
+    /// Do not train; evaluate FGSM of finished runs and assemble.
+    pub no_train: bool,
+    /// `key=value` overrides for every run config.
+    pub overrides: Vec<String>,
+    /// Draw a progress bar.
+    pub progress_bar: bool,
+}
+
+/// What [`reproduce`] produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The output folder.
+    pub out_dir: PathBuf,
+    /// The plan.
+    pub plan: Plan,
+    /// The assembled table (`None` for the Slurm launcher, which only writes scripts).
+    pub table: Option<TableResult>,
+    /// Figures written.
+    pub figures: Vec<PathBuf>,
+    /// Run failures.
+    pub report: ExecReport,
+}
+
+/// Builds `pixreg` with the release profile and returns its path.
+fn build_pixreg(root: &Path) -> Result<PathBuf> {
+    eprintln!("building pixreg (cargo build --release -p pixreg-runner) ...");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "pixreg-runner"])
+        .current_dir(root)
+        .status()
+        .context("cannot run cargo to build pixreg")?;
+    if !status.success() {
+        bail!("building pixreg failed ({status})");
+    }
+    Ok(root.join("target").join("release").join("pixreg"))
+}
+
+/// `cargo xtask reproduce`: plan, run (or write Slurm scripts), assemble, draw, record.
+pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let catalogue = Catalogue::load(&root.join("experiments"))?;
+    let data_dir_label = relative_to(&opts.data_dir, root).display().to_string();
+    let plan = plan::plan(
+        &catalogue,
+        PlanRequest {
+            table: &opts.table,
+            profile: &opts.profile,
+            seeds: opts.seeds,
+            overrides: &opts.overrides,
+            data_dir: &opts.data_dir,
+            data_dir_label: &data_dir_label,
+        },
+    )?;
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| {
+        root.join("experiments")
+            .join("results")
+            .join(&opts.table)
+            .join(&opts.profile)
+    });
+    let finished = plan
+        .runs
+        .iter()
+        .filter(|r| exec::run_state(&opts.runs_dir, &r.id) == RunState::Finished)
+        .count();
+    eprintln!(
+        "{}: {} (profile {}, {} seed(s)): {} runs, {} already finished",
+        plan.table.name,
+        plan.table.title,
+        plan.profile,
+        plan.seeds,
+        plan.runs.len(),
+        if opts.force { 0 } else { finished }
+    );
+    for row in &plan.rows {
+        if let Some(why) = &row.unavailable {
+            eprintln!("  {}: {why}", row.label);
+        }
+    }
+    let pixreg = match (&opts.pixreg, opts.launcher) {
+        (Some(p), _) => p.clone(),
+        (None, Launcher::Slurm) => root.join("target").join("release").join("pixreg"),
+        (None, Launcher::Local) if opts.no_train && plan.runs.is_empty() => PathBuf::new(),
+        (None, Launcher::Local) => build_pixreg(root)?,
+    };
+    let paths = Paths {
+        pixreg,
+        runs_dir: opts.runs_dir.clone(),
+        data_dir: opts.data_dir.clone(),
+    };
+    if opts.launcher == Launcher::Slurm {
+        for run in &plan.runs {
+            write_atomic(&paths.config_file(&run.id), run.config_toml.as_bytes())?;
+        }
+        let mut args = vec![
+            plan.table.name.clone(),
+            "--profile".into(),
+            plan.profile.clone(),
+            "--seeds".into(),
+            plan.seeds.to_string(),
+        ];
+        for item in &opts.overrides {
+            args.extend(["--set".into(), item.clone()]);
+        }
+        let profile = catalogue.profile(&plan.table, &plan.profile)?;
+        let scripts = slurm::write_scripts(
+            &plan,
+            &paths,
+            &slurm::SlurmOptions {
+                root,
+                dir: &out_dir.join("slurm"),
+                directives: &profile.sbatch,
+                reproduce_args: &args,
+            },
+        )?;
+        eprintln!(
+            "wrote {} ({} array tasks), {} and {}",
+            scripts.array.display(),
+            plan.runs.len(),
+            scripts.assemble.display(),
+            scripts.submit.display()
+        );
+        if opts.submit {
+            slurm::submit(&scripts)?;
+        } else {
+            eprintln!(
+                "submit with: bash {}",
+                relative_to(&scripts.submit, root).display()
+            );
+        }
+        return Ok(Outcome {
+            out_dir,
+            plan,
+            table: None,
+            figures: Vec::new(),
+            report: ExecReport::default(),
+        });
+    }
+    if !plan.runs.is_empty() && !paths.pixreg.is_file() {
+        bail!(
+            "pixreg binary {} not found (build it with `cargo build --release -p pixreg-runner`)",
+            paths.pixreg.display()
+        );
+    }
+    let report = exec::execute(
+        &plan,
+        &paths,
+        ExecOptions {
+            jobs: opts.jobs.max(1),
+            force: opts.force,
+            progress_bar: opts.progress_bar,
+            train: !opts.no_train,
+        },
+    )?;
+    let table = assemble::assemble(&plan, &paths, &report);
+    assemble::write_tables(&table, &out_dir)?;
+    let figures = figures::write_figures(&table, &out_dir)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let manifest = manifest::manifest(
+        &plan,
+        &paths,
+        root,
+        &report,
+        started.elapsed().as_secs_f64(),
+        &command,
+    );
+    write_atomic(
+        &out_dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    for (id, why) in report.failures.iter().chain(&report.fgsm_failures) {
+        eprintln!("FAILED {id}: {why}");
+    }
+    eprintln!(
+        "{} written to {} in {}",
+        plan.table.name,
+        relative_to(&out_dir, root).display(),
+        format_duration(started.elapsed().as_secs_f64())
+    );
+    Ok(Outcome {
+        out_dir,
+        plan,
+        table: Some(table),
+        figures,
+        report,
+    })
+}

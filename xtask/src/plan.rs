@@ -1,0 +1,305 @@
+//! Planning: a table × profile × seeds → the distinct runs to train (deduplicated by the
+//! runner's config hash) and, for every cell, the runs it is computed from.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use pixreg_runner::config::ExperimentConfig;
+
+use crate::catalogue::{merge, Catalogue, TableSpec};
+
+/// One `pixreg train` invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// Run id (`<dataset>-<base|reg>-<hash>`), the folder name under the runs directory.
+    pub id: String,
+    /// The experiment config given to `pixreg train` (its resolved form hashes to `id`).
+    pub config_toml: String,
+    /// Surrogate run (index into [`Plan::runs`]) for the transferred FGSM; `None`: white-box.
+    pub surrogate: Option<usize>,
+    /// The run is evaluated with FGSM after training.
+    pub needs_fgsm: bool,
+}
+
+/// One variant of one row.
+#[derive(Debug, Clone)]
+pub struct VariantPlan {
+    /// Name from the catalogue.
+    pub name: String,
+    /// Set when the runner cannot train it.
+    pub not_implemented: Option<String>,
+    /// Its run for each seed (indices into [`Plan::runs`]).
+    pub runs: Vec<usize>,
+}
+
+/// One row.
+#[derive(Debug, Clone)]
+pub struct RowPlan {
+    /// Label.
+    pub label: String,
+    /// Task dataset.
+    pub dataset: String,
+    /// `data not available: …` when a dataset of the row is missing (no runs planned then).
+    pub unavailable: Option<String>,
+    /// Its variants.
+    pub variants: Vec<VariantPlan>,
+}
+
+/// Everything `reproduce` needs to know before it starts.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The table.
+    pub table: TableSpec,
+    /// Profile name.
+    pub profile: String,
+    /// Seeds per variant.
+    pub seeds: usize,
+    /// Rows in catalogue order.
+    pub rows: Vec<RowPlan>,
+    /// Distinct runs, surrogates before the runs that need them.
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Attacks evaluated at the end of `pixreg train`: the table's attack columns except FGSM,
+/// which needs the surrogate and runs afterwards.
+pub fn training_attacks(table: &TableSpec) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter(|c| pixreg_runner::eval::ATTACKS.contains(&c.as_str()) && c.as_str() != "fgsm")
+        .cloned()
+        .collect()
+}
+
+/// Why a dataset is missing under `data_dir`, or `None` when it is there; the instruction
+/// names the data directory as `data_dir_label` (relative, so committed tables hold no
+/// machine paths).
+pub fn missing_dataset(
+    catalogue: &Catalogue,
+    name: &str,
+    data_dir: &Path,
+    data_dir_label: &str,
+) -> Result<Option<String>> {
+    let parsed: pixreg_datasets::DatasetName =
+        name.parse().with_context(|| format!("dataset `{name}`"))?;
+    let found = pixreg_datasets::find_local(parsed, data_dir)
+        .with_context(|| format!("looking for {name} in {}", data_dir.display()))?;
+    Ok(match found {
+        Some(_) => None,
+        None => {
+            let info = catalogue.dataset(name)?;
+            Some(format!(
+                "data not available: {} is missing ({})",
+                info.label,
+                info.how_to_get.replace("<data-dir>", data_dir_label)
+            ))
+        }
+    })
+}
+
+/// Sets `a.b.c = value` in a config table, as `pixreg train --set` does: the value is TOML,
+/// or a bare string when it does not parse.
+pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        bail!("--set expects key=value, got `{item}`");
+    };
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut fragment = toml::Table::new();
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().context("empty --set key")?;
+    let mut current = &mut fragment;
+    for part in parents {
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("--set key")?;
+    }
+    current.insert(last.to_string(), value);
+    merge(table, &fragment);
+    Ok(())
+}
+
+/// What to plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanRequest<'a> {
+    /// Table name (`table1`, …).
+    pub table: &'a str,
+    /// Profile name.
+    pub profile: &'a str,
+    /// Seeds per variant; `None`: the profile's.
+    pub seeds: Option<usize>,
+    /// `key=value` overrides applied to every run config last (`--set`).
+    pub overrides: &'a [String],
+    /// Data directory, checked for every dataset a row needs.
+    pub data_dir: &'a Path,
+    /// How messages name the data directory.
+    pub data_dir_label: &'a str,
+}
+
+/// Plans a table under a profile, checking which datasets exist under the data directory.
+pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
+    let PlanRequest {
+        table: table_name,
+        profile: profile_name,
+        seeds,
+        overrides,
+        data_dir,
+        data_dir_label,
+    } = request;
+    let table = catalogue.table(table_name)?.clone();
+    let profile = catalogue.profile(&table, profile_name)?;
+    let seeds = seeds.or(profile.seeds).unwrap_or(1);
+    if seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let attacks = training_attacks(&table);
+    let needs_fgsm = table.columns.iter().any(|c| c == "fgsm");
+    let mut runs: Vec<PlannedRun> = Vec::new();
+    let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for row in &table.rows {
+        let label = match &row.label {
+            Some(label) => label.clone(),
+            None => catalogue.dataset(&row.dataset)?.label.clone(),
+        };
+        let variants = row.variants.as_ref().unwrap_or(&table.variants);
+        let mut configs = Vec::new();
+        for variant in variants {
+            let mut config = table.base.clone();
+            merge(&mut config, &profile.config);
+            if let Some(fragment) = profile.datasets.get(&row.dataset) {
+                merge(&mut config, fragment);
+            }
+            merge(&mut config, &row.config);
+            merge(&mut config, &variant.config);
+            for item in overrides {
+                // A regularization override refines regularized runs; it must not turn a
+                // baseline into a regularized run.
+                let regularization_key = item.trim_start().starts_with("regularization.");
+                if !regularization_key || config.contains_key("regularization") {
+                    apply_override(&mut config, item)?;
+                }
+            }
+            if let Some(toml::Value::Table(reg)) = config.get("regularization") {
+                let mut merged = profile.regularization.clone();
+                merge(&mut merged, &row.regularization);
+                merge(&mut merged, reg);
+                config.insert("regularization".into(), toml::Value::Table(merged));
+            }
+            let mut task = toml::Table::new();
+            task.insert("dataset".into(), row.dataset.clone().into());
+            let mut evaluation = toml::Table::new();
+            let list: Vec<toml::Value> = attacks.iter().map(|a| a.clone().into()).collect();
+            evaluation.insert("attacks".into(), toml::Value::Array(list));
+            merge(
+                &mut config,
+                &toml::Table::from_iter([
+                    ("task".to_string(), toml::Value::Table(task)),
+                    ("evaluation".to_string(), toml::Value::Table(evaluation)),
+                ]),
+            );
+            configs.push(config);
+        }
+        let mut needed: Vec<String> = vec![row.dataset.clone()];
+        for config in &configs {
+            if let Some(source) = config
+                .get("regularization")
+                .and_then(|r| r.get("source"))
+                .and_then(|s| s.as_str())
+            {
+                if !needed.iter().any(|n| n == source) {
+                    needed.push(source.to_string());
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for name in &needed {
+            if let Some(why) = missing_dataset(catalogue, name, data_dir, data_dir_label)? {
+                missing.push(why);
+            }
+        }
+        let unavailable = (!missing.is_empty()).then(|| missing.join("; "));
+        // Surrogate per seed, once its run is planned.
+        let mut surrogates: Vec<Option<usize>> = vec![None; seeds];
+        let order: Vec<usize> = {
+            let mut o: Vec<usize> = (0..variants.len()).collect();
+            o.sort_by_key(|&i| !variants[i].surrogate);
+            o
+        };
+        let mut planned: Vec<Option<VariantPlan>> = vec![None; variants.len()];
+        for i in order {
+            let variant = &variants[i];
+            let mut plan = VariantPlan {
+                name: variant.name.clone(),
+                not_implemented: variant.not_implemented.clone(),
+                runs: Vec::new(),
+            };
+            if unavailable.is_none() && variant.not_implemented.is_none() {
+                for (seed, surrogate) in surrogates.iter_mut().enumerate() {
+                    let mut config = configs[i].clone();
+                    let mut training = toml::Table::new();
+                    training.insert("seed".into(), toml::Value::Integer(seed as i64));
+                    merge(
+                        &mut config,
+                        &toml::Table::from_iter([(
+                            "training".to_string(),
+                            toml::Value::Table(training),
+                        )]),
+                    );
+                    let config_toml = toml::to_string(&config)?;
+                    let resolved =
+                        ExperimentConfig::from_toml(&config_toml, &[]).with_context(|| {
+                            format!("{table_name}, row {label}, variant {}", variant.name)
+                        })?;
+                    let id = resolved.run_id()?;
+                    let wanted_surrogate = if variant.surrogate { None } else { *surrogate };
+                    let index = match by_id.get(&id) {
+                        Some(&index) => {
+                            if runs[index].surrogate != wanted_surrogate {
+                                bail!(
+                                    "{table_name}: run {id} is needed with two different FGSM \
+                                     surrogates (row {label}, variant {})",
+                                    variant.name
+                                );
+                            }
+                            index
+                        }
+                        None => {
+                            runs.push(PlannedRun {
+                                id: id.clone(),
+                                config_toml,
+                                surrogate: wanted_surrogate,
+                                needs_fgsm,
+                            });
+                            by_id.insert(id, runs.len() - 1);
+                            runs.len() - 1
+                        }
+                    };
+                    if variant.surrogate {
+                        *surrogate = Some(index);
+                    }
+                    plan.runs.push(index);
+                }
+            }
+            planned[i] = Some(plan);
+        }
+        rows.push(RowPlan {
+            label,
+            dataset: row.dataset.clone(),
+            unavailable,
+            variants: planned.into_iter().flatten().collect(),
+        });
+    }
+    Ok(Plan {
+        table,
+        profile: profile_name.to_string(),
+        seeds,
+        rows,
+        runs,
+    })
+}

@@ -1,0 +1,265 @@
+//! Planning, reuse, failure handling and assembly on a fake runs directory whose
+//! `results.json` files are written by the test (no training).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::json;
+use xtask::assemble::{assemble, csv, markdown, write_tables, Cell};
+use xtask::exec::{execute, ExecOptions, ExecReport, Paths};
+use xtask::figures::write_figures;
+use xtask::plan::Plan;
+
+/// Writes a finished run with accuracies shifted by `shift` (in [0, 1] units).
+fn fake_run(runs: &Path, id: &str, surrogate: Option<&str>, shift: f64) {
+    let dir = runs.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), "").unwrap();
+    std::fs::write(
+        dir.join("state.json"),
+        json!({"status": "finished", "train_seconds": 12.5}).to_string(),
+    )
+    .unwrap();
+    let eps: Vec<f64> = (0..5).map(|i| 0.1 * i as f64).collect();
+    let acc: Vec<f64> = (0..5).map(|i| 0.9 - 0.1 * i as f64 + shift).collect();
+    let mut fgsm = json!({"epsilons": eps, "accuracy": acc});
+    if let Some(s) = surrogate {
+        fgsm["surrogate"] = json!(s);
+    }
+    let results = json!({
+        "clean": {"test_acc": 100.0 * (0.9 + shift), "test_loss": 0.3},
+        "attacks": {
+            "gaussian": {"epsilons": eps, "accuracy": acc},
+            "uniform": {"epsilons": eps, "accuracy": acc},
+            "saltpepper": {"epsilons": eps, "accuracy": acc},
+            "fgsm": fgsm,
+            "boundary": {"mean_of_medians": 0.01 + shift, "medians": [0.01], "success_rate": 1.0},
+        }
+    });
+    std::fs::write(dir.join("results.json"), results.to_string()).unwrap();
+}
+
+/// Fake results for every run of `plan` (seed-dependent shift so std > 0).
+fn fake_all(plan: &Plan, runs: &Path) {
+    for (i, run) in plan.runs.iter().enumerate() {
+        let surrogate = run.surrogate.map(|s| plan.runs[s].id.as_str());
+        fake_run(runs, &run.id, surrogate, 0.01 * (i % 2) as f64);
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Paths) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::fake_data_dir(&data);
+    let paths = Paths {
+        pixreg: tmp.path().join("no-such-pixreg"),
+        runs_dir: tmp.path().join("runs"),
+        data_dir: data,
+    };
+    (tmp, paths)
+}
+
+#[test]
+fn plan_dedupes_and_orders_surrogates_first() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    assert_eq!(plan.runs.len(), 6);
+    for run in &plan.runs {
+        if let Some(s) = run.surrogate {
+            assert!(s < plan.runs.len());
+            assert!(plan.runs[s].id.contains("-base-"));
+            assert!(run.id.contains("-reg-"));
+        }
+        assert!(
+            !run.config_toml.contains("fgsm"),
+            "fgsm runs after training"
+        );
+    }
+    let cifar100 = plan.rows.iter().find(|r| r.dataset == "cifar100").unwrap();
+    let why = cifar100.unavailable.as_deref().unwrap();
+    assert!(why.starts_with("data not available: "), "{why}");
+    assert!(why.contains("<data>/cifar100/cifar-100-binary/"), "{why}");
+    // table2: a task's baseline is one run shared by its rows.
+    let plan2 = common::plan_table("table2", "smoke", None, &paths.data_dir);
+    let bases = plan2
+        .runs
+        .iter()
+        .filter(|r| r.id.contains("-base-"))
+        .count();
+    assert_eq!(bases, 3, "one baseline per available task");
+    // Same inputs, same ids (reuse depends on it).
+    let again = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    let ids: Vec<_> = plan.runs.iter().map(|r| &r.id).collect();
+    assert_eq!(ids, again.runs.iter().map(|r| &r.id).collect::<Vec<_>>());
+}
+
+#[test]
+fn assembles_mean_and_std_over_seeds() {
+    let (tmp, paths) = setup();
+    let plan = common::plan_table("table1", "smoke", Some(2), &paths.data_dir);
+    fake_all(&plan, &paths.runs_dir);
+    // Every run is finished with its FGSM: nothing to spawn, so the missing binary is fine.
+    let report = execute(
+        &plan,
+        &paths,
+        ExecOptions {
+            jobs: 2,
+            force: false,
+            progress_bar: false,
+            train: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.reused.len(), plan.runs.len());
+    assert!(report.failures.is_empty() && report.fgsm_failures.is_empty());
+    let table = assemble(&plan, &paths, &report);
+    let mnist = &table.rows[0];
+    assert_eq!(mnist.dataset, "mnist");
+    let clean = &mnist.variants[0].columns[0];
+    match &clean.summary {
+        Cell::Value { mean, std, n } => {
+            assert_eq!(*n, 2);
+            assert!((mean - 90.5).abs() < 1e-9, "{mean}");
+            assert!(std.unwrap() > 0.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let gaussian = &mnist.variants[0].columns[1];
+    assert_eq!(gaussian.epsilons.len(), 5);
+    // Grid mean without ε = 0: mean of 80, 70, 60, 50 (+0.5 from the seed shift).
+    assert!((gaussian.summary.mean().unwrap() - 65.5).abs() < 1e-9);
+    let md = markdown(&table);
+    assert!(md.contains("90.5 ± 0.7"), "{md}");
+    assert!(md.contains("| CIFAR-100 | all | data not available: "));
+    assert!(md.contains("## Gaussian (%) at each ε"));
+    let csv_text = csv(&table);
+    assert!(csv_text.starts_with("row,dataset,variant,column,epsilon,mean,std,n,runs,note\n"));
+    // 3 rows × 2 variants × (clean + 4 curves × (1 + 5 ε) + boundary) + CIFAR-100's 2 × 6.
+    assert_eq!(
+        csv_text.lines().count(),
+        1 + 3 * 2 * (1 + 4 * 6 + 1) + 2 * 6
+    );
+    let out = tmp.path().join("out");
+    write_tables(&table, &out).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["rows"][3]["variants"][0]["columns"][0]["summary"]["missing"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("data not available")
+    );
+    let figures = write_figures(&table, &out).unwrap();
+    assert_eq!(figures.len(), 3 * 4 + 1);
+    for f in figures {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.trim_start().starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    }
+}
+
+#[test]
+fn failed_run_is_reported_and_the_table_still_assembles() {
+    let (tmp, mut paths) = setup();
+    let plan = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    fake_all(&plan, &paths.runs_dir);
+    // The regularized MNIST run is unfinished; the "pixreg" that should train it fails.
+    let broken = plan
+        .runs
+        .iter()
+        .find(|r| r.id.starts_with("mnist-reg-"))
+        .unwrap();
+    std::fs::remove_file(paths.run_dir(&broken.id).join("state.json")).unwrap();
+    let stub = tmp.path().join("pixreg");
+    std::fs::write(&stub, "#!/bin/sh\necho 'simulated crash' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    paths.pixreg = stub;
+    let report = execute(
+        &plan,
+        &paths,
+        ExecOptions {
+            jobs: 1,
+            force: false,
+            progress_bar: false,
+            train: true,
+        },
+    )
+    .unwrap();
+    let why = report.failures.get(&broken.id).expect("failure recorded");
+    assert!(why.contains(".xtask.log"), "{why}");
+    let log = std::fs::read_to_string(paths.log_file(&broken.id)).unwrap();
+    assert!(log.contains("simulated crash"));
+    let table = assemble(&plan, &paths, &report);
+    let mnist = &table.rows[0];
+    let reg = &mnist.variants[1];
+    assert!(
+        matches!(&reg.columns[0].summary, Cell::Missing { missing } if missing.starts_with("failed: "))
+    );
+    // The rest of the table is intact.
+    assert!(mnist.variants[0].columns[0].summary.mean().is_some());
+    assert!(table.rows[1].variants[1].columns[0]
+        .summary
+        .mean()
+        .is_some());
+}
+
+#[test]
+fn no_train_marks_unfinished_runs() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    let report: ExecReport = execute(
+        &plan,
+        &paths,
+        ExecOptions {
+            jobs: 1,
+            force: false,
+            progress_bar: false,
+            train: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.failures.len(), plan.runs.len());
+    let table = assemble(&plan, &paths, &report);
+    let cell = &table.rows[0].variants[0].columns[0].summary;
+    assert!(matches!(cell, Cell::Missing { missing } if missing.contains("not finished")));
+}
+
+#[test]
+fn not_implemented_variants_say_so() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
+    let report = ExecReport::default();
+    let table = assemble(&plan, &paths, &report);
+    let adv = table.rows[0]
+        .variants
+        .iter()
+        .find(|v| v.name == "FGSM adversarial training")
+        .unwrap();
+    assert!(adv.runs.is_empty());
+    for c in &adv.columns {
+        assert!(
+            matches!(&c.summary, Cell::Missing { missing } if missing.starts_with("not implemented: "))
+        );
+    }
+}
+
+#[test]
+fn bad_names_are_clear_errors() {
+    let (_tmp, paths) = setup();
+    let catalogue = common::catalogue();
+    let request = |table, profile| xtask::plan::PlanRequest {
+        table,
+        profile,
+        seeds: None,
+        overrides: &[],
+        data_dir: &paths.data_dir,
+        data_dir_label: "<data>",
+    };
+    let err = xtask::plan::plan(&catalogue, request("table99", "smoke")).unwrap_err();
+    assert!(format!("{err:#}").contains("unknown table `table99`"));
+    let err = xtask::plan::plan(&catalogue, request("table1", "fast")).unwrap_err();
+    assert!(format!("{err:#}").contains("unknown profile `fast`"));
+}
