@@ -53,7 +53,7 @@ pub struct TrainStepReport {
     pub pairs: usize,
     /// Whether the fast CPU kernels were on.
     pub fast_kernels: bool,
-    /// Rayon threads.
+    /// Rayon threads (the kernels' pool).
     pub threads: usize,
     /// Every timed step, milliseconds.
     pub step_ms: Vec<f64>,
@@ -137,7 +137,7 @@ pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         batch: bench.batch,
         pairs: bench.pairs,
         fast_kernels: bench.fast_kernels,
-        threads: rayon::current_num_threads(),
+        threads: kernels::threads(),
         median_ms: median(&step_ms),
         step_ms,
         peak_rss_mb: peak_rss_mb(),

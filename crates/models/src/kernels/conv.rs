@@ -1,16 +1,14 @@
 //! 2-D convolution (NCHW input, `[O, C, kh, kw]` weight, no bias, dilation 1, one group) on
 //! the CPU: im2col + GEMM forward, GEMM + col2im input gradient, GEMM weight gradient.
 //!
-//! The batch is split into one chunk per rayon thread; inside a chunk, images are processed
-//! in groups whose im2col matrices sit side by side (`[C·kh·kw, G·OH·OW]`, so the GEMMs of
+//! The batch is processed in groups of images, rayon-parallel, whose
+//! im2col matrices sit side by side (`[C·kh·kw, G·OH·OW]`, so the GEMMs of
 //! small late-stage feature maps stay wide enough to be efficient). A 1×1 stride-1 unpadded
 //! convolution of a single image uses the image itself as its column matrix.
 
+use super::{f32_data, par_map, threads, with_scratch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
-use rayon::prelude::*;
-
-use super::{f32_data, task_count};
 
 /// Columns (`G·OH·OW`) a group of images aims for in its GEMMs.
 const GROUP_COLUMNS: usize = 256;
@@ -93,13 +91,6 @@ impl Geometry {
     /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
-    }
-
-    /// Images per group in a chunk of `chunk` images.
-    fn group(&self, chunk: usize) -> usize {
-        GROUP_COLUMNS
-            .div_ceil(self.ohw().max(1))
-            .clamp(1, chunk.max(1))
     }
 
     /// Output positions `lo..hi` along one axis whose input index `pos·stride + offset −
@@ -258,17 +249,21 @@ fn matmul(
     }
 }
 
-/// How the batch is split: images per parallel chunk, and the GEMM parallelism inside one.
-fn split(n: usize) -> (usize, Parallelism) {
-    let tasks = task_count(n);
-    let per = n.div_ceil(tasks).max(1);
-    let threads = rayon::current_num_threads();
-    let parallelism = if n.div_ceil(per) == 1 && threads > 1 {
+/// Images per group: enough for about [`GROUP_COLUMNS`] GEMM columns, but at most an equal
+/// share of the batch per thread.
+fn group_size(g: &Geometry) -> usize {
+    let share = g.n.div_ceil(threads()).max(1);
+    GROUP_COLUMNS.div_ceil(g.ohw().max(1)).clamp(1, share)
+}
+
+/// GEMM parallelism inside a task: the whole pool when there is a single task.
+fn gemm_parallelism(tasks: usize) -> Parallelism {
+    let threads = threads();
+    if tasks == 1 && threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
-    };
-    (per, parallelism)
+    }
 }
 
 /// Copies `imgs` consecutive `[rows, ohw]` blocks into one `[rows, imgs·ohw]` matrix.
@@ -281,8 +276,8 @@ fn gather(src: &[f32], rows: usize, ohw: usize, imgs: usize, dst: &mut [f32]) {
     }
 }
 
-/// The column matrix of a group of images: `x_imgs` itself for one pointwise image, otherwise
-/// written into `col`.
+/// The column matrix `[C·kh·kw, imgs·OH·OW]` of a group of images: `x_imgs` itself for one
+/// pointwise image, otherwise written into `col`.
 fn group_columns<'a>(
     g: &Geometry,
     x_imgs: &'a [f32],
@@ -299,57 +294,60 @@ fn group_columns<'a>(
     &col[..g.k() * width]
 }
 
+/// Scratch sizes for a group of `group` images: columns (unless pointwise single images) and
+/// the `[rows, group·ohw]` staging matrix (only for groups of several images).
+fn scratch_sizes(g: &Geometry, group: usize, rows: usize) -> (usize, usize) {
+    let cols = if group == 1 && g.pointwise() {
+        0
+    } else {
+        g.k() * group * g.ohw()
+    };
+    let staging = if group > 1 { rows * group * g.ohw() } else { 0 };
+    (cols, staging)
+}
+
 /// Forward convolution into a new `[N, O, OH, OW]` buffer.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     let mut out = vec![0f32; g.n * o * ohw];
-    if out.is_empty() {
+    if out.is_empty() || chw == 0 {
         return out;
     }
-    let (per, par) = split(g.n);
-    let group = g.group(per);
+    let group = group_size(g);
     let w_mat = Mat {
         data: weight,
         rs: k,
         cs: 1,
     };
-    out.par_chunks_mut(per * o * ohw)
-        .zip(x.par_chunks(per * chw))
-        .for_each(|(out_chunk, x_chunk)| {
-            let mut col = vec![
-                0f32;
-                if group == 1 && g.pointwise() {
-                    0
-                } else {
-                    k * group * ohw
-                }
-            ];
-            let mut tmp = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
-            for (out_g, x_g) in out_chunk
-                .chunks_mut(group * o * ohw)
-                .zip(x_chunk.chunks(group * chw))
-            {
-                let imgs = x_g.len() / chw;
-                let width = imgs * ohw;
-                let cols = group_columns(g, x_g, imgs, &mut col);
-                let rhs = Mat {
-                    data: cols,
-                    rs: width,
-                    cs: 1,
-                };
-                if imgs == 1 {
-                    matmul((o, width, k), out_g, false, w_mat, rhs, par);
-                } else {
-                    matmul((o, width, k), &mut tmp, false, w_mat, rhs, par);
-                    for i in 0..imgs {
-                        for oc in 0..o {
-                            out_g[(i * o + oc) * ohw..][..ohw]
-                                .copy_from_slice(&tmp[oc * width + i * ohw..][..ohw]);
-                        }
+    let tasks: Vec<_> = out
+        .chunks_mut(group * o * ohw)
+        .zip(x.chunks(group * chw))
+        .collect();
+    let par = gemm_parallelism(tasks.len());
+    let (col_len, tmp_len) = scratch_sizes(g, group, o);
+    par_map(tasks, |(out_g, x_g)| {
+        with_scratch(col_len, tmp_len, |col, tmp| {
+            let imgs = x_g.len() / chw;
+            let width = imgs * ohw;
+            let cols = group_columns(g, x_g, imgs, col);
+            let rhs = Mat {
+                data: cols,
+                rs: width,
+                cs: 1,
+            };
+            if imgs == 1 {
+                matmul((o, width, k), out_g, false, w_mat, rhs, par);
+            } else {
+                matmul((o, width, k), tmp, false, w_mat, rhs, par);
+                for i in 0..imgs {
+                    for oc in 0..o {
+                        out_g[(i * o + oc) * ohw..][..ohw]
+                            .copy_from_slice(&tmp[oc * width + i * ohw..][..ohw]);
                     }
                 }
             }
-        });
+        })
+    });
     out
 }
 
@@ -357,50 +355,48 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     let mut dx = vec![0f32; g.n * chw];
-    if dx.is_empty() {
+    if dx.is_empty() || ohw == 0 {
         return dx;
     }
-    let (per, par) = split(g.n);
-    let group = g.group(per);
+    let group = group_size(g);
     // Wᵀ: element (r, oc) at oc·k + r.
     let wt = Mat {
         data: weight,
         rs: 1,
         cs: k,
     };
-    dx.par_chunks_mut(per * chw)
-        .zip(dy.par_chunks(per * o * ohw))
-        .for_each(|(dx_chunk, dy_chunk)| {
-            let direct = group == 1 && g.pointwise();
-            let mut dcol = vec![0f32; if direct { 0 } else { k * group * ohw }];
-            let mut dyt = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
-            for (dx_g, dy_g) in dx_chunk
-                .chunks_mut(group * chw)
-                .zip(dy_chunk.chunks(group * o * ohw))
-            {
-                let imgs = dx_g.len() / chw;
-                let width = imgs * ohw;
-                let dy_mat = if imgs == 1 {
-                    dy_g
-                } else {
-                    gather(dy_g, o, ohw, imgs, &mut dyt);
-                    &dyt[..o * width]
-                };
-                let rhs = Mat {
-                    data: dy_mat,
-                    rs: width,
-                    cs: 1,
-                };
-                if direct {
-                    matmul((k, width, o), dx_g, false, wt, rhs, par);
-                } else {
-                    matmul((k, width, o), &mut dcol, false, wt, rhs, par);
-                    for i in 0..imgs {
-                        col2im(g, &dcol, width, i * ohw, &mut dx_g[i * chw..(i + 1) * chw]);
-                    }
+    let tasks: Vec<_> = dx
+        .chunks_mut(group * chw)
+        .zip(dy.chunks(group * o * ohw))
+        .collect();
+    let par = gemm_parallelism(tasks.len());
+    let (dcol_len, dyt_len) = scratch_sizes(g, group, o);
+    let direct = group == 1 && g.pointwise();
+    par_map(tasks, |(dx_g, dy_g)| {
+        with_scratch(dcol_len, dyt_len, |dcol, dyt| {
+            let imgs = dx_g.len() / chw;
+            let width = imgs * ohw;
+            let dy_mat = if imgs == 1 {
+                dy_g
+            } else {
+                gather(dy_g, o, ohw, imgs, dyt);
+                &dyt[..o * width]
+            };
+            let rhs = Mat {
+                data: dy_mat,
+                rs: width,
+                cs: 1,
+            };
+            if direct {
+                matmul((k, width, o), dx_g, false, wt, rhs, par);
+            } else {
+                matmul((k, width, o), dcol, false, wt, rhs, par);
+                for i in 0..imgs {
+                    col2im(g, dcol, width, i * ohw, &mut dx_g[i * chw..(i + 1) * chw]);
                 }
             }
-        });
+        })
+    });
     dx
 }
 
@@ -410,22 +406,15 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.n == 0 || chw == 0 || ohw == 0 {
         return vec![0f32; o * k];
     }
-    let (per, par) = split(g.n);
-    let group = g.group(per);
-    let partials: Vec<Vec<f32>> = x
-        .par_chunks(per * chw)
-        .zip(dy.par_chunks(per * o * ohw))
-        .map(|(x_chunk, dy_chunk)| {
-            let mut dw = vec![0f32; o * k];
-            let mut col = vec![
-                0f32;
-                if group == 1 && g.pointwise() {
-                    0
-                } else {
-                    k * group * ohw
-                }
-            ];
-            let mut dyt = vec![0f32; if group > 1 { o * group * ohw } else { 0 }];
+    // One task per thread, each accumulating its share of the batch into its own dW.
+    let per = g.n.div_ceil(threads()).max(1);
+    let group = group_size(g);
+    let tasks: Vec<_> = x.chunks(per * chw).zip(dy.chunks(per * o * ohw)).collect();
+    let par = gemm_parallelism(tasks.len());
+    let (col_len, dyt_len) = scratch_sizes(g, group, o);
+    let partials = par_map(tasks, |(x_chunk, dy_chunk)| {
+        let mut dw = vec![0f32; o * k];
+        with_scratch(col_len, dyt_len, |col, dyt| {
             for (step, (x_g, dy_g)) in x_chunk
                 .chunks(group * chw)
                 .zip(dy_chunk.chunks(group * o * ohw))
@@ -436,10 +425,10 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let dy_mat = if imgs == 1 {
                     dy_g
                 } else {
-                    gather(dy_g, o, ohw, imgs, &mut dyt);
+                    gather(dy_g, o, ohw, imgs, dyt);
                     &dyt[..o * width]
                 };
-                let cols = group_columns(g, x_g, imgs, &mut col);
+                let cols = group_columns(g, x_g, imgs, col);
                 let lhs = Mat {
                     data: dy_mat,
                     rs: width,
@@ -453,9 +442,9 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 };
                 matmul((o, k, width), &mut dw, step > 0, lhs, rhs, par);
             }
-            dw
-        })
-        .collect();
+        });
+        dw
+    });
     let mut parts = partials.into_iter();
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; o * k]);
     for part in parts {

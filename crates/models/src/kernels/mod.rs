@@ -8,7 +8,7 @@
 //!
 //! * [`conv`]: 2-D convolution (no bias, dilation 1, one group, any stride and padding):
 //!   forward = im2col + GEMM, input gradient = GEMM (`Wᵀ·dY`) + col2im, weight gradient =
-//!   GEMM (`dY·colᵀ`); rayon-parallel over batch chunks, GEMMs by the `gemm` crate (AVX-512
+//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images, GEMMs by the `gemm` crate (AVX-512
 //!   kernels selected at run time, portable fallback otherwise).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
 //!   passes backward) with PyTorch's CPU accuracy (float64 sums), the per-channel affine used
@@ -24,9 +24,11 @@
 pub mod conv;
 pub mod norm;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Tensor};
+use rayon::prelude::*;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -65,7 +67,67 @@ pub(crate) fn f32_data<'a>(
     }
 }
 
-/// How many parallel tasks to split `items` independent items into.
-pub(crate) fn task_count(items: usize) -> usize {
-    rayon::current_num_threads().clamp(1, items.max(1))
+/// Threads the kernels spread their work over (rayon's global pool).
+///
+/// Rayon rather than candle's own barrier pool: candle's main thread spin-waits for its
+/// workers, which collapses when the cores are shared (measured in `docs/performance.md`);
+/// rayon's idle threads sleep.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f` on every item in parallel; returns the results in order.
+pub(crate) fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    items.into_par_iter().map(f).collect()
+}
+
+/// Splits `out` into runs of whole `plane`-sized blocks (at least `min_len` values each) and
+/// runs `f(first_plane_index, run)` on them in parallel.
+pub(crate) fn par_planes(
+    out: &mut [f32],
+    plane: usize,
+    min_len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if plane == 0 || out.is_empty() {
+        return;
+    }
+    let planes = out.len() / plane;
+    let by_size = (min_len / plane).max(1);
+    let by_threads = planes.div_ceil(4 * threads()).max(1);
+    let per = by_size.max(by_threads);
+    let tasks: Vec<(usize, &mut [f32])> = out
+        .chunks_mut(per * plane)
+        .enumerate()
+        .map(|(i, run)| (i * per, run))
+        .collect();
+    par_map(tasks, |(first, run)| f(first, run));
+}
+
+thread_local! {
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two scratch buffers of at least `a` and `b` values, kept per thread between
+/// calls (so the large im2col matrices are neither re-allocated nor zero-filled). Their
+/// contents are arbitrary: `f` must write before reading.
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let [buf_a, buf_b] = &mut *bufs;
+            if buf_a.len() < a {
+                buf_a.resize(a, 0.0);
+            }
+            if buf_b.len() < b {
+                buf_b.resize(b, 0.0);
+            }
+            f(&mut buf_a[..a], &mut buf_b[..b])
+        }
+        // Re-entered on this thread: use fresh buffers.
+        Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+    })
 }

@@ -8,13 +8,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use super::{f32_data, par_map, par_planes};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::f32_data;
-
-/// Minimum number of `H·W` planes per rayon task in the elementwise passes.
-const MIN_PLANES: usize = 16;
+/// Minimum number of values per parallel task in the elementwise passes.
+const MIN_TASK: usize = 1 << 14;
 
 /// Per-channel statistics of a training-mode batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,32 +72,41 @@ fn channel_grad_sums(
     let n = x.len() / (c * hw).max(1);
     let mut sum = [0f64; 8];
     let mut dot = [0f64; 8];
+    let (mut sum_tail, mut dot_tail) = (0f64, 0f64);
     for i in 0..n {
         let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-        for (j, (&xv, &g)) in x[range.clone()].iter().zip(&dy[range]).enumerate() {
-            sum[j % 8] += g as f64;
-            dot[j % 8] += (xv - mean) as f64 * g as f64;
+        let (xp, gp) = (&x[range.clone()], &dy[range]);
+        let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
+        for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
+            sum_tail += g as f64;
+            dot_tail += (xv - mean) as f64 * g as f64;
+        }
+        for (xs, gs) in xc.zip(gc) {
+            for j in 0..8 {
+                sum[j] += gs[j] as f64;
+                dot[j] += (xs[j] - mean) as f64 * gs[j] as f64;
+            }
         }
     }
-    (sum.iter().sum(), dot.iter().sum())
+    (
+        sum.iter().sum::<f64>() + sum_tail,
+        dot.iter().sum::<f64>() + dot_tail,
+    )
 }
 
 /// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
 pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     let count = (x.len() / c.max(1)) as f64;
-    let per_channel: Vec<(f32, f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mean = (channel_sum(x, c, hw, ch, |v| v as f64) / count) as f32;
-            let var_sum = channel_sum(x, c, hw, ch, |v| {
-                let d = (v - mean) as f64;
-                d * d
-            });
-            let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
-            let unbiased = (var_sum / (count - 1.0)) as f32;
-            (mean, invstd, unbiased)
-        })
-        .collect();
+    let per_channel: Vec<(f32, f32, f32)> = par_map((0..c).collect(), |ch| {
+        let mean = (channel_sum(x, c, hw, ch, |v| v as f64) / count) as f32;
+        let var_sum = channel_sum(x, c, hw, ch, |v| {
+            let d = (v - mean) as f64;
+            d * d
+        });
+        let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
+        let unbiased = (var_sum / (count - 1.0)) as f32;
+        (mean, invstd, unbiased)
+    });
     BatchStats {
         mean: per_channel.iter().map(|p| p.0).collect(),
         invstd: per_channel.iter().map(|p| p.1).collect(),
@@ -114,12 +121,10 @@ pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize)
     if hw == 0 || c == 0 {
         return y;
     }
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .with_min_len(MIN_PLANES)
-        .for_each(|(plane, (yp, xp))| {
-            let ch = plane % c;
+    par_planes(&mut y, hw, MIN_TASK, |first, run| {
+        let xs = &x[first * hw..first * hw + run.len()];
+        for (p, (yp, xp)) in run.chunks_mut(hw).zip(xs.chunks(hw)).enumerate() {
+            let ch = (first + p) % c;
             let a = alpha[ch];
             match beta {
                 Some(beta) => {
@@ -134,7 +139,8 @@ pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize)
                     }
                 }
             }
-        });
+        }
+    });
     y
 }
 
@@ -163,10 +169,9 @@ pub fn batch_norm_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| channel_grad_sums(x, dy, (c, hw), ch, stats.mean[ch]))
-        .collect();
+    let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
+        channel_grad_sums(x, dy, (c, hw), ch, stats.mean[ch])
+    });
     // Per channel: grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
     let coef: Vec<(f32, f32, f32)> = sums
         .iter()
@@ -182,18 +187,23 @@ pub fn batch_norm_backward(
         .collect();
     let mut dx = vec![0f32; x.len()];
     if hw > 0 && c > 0 {
-        dx.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
-            .enumerate()
-            .with_min_len(MIN_PLANES)
-            .for_each(|(plane, (dxp, (xp, gp)))| {
-                let ch = plane % c;
+        par_planes(&mut dx, hw, MIN_TASK, |first, run| {
+            let start = first * hw;
+            let xs = &x[start..start + run.len()];
+            let gs = &dy[start..start + run.len()];
+            for (p, (dxp, (xp, gp))) in run
+                .chunks_mut(hw)
+                .zip(xs.chunks(hw).zip(gs.chunks(hw)))
+                .enumerate()
+            {
+                let ch = (first + p) % c;
                 let (grad_mean, k, scale) = coef[ch];
                 let mean = stats.mean[ch];
                 for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
                     *d = (g - grad_mean - (xv - mean) * k) * scale;
                 }
-            });
+            }
+        });
     }
     let dgamma = sums
         .iter()
@@ -413,10 +423,9 @@ impl CustomOp2 for ChannelGradSums {
         }
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "gradient")?;
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| channel_grad_sums(x, dy, (c, hw), ch, 0.0))
-            .collect();
+        let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
+            channel_grad_sums(x, dy, (c, hw), ch, 0.0)
+        });
         let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
         out.extend(sums.iter().map(|&(sum, _)| sum as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
@@ -436,13 +445,11 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, "relu input")?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14))
-            .for_each(|(yc, xc)| {
-                for (yv, &xv) in yc.iter_mut().zip(xc) {
-                    *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
-                }
-            });
+        par_planes(&mut y, 1, MIN_TASK, |first, run| {
+            for (yv, &xv) in run.iter_mut().zip(&x[first..]) {
+                *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -476,13 +483,11 @@ impl CustomOp2 for ReluBackward {
         let x = f32_data(s1, l1, "relu input")?;
         let dy = f32_data(s2, l2, "relu output gradient")?;
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
-            .for_each(|(dc, (xc, gc))| {
-                for ((d, &xv), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
-                }
-            });
+        par_planes(&mut dx, 1, MIN_TASK, |first, run| {
+            for ((d, &xv), &g) in run.iter_mut().zip(&x[first..]).zip(&dy[first..]) {
+                *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

@@ -1,0 +1,192 @@
+//! `cargo xtask bench`: training-step and per-op benchmarks of the CPU path, with the same
+//! step run in PyTorch (`tools/bench_train_step.py`) when `torch` is importable.
+//!
+//! ```text
+//! cargo xtask bench train-step --arch resnet18 --base-channels 16 --in-shape 1,32,32 \
+//!     --batch 64 --pairs 16 --steps 10 [--pytorch] [--candle-ops]
+//! cargo xtask bench ops [--batch 64] [--base-channels 64] [--reps 3]
+//! ```
+//!
+//! The last line printed is one JSON object (`median_ms`, `peak_rss_mb`, and with
+//! `--pytorch` the PyTorch report and the ratio). Results are in `docs/performance.md`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use pixreg_models::bench::{self, TrainStepBench};
+use pixreg_models::{Arch, ModelConfig};
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Milliseconds per training step (median) and peak RSS of one configuration.
+    TrainStep(TrainStepArgs),
+    /// Per-op forward and forward+backward times, fast CPU kernels against candle's ops, on
+    /// the shapes of ResNet18 (32×32 grayscale input).
+    Ops(OpsArgs),
+}
+
+/// `cargo xtask bench train-step`.
+#[derive(Debug, clap::Args)]
+pub struct TrainStepArgs {
+    /// Architecture (resnet18, resnet34, resnet50, resnet101).
+    #[arg(long, default_value = "resnet18")]
+    pub arch: String,
+    /// Channels of the stem (64 in the paper).
+    #[arg(long, default_value_t = 64)]
+    pub base_channels: usize,
+    /// Input shape `C,H,W`.
+    #[arg(long, default_value = "1,32,32", value_delimiter = ',', num_args = 3)]
+    pub in_shape: Vec<usize>,
+    /// Classification batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Regularization pairs per step (0: classification only).
+    #[arg(long, default_value_t = 16)]
+    pub pairs: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Use candle's own CPU ops instead of the fast kernels (the "before").
+    #[arg(long)]
+    pub candle_ops: bool,
+    /// Also run the same step in PyTorch (`tools/bench_train_step.py`, in a child process)
+    /// and report the ratio.
+    #[arg(long)]
+    pub pytorch: bool,
+    /// Python interpreter for `--pytorch`.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+}
+
+/// `cargo xtask bench ops`.
+#[derive(Debug, clap::Args)]
+pub struct OpsArgs {
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Base channels of the ResNet18 whose layer shapes are timed.
+    #[arg(long, default_value_t = 64)]
+    pub base_channels: usize,
+    /// Timed repetitions per measurement (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// Runs a benchmark command.
+pub fn run(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::TrainStep(args) => train_step(args),
+        BenchCommand::Ops(args) => ops(args),
+    }
+}
+
+fn train_step(args: &TrainStepArgs) -> Result<()> {
+    let in_shape: [usize; 3] = args
+        .in_shape
+        .clone()
+        .try_into()
+        .map_err(|v| anyhow::anyhow!("--in-shape needs C,H,W, got {v:?}"))?;
+    let arch: Arch = args.arch.parse()?;
+    let config = ModelConfig::new(arch, in_shape, 10, args.base_channels);
+    let report = bench::train_step(&TrainStepBench {
+        config,
+        batch: args.batch,
+        pairs: args.pairs,
+        steps: args.steps,
+        warmup: args.warmup,
+        fast_kernels: !args.candle_ops,
+    })?;
+    for (i, ms) in report.step_ms.iter().enumerate() {
+        println!("pixreg step {i}: {ms:.1} ms");
+    }
+    let mut json = bench::to_json(&report)?;
+    if args.pytorch {
+        let torch = pytorch(args)?;
+        if let Some(torch) = torch {
+            let torch_ms = torch["median_ms"]
+                .as_f64()
+                .context("PyTorch report lacks median_ms")?;
+            let torch_rss = torch["peak_rss_mb"].as_f64();
+            json["ratio_vs_pytorch"] = (report.median_ms / torch_ms).into();
+            if let (Some(ours), Some(theirs)) = (report.peak_rss_mb, torch_rss) {
+                json["rss_ratio_vs_pytorch"] = (ours / theirs).into();
+            }
+            json["pytorch"] = torch;
+        } else {
+            json["pytorch"] = serde_json::Value::Null;
+        }
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// Runs `tools/bench_train_step.py` with the same settings; `None` when torch is missing.
+fn pytorch(args: &TrainStepArgs) -> Result<Option<serde_json::Value>> {
+    // The repository root is an ancestor of this crate's manifest directory.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tools").join("bench_train_step.py"))
+        .find(|path| path.is_file())
+        .context("tools/bench_train_step.py not found above the crate directory")?;
+    let shape = args
+        .in_shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = Command::new(&args.python)
+        .arg(&script)
+        .args(["--arch", &args.arch])
+        .args(["--base-channels", &args.base_channels.to_string()])
+        .args(["--in-shape", &shape])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--pairs", &args.pairs.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", args.python, script.display()))?;
+    if output.status.code() == Some(2) {
+        eprintln!("torch is not importable: PyTorch comparison skipped");
+        return Ok(None);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for line in stdout.lines().filter(|l| l.starts_with("step")) {
+        println!("pytorch {line}");
+    }
+    let last = stdout
+        .lines()
+        .last()
+        .context("the PyTorch benchmark printed nothing")?;
+    Ok(Some(serde_json::from_str(last).with_context(|| {
+        format!("the PyTorch benchmark's last line is not JSON: {last}")
+    })?))
+}
+
+fn ops(args: &OpsArgs) -> Result<()> {
+    let timings = bench::ops(args.batch, 1, 32, args.base_channels, args.reps)?;
+    println!(
+        "{:<34} {:>11} {:>11} {:>11} {:>11}",
+        "op (ms, median)", "candle fwd", "fast fwd", "candle f+b", "fast f+b"
+    );
+    for t in &timings {
+        println!(
+            "{:<34} {:>11.1} {:>11.1} {:>11.1} {:>11.1}",
+            t.op, t.candle_fwd_ms, t.fast_fwd_ms, t.candle_fwd_bwd_ms, t.fast_fwd_bwd_ms
+        );
+    }
+    println!("{}", bench::to_json(&timings)?);
+    Ok(())
+}
