@@ -77,7 +77,7 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let path = dir.join(format!("{}-{}.svg", slug(&row.label), column));
-            let title = format!("{}: {}", row.label, column_header(column));
+            let title = format!("{}: {}", row.label, curve_title(column));
             write_atomic(&path, curve_svg(&title, &lines)?.as_bytes())?;
             written.push(path);
         }
@@ -119,6 +119,19 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Caption of an accuracy-vs-ε figure.
+fn curve_title(column: &str) -> &'static str {
+    match column {
+        "gaussian" => "Gaussian noise",
+        "uniform" => "uniform noise",
+        "saltpepper" => "salt-and-pepper noise",
+        "fgsm" => "transferred FGSM",
+        "pgd-linf" => "PGD (L∞)",
+        "pgd-l2" => "PGD (L2)",
+        _ => column_header(column),
+    }
 }
 
 fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -188,7 +201,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
             .flat_map(|(_, b)| b.iter().filter_map(|(_, v)| *v))
             .fold(0.0f64, f64::max)
             .max(1e-9)
-            * 1.15;
+            * 1.35;
         let n = groups.len();
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
@@ -242,10 +255,25 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                 .map_err(plot_err)?
                 .label(name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+            // A missing value (failed run, no successful attack) is marked, not left blank.
+            let marks: Vec<Text<(f64, f64), String>> = groups
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, bars))| bars.get(j).is_some_and(|b| b.1.is_none()))
+                .map(|(i, _)| {
+                    let x0 = i as f64 - 0.4 + j as f64 * width;
+                    Text::new(
+                        "n/a".to_string(),
+                        (x0, y_max * 0.04),
+                        ("sans-serif", 14).into_font(),
+                    )
+                })
+                .collect();
+            chart.draw_series(marks).map_err(plot_err)?;
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 16))
