@@ -11,7 +11,8 @@ pair loss on that many pairs, alpha 1), backward, SGD momentum 0.9, lr 0.01: the
     python3 tools/bench_train_step.py --arch resnet18 --base-channels 16 \
         --in-shape 1,32,32 --batch 64 --pairs 16 --steps 10
 
-Prints one line per step, then one JSON object (`median_ms`, `peak_rss_mb`, ...) as the last
+Prints one line per step, then one JSON object (`median_ms`, `median_cpu_ms` = process CPU
+time per step, `peak_rss_mb`, ...) as the last
 line. Exits with status 2 when torch is not importable.
 """
 
@@ -125,9 +126,10 @@ def main():
     pair_a = torch.rand(k, c, h, w) * 2 - 1
     pair_b = torch.rand(k, c, h, w) * 2 - 1
     targets = torch.rand(k) * 0.9
-    times = []
+    times, cpu_times = [], []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
+        cpu_start = time.process_time()
         loss = F.cross_entropy(model(images), labels)
         if args.pairs > 0:
             loss = loss + ((g(model(pair_a, pair_b)) - g(targets)) ** 2).mean()
@@ -135,8 +137,10 @@ def main():
         loss.backward()
         opt.step()
         ms = (time.perf_counter() - start) * 1e3
+        cpu_ms = (time.process_time() - cpu_start) * 1e3
         if step >= args.warmup:
             times.append(ms)
+            cpu_times.append(cpu_ms)
             print(f"step {step - args.warmup}: {ms:.1f} ms")
     report = {
         "framework": f"pytorch {torch.__version__}",
@@ -148,6 +152,8 @@ def main():
         "threads": torch.get_num_threads(),
         "step_ms": times,
         "median_ms": statistics.median(times),
+        "step_cpu_ms": cpu_times,
+        "median_cpu_ms": statistics.median(cpu_times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(json.dumps(report))

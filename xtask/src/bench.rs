@@ -7,8 +7,10 @@
 //! cargo xtask bench ops [--batch 64] [--base-channels 64] [--reps 3]
 //! ```
 //!
-//! The last line printed is one JSON object (`median_ms`, `peak_rss_mb`, and with
-//! `--pytorch` the PyTorch report and the ratio). Results are in `docs/performance.md`.
+//! The last line printed is one JSON object (`median_ms`, `median_cpu_ms`, `peak_rss_mb`, and
+//! with `--pytorch` the PyTorch report and the wall-time, CPU-time and RSS ratios). Thread
+//! counts follow `RAYON_NUM_THREADS` (pixreg and candle) and `OMP_NUM_THREADS` (PyTorch).
+//! Results are in `docs/performance.md`.
 
 use std::path::Path;
 use std::process::Command;
@@ -113,6 +115,11 @@ fn train_step(args: &TrainStepArgs) -> Result<()> {
                 .context("PyTorch report lacks median_ms")?;
             let torch_rss = torch["peak_rss_mb"].as_f64();
             json["ratio_vs_pytorch"] = (report.median_ms / torch_ms).into();
+            if let (Some(ours), Some(theirs)) =
+                (report.median_cpu_ms, torch["median_cpu_ms"].as_f64())
+            {
+                json["cpu_ratio_vs_pytorch"] = (ours / theirs).into();
+            }
             if let (Some(ours), Some(theirs)) = (report.peak_rss_mb, torch_rss) {
                 json["rss_ratio_vs_pytorch"] = (ours / theirs).into();
             }

@@ -59,6 +59,11 @@ pub struct TrainStepReport {
     pub step_ms: Vec<f64>,
     /// Median of `step_ms`.
     pub median_ms: f64,
+    /// Process CPU time (user + system, all threads) of every timed step, milliseconds
+    /// (Linux, 10 ms resolution; empty elsewhere): the work done, whatever the machine's load.
+    pub step_cpu_ms: Vec<f64>,
+    /// Median of `step_cpu_ms` (`None` where unavailable).
+    pub median_cpu_ms: Option<f64>,
     /// Peak resident set size of the process so far (Linux `VmHWM`), MiB; `None` elsewhere.
     pub peak_rss_mb: Option<f64>,
 }
@@ -90,6 +95,18 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU time (user + system) of this process so far in milliseconds (Linux only).
+pub fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Linux reports these in USER_HZ = 100 ticks per second.
+    Some((utime + stime) * 10.0)
+}
+
 /// Runs a training-step benchmark on the CPU (switching the fast kernels as asked).
 pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
     if bench.batch == 0 || bench.steps == 0 {
@@ -110,8 +127,10 @@ pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
     let targets = uniform_tensor(&mut rng, &[bench.pairs.max(1)], 0.0, 0.9)?;
     let mut opt = SgdMomentum::new(model.named_parameters(), 0.01, 0.9, 0.0);
     let mut step_ms = Vec::with_capacity(bench.steps);
+    let mut step_cpu_ms = Vec::with_capacity(bench.steps);
     for step in 0..bench.warmup + bench.steps {
         let start = Instant::now();
+        let cpu_start = process_cpu_ms();
         let reg = (bench.pairs > 0).then_some(Regularization {
             pairs: PairBatch {
                 a: &pair_a,
@@ -128,6 +147,9 @@ pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if step >= bench.warmup {
             step_ms.push(ms);
+            if let (Some(a), Some(b)) = (cpu_start, process_cpu_ms()) {
+                step_cpu_ms.push(b - a);
+            }
         }
     }
     Ok(TrainStepReport {
@@ -140,6 +162,8 @@ pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         threads: kernels::threads(),
         median_ms: median(&step_ms),
         step_ms,
+        median_cpu_ms: (!step_cpu_ms.is_empty()).then(|| median(&step_cpu_ms)),
+        step_cpu_ms,
         peak_rss_mb: peak_rss_mb(),
     })
 }

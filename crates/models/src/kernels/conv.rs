@@ -113,6 +113,7 @@ impl Geometry {
 /// Writes the column matrix of one image `[C, H, W]`: row `(c·kh + i)·kw + j` holds, for every
 /// output position, the input value under kernel tap `(i, j)` (0 in the padding), at
 /// `col[row·row_stride + offset ..][.. OH·OW]`.
+#[inline(always)]
 fn im2col(g: &Geometry, x_img: &[f32], col: &mut [f32], row_stride: usize, offset: usize) {
     let (ohw, hw, s) = (g.ohw(), g.h * g.w, g.stride);
     for ch in 0..g.c {
@@ -138,8 +139,10 @@ fn im2col(g: &Geometry, x_img: &[f32], col: &mut [f32], row_stride: usize, offse
                         let ix0 = ox0 + j - g.padding;
                         d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
                     } else {
-                        for (ox, v) in d.iter_mut().enumerate().take(ox1).skip(ox0) {
-                            *v = src[ox * s + j - g.padding];
+                        // Input columns ix0, ix0 + s, ...: every s-th value from ix0.
+                        let ix0 = ox0 * s + j - g.padding;
+                        for (v, &x) in d[ox0..ox1].iter_mut().zip(src[ix0..].iter().step_by(s)) {
+                            *v = x;
                         }
                     }
                 }
@@ -149,6 +152,7 @@ fn im2col(g: &Geometry, x_img: &[f32], col: &mut [f32], row_stride: usize, offse
 }
 
 /// The adjoint of [`im2col`]: adds every column entry back onto the input pixel it came from.
+#[inline(always)]
 fn col2im(g: &Geometry, col: &[f32], row_stride: usize, offset: usize, dx_img: &mut [f32]) {
     let (ohw, hw, s) = (g.ohw(), g.h * g.w, g.stride);
     for ch in 0..g.c {
@@ -172,12 +176,34 @@ fn col2im(g: &Geometry, col: &[f32], row_stride: usize, offset: usize, dx_img: &
                             *dv += cv;
                         }
                     } else {
-                        for (ox, cv) in c.iter().enumerate().take(ox1).skip(ox0) {
-                            d[ox * s + j - g.padding] += cv;
+                        let ix0 = ox0 * s + j - g.padding;
+                        for (dv, cv) in d[ix0..].iter_mut().step_by(s).zip(&c[ox0..ox1]) {
+                            *dv += cv;
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+simd_fn! {
+    /// The column matrices of `imgs` images side by side in `col` (`[C·kh·kw, imgs·OH·OW]`).
+    fn im2col_group(g: &Geometry, x_imgs: &[f32], imgs: usize, col: &mut [f32]) {
+        let width = imgs * g.ohw();
+        for i in 0..imgs {
+            im2col(g, &x_imgs[i * g.chw()..], col, width, i * g.ohw());
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds the column gradients of `imgs` images (`[C·kh·kw, imgs·OH·OW]`) onto their
+    /// input gradients.
+    fn col2im_group(g: &Geometry, dcol: &[f32], imgs: usize, dx_imgs: &mut [f32]) {
+        let (width, chw) = (imgs * g.ohw(), g.chw());
+        for i in 0..imgs {
+            col2im(g, dcol, width, i * g.ohw(), &mut dx_imgs[i * chw..(i + 1) * chw]);
         }
     }
 }
@@ -287,11 +313,8 @@ fn group_columns<'a>(
     if imgs == 1 && g.pointwise() {
         return x_imgs;
     }
-    let width = imgs * g.ohw();
-    for i in 0..imgs {
-        im2col(g, &x_imgs[i * g.chw()..], col, width, i * g.ohw());
-    }
-    &col[..g.k() * width]
+    im2col_group(g, x_imgs, imgs, col);
+    &col[..g.k() * imgs * g.ohw()]
 }
 
 /// Scratch sizes for a group of `group` images: columns (unless pointwise single images) and
@@ -391,9 +414,7 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
                 matmul((k, width, o), dx_g, false, wt, rhs, par);
             } else {
                 matmul((k, width, o), dcol, false, wt, rhs, par);
-                for i in 0..imgs {
-                    col2im(g, dcol, width, i * ohw, &mut dx_g[i * chw..(i + 1) * chw]);
-                }
+                col2im_group(g, dcol, imgs, dx_g);
             }
         })
     });

@@ -21,9 +21,6 @@
 //! [`set_enabled`] switches the fast path off (for benchmarks and comparisons); it is on by
 //! default.
 
-pub mod conv;
-pub mod norm;
-
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -103,6 +100,43 @@ pub(crate) fn par_planes(
         .collect();
     par_map(tasks, |(first, run)| f(first, run));
 }
+
+/// Whether this CPU runs the AVX-512 versions of the kernels' loops (checked once, cached).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+}
+
+/// Defines a kernel loop compiled twice, for AVX-512 and for baseline x86-64 (or any other
+/// target), and dispatched at run time. The crate is compiled for baseline x86-64, so the
+/// fallback is portable; Rust never contracts `a·b + c` into FMA implicitly, so both versions
+/// round identically.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,avx,sse4.2")]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::has_avx512() {
+                // SAFETY: the target features of `avx512` were detected on this CPU.
+                return unsafe { avx512($($arg),*) };
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
+pub mod conv;
+pub mod norm;
 
 thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };

@@ -33,97 +33,97 @@ fn nc_hw(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
     }
 }
 
-/// Sum in float64 with eight independent accumulators (vectorisable; the order differs from
-/// a serial sum only at float64 rounding level).
-fn sum_f64(values: impl Iterator<Item = f64>) -> f64 {
-    let mut acc = [0f64; 8];
-    for (i, v) in values.enumerate() {
-        acc[i % 8] += v;
-    }
-    acc.iter().sum()
-}
-
-/// Sum of `f(v)` over the channel `ch` of `x` (`[N, C, HW]`), in float64.
-fn channel_sum(x: &[f32], c: usize, hw: usize, ch: usize, f: impl Fn(f32) -> f64) -> f64 {
-    let n = x.len() / (c * hw).max(1);
-    (0..n)
-        .map(|i| {
+simd_fn! {
+    /// Mean (float64 sum, rounded to float32) and float64 sum of squared float32 deviations
+    /// from it, of channel `ch` of `x` (`[N, C, HW]`); eight independent float64
+    /// accumulators (vectorised; the order differs from a serial sum only at float64
+    /// rounding level).
+    fn channel_moments(x: &[f32], c: usize, hw: usize, ch: usize) -> (f32, f64) {
+        let n = x.len() / (c * hw).max(1);
+        let mut acc = [0f64; 8];
+        let mut tail = 0f64;
+        for i in 0..n {
             let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-            let mut acc = [0f64; 8];
-            let mut chunks = plane.chunks_exact(8);
-            for chunk in &mut chunks {
+            let chunks = plane.chunks_exact(8);
+            for &v in chunks.remainder() {
+                tail += v as f64;
+            }
+            for chunk in chunks {
                 for (a, &v) in acc.iter_mut().zip(chunk) {
-                    *a += f(v);
+                    *a += v as f64;
                 }
             }
-            acc.iter().sum::<f64>() + sum_f64(chunks.remainder().iter().map(|&v| f(v)))
-        })
-        .sum()
-}
-
-/// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`.
-fn channel_grad_sums(
-    x: &[f32],
-    dy: &[f32],
-    (c, hw): (usize, usize),
-    ch: usize,
-    mean: f32,
-) -> (f64, f64) {
-    let n = x.len() / (c * hw).max(1);
-    let mut sum = [0f64; 8];
-    let mut dot = [0f64; 8];
-    let (mut sum_tail, mut dot_tail) = (0f64, 0f64);
-    for i in 0..n {
-        let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-        let (xp, gp) = (&x[range.clone()], &dy[range]);
-        let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
-        for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
-            sum_tail += g as f64;
-            dot_tail += (xv - mean) as f64 * g as f64;
         }
-        for (xs, gs) in xc.zip(gc) {
-            for j in 0..8 {
-                sum[j] += gs[j] as f64;
-                dot[j] += (xs[j] - mean) as f64 * gs[j] as f64;
+        let mean = ((acc.iter().sum::<f64>() + tail) / (n * hw) as f64) as f32;
+        let mut acc = [0f64; 8];
+        let mut tail = 0f64;
+        for i in 0..n {
+            let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+            let chunks = plane.chunks_exact(8);
+            for &v in chunks.remainder() {
+                let d = (v - mean) as f64;
+                tail += d * d;
+            }
+            for chunk in chunks {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    let d = (v - mean) as f64;
+                    *a += d * d;
+                }
             }
         }
-    }
-    (
-        sum.iter().sum::<f64>() + sum_tail,
-        dot.iter().sum::<f64>() + dot_tail,
-    )
-}
-
-/// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
-pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
-    let count = (x.len() / c.max(1)) as f64;
-    let per_channel: Vec<(f32, f32, f32)> = par_map((0..c).collect(), |ch| {
-        let mean = (channel_sum(x, c, hw, ch, |v| v as f64) / count) as f32;
-        let var_sum = channel_sum(x, c, hw, ch, |v| {
-            let d = (v - mean) as f64;
-            d * d
-        });
-        let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
-        let unbiased = (var_sum / (count - 1.0)) as f32;
-        (mean, invstd, unbiased)
-    });
-    BatchStats {
-        mean: per_channel.iter().map(|p| p.0).collect(),
-        invstd: per_channel.iter().map(|p| p.1).collect(),
-        var_unbiased: per_channel.iter().map(|p| p.2).collect(),
+        (mean, acc.iter().sum::<f64>() + tail)
     }
 }
 
-/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`) over an NCHW buffer.
-pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize) -> Vec<f32> {
-    let c = alpha.len();
-    let mut y = vec![0f32; x.len()];
-    if hw == 0 || c == 0 {
-        return y;
+simd_fn! {
+    /// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`.
+    fn channel_grad_sums(
+        x: &[f32],
+        dy: &[f32],
+        c: usize,
+        hw: usize,
+        ch: usize,
+        mean: f32,
+    ) -> (f64, f64) {
+        let n = x.len() / (c * hw).max(1);
+        let mut sum = [0f64; 8];
+        let mut dot = [0f64; 8];
+        let (mut sum_tail, mut dot_tail) = (0f64, 0f64);
+        for i in 0..n {
+            let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+            let (xp, gp) = (&x[range.clone()], &dy[range]);
+            let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
+            for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
+                sum_tail += g as f64;
+                dot_tail += (xv - mean) as f64 * g as f64;
+            }
+            for (xs, gs) in xc.zip(gc) {
+                for j in 0..8 {
+                    sum[j] += gs[j] as f64;
+                    dot[j] += (xs[j] - mean) as f64 * gs[j] as f64;
+                }
+            }
+        }
+        (
+            sum.iter().sum::<f64>() + sum_tail,
+            dot.iter().sum::<f64>() + dot_tail,
+        )
     }
-    par_planes(&mut y, hw, MIN_TASK, |first, run| {
-        let xs = &x[first * hw..first * hw + run.len()];
-        for (p, (yp, xp)) in run.chunks_mut(hw).zip(xs.chunks(hw)).enumerate() {
+}
+
+simd_fn! {
+    /// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]`) over a run of whole `hw` planes
+    /// starting at plane `first`.
+    fn affine_run(
+        y: &mut [f32],
+        x: &[f32],
+        first: usize,
+        hw: usize,
+        alpha: &[f32],
+        beta: Option<&[f32]>,
+    ) {
+        let c = alpha.len();
+        for (p, (yp, xp)) in y.chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
             let ch = (first + p) % c;
             let a = alpha[ch];
             match beta {
@@ -140,6 +140,80 @@ pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize)
                 }
             }
         }
+    }
+}
+
+simd_fn! {
+    /// The batch-norm input gradient over a run of whole `hw` planes starting at plane
+    /// `first`; `coef[c] = (Σdy/M, Σ(x−mean)dy·invstd²/M, invstd·γ)`.
+    fn bn_dx_run(
+        dx: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        first: usize,
+        hw: usize,
+        mean: &[f32],
+        coef: &[(f32, f32, f32)],
+    ) {
+        let c = mean.len();
+        for (p, (dxp, (xp, gp))) in dx
+            .chunks_mut(hw)
+            .zip(x.chunks(hw).zip(dy.chunks(hw)))
+            .enumerate()
+        {
+            let ch = (first + p) % c;
+            let (grad_mean, k, scale) = coef[ch];
+            let m = mean[ch];
+            for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                *d = (g - grad_mean - (xv - m) * k) * scale;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `y = x·[x > 0]`.
+    fn relu_run(y: &mut [f32], x: &[f32]) {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+simd_fn! {
+    /// `dx = dy·[x > 0]`.
+    fn relu_backward_run(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+/// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
+pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
+    let count = (x.len() / c.max(1)) as f64;
+    let per_channel: Vec<(f32, f32, f32)> = par_map((0..c).collect(), |ch| {
+        let (mean, var_sum) = channel_moments(x, c, hw, ch);
+        let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
+        let unbiased = (var_sum / (count - 1.0)) as f32;
+        (mean, invstd, unbiased)
+    });
+    BatchStats {
+        mean: per_channel.iter().map(|p| p.0).collect(),
+        invstd: per_channel.iter().map(|p| p.1).collect(),
+        var_unbiased: per_channel.iter().map(|p| p.2).collect(),
+    }
+}
+
+/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`) over an NCHW buffer.
+pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if hw == 0 || alpha.is_empty() {
+        return y;
+    }
+    par_planes(&mut y, hw, MIN_TASK, |first, run| {
+        let xs = &x[first * hw..first * hw + run.len()];
+        affine_run(run, xs, first, hw, alpha, beta);
     });
     y
 }
@@ -170,7 +244,7 @@ pub fn batch_norm_backward(
     let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
     let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-        channel_grad_sums(x, dy, (c, hw), ch, stats.mean[ch])
+        channel_grad_sums(x, dy, c, hw, ch, stats.mean[ch])
     });
     // Per channel: grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
     let coef: Vec<(f32, f32, f32)> = sums
@@ -188,21 +262,16 @@ pub fn batch_norm_backward(
     let mut dx = vec![0f32; x.len()];
     if hw > 0 && c > 0 {
         par_planes(&mut dx, hw, MIN_TASK, |first, run| {
-            let start = first * hw;
-            let xs = &x[start..start + run.len()];
-            let gs = &dy[start..start + run.len()];
-            for (p, (dxp, (xp, gp))) in run
-                .chunks_mut(hw)
-                .zip(xs.chunks(hw).zip(gs.chunks(hw)))
-                .enumerate()
-            {
-                let ch = (first + p) % c;
-                let (grad_mean, k, scale) = coef[ch];
-                let mean = stats.mean[ch];
-                for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                    *d = (g - grad_mean - (xv - mean) * k) * scale;
-                }
-            }
+            let range = first * hw..first * hw + run.len();
+            bn_dx_run(
+                run,
+                &x[range.clone()],
+                &dy[range],
+                first,
+                hw,
+                &stats.mean,
+                &coef,
+            );
         });
     }
     let dgamma = sums
@@ -424,7 +493,7 @@ impl CustomOp2 for ChannelGradSums {
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "gradient")?;
         let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-            channel_grad_sums(x, dy, (c, hw), ch, 0.0)
+            channel_grad_sums(x, dy, c, hw, ch, 0.0)
         });
         let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
         out.extend(sums.iter().map(|&(sum, _)| sum as f32));
@@ -446,9 +515,7 @@ impl CustomOp1 for Relu {
         let x = f32_data(s, l, "relu input")?;
         let mut y = vec![0f32; x.len()];
         par_planes(&mut y, 1, MIN_TASK, |first, run| {
-            for (yv, &xv) in run.iter_mut().zip(&x[first..]) {
-                *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
-            }
+            relu_run(run, &x[first..first + run.len()]);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -484,9 +551,8 @@ impl CustomOp2 for ReluBackward {
         let dy = f32_data(s2, l2, "relu output gradient")?;
         let mut dx = vec![0f32; x.len()];
         par_planes(&mut dx, 1, MIN_TASK, |first, run| {
-            for ((d, &xv), &g) in run.iter_mut().zip(&x[first..]).zip(&dy[first..]) {
-                *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
-            }
+            let range = first..first + run.len();
+            relu_backward_run(run, &x[range.clone()], &dy[range]);
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
