@@ -39,7 +39,7 @@ pub struct TrainStepArgs {
     #[arg(long, default_value_t = 64)]
     pub base_channels: usize,
     /// Input shape `C,H,W`.
-    #[arg(long, default_value = "1,32,32", value_delimiter = ',', num_args = 3)]
+    #[arg(long, default_value = "1,32,32", value_delimiter = ',')]
     pub in_shape: Vec<usize>,
     /// Classification batch size.
     #[arg(long, default_value_t = 64)]

@@ -98,6 +98,22 @@ pub fn missing_dataset(
     })
 }
 
+/// The runner's id of a config. The runner's validation opens the device, so a `cuda:N`
+/// config is validated as `cpu` and hashed with its own device: plans for GPU clusters can be
+/// made on a login node without one.
+fn run_id(config: &toml::Table) -> Result<String> {
+    let mut on_cpu = config.clone();
+    on_cpu.insert("device".into(), "cpu".into());
+    let mut resolved = ExperimentConfig::from_toml(&toml::to_string(&on_cpu)?, &[])?;
+    if let Some(device) = config.get("device") {
+        resolved.device = device
+            .as_str()
+            .context("device must be a string such as \"cuda:0\"")?
+            .to_string();
+    }
+    resolved.run_id()
+}
+
 /// Sets `a.b.c = value` in a config table, as `pixreg train --set` does: the value is TOML,
 /// or a bare string when it does not parse.
 pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
@@ -252,11 +268,9 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
                         )]),
                     );
                     let config_toml = toml::to_string(&config)?;
-                    let resolved =
-                        ExperimentConfig::from_toml(&config_toml, &[]).with_context(|| {
-                            format!("{table_name}, row {label}, variant {}", variant.name)
-                        })?;
-                    let id = resolved.run_id()?;
+                    let id = run_id(&config).with_context(|| {
+                        format!("{table_name}, row {label}, variant {}", variant.name)
+                    })?;
                     let wanted_surrogate = if variant.surrogate { None } else { *surrogate };
                     let index = match by_id.get(&id) {
                         Some(&index) => {

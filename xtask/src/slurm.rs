@@ -131,7 +131,14 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
     );
 
     let dir_rel = relative_to(opts.dir, opts.root);
-    let up: PathBuf = dir_rel.components().map(|_| "..").collect();
+    // From the scripts' folder back to the repository root: relative when the scripts lie
+    // inside the repository, else the root as it is.
+    let to_root = if dir_rel.is_absolute() {
+        shell_quote(&opts.root.display().to_string())
+    } else {
+        let up: PathBuf = dir_rel.components().map(|_| "..").collect();
+        format!("\"$(dirname \"$0\")/{}\"", up.display())
+    };
     let mut submit = String::new();
     let _ = writeln!(submit, "#!/bin/bash");
     let _ = writeln!(
@@ -139,7 +146,7 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         "# Submits the run array and the dependent assembly job; run from anywhere."
     );
     let _ = writeln!(submit, "set -euo pipefail");
-    let _ = writeln!(submit, "cd \"$(dirname \"$0\")/{}\"", up.display());
+    let _ = writeln!(submit, "cd {to_root}");
     let _ = writeln!(submit, "mkdir -p {runs_dir}");
     let _ = writeln!(
         submit,

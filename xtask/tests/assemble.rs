@@ -263,3 +263,39 @@ fn bad_names_are_clear_errors() {
     let err = xtask::plan::plan(&catalogue, request("table1", "fast")).unwrap_err();
     assert!(format!("{err:#}").contains("unknown profile `fast`"));
 }
+
+#[test]
+fn overrides_reach_the_right_runs() {
+    let (_tmp, paths) = setup();
+    let catalogue = common::catalogue();
+    let overrides = [
+        "device=cuda:0".to_string(),
+        "regularization.alpha=2.5".to_string(),
+    ];
+    // Planning a GPU config works on a machine without one (Slurm login nodes).
+    let plan = xtask::plan::plan(
+        &catalogue,
+        xtask::plan::PlanRequest {
+            table: "table1",
+            profile: "smoke",
+            seeds: None,
+            overrides: &overrides,
+            data_dir: &paths.data_dir,
+            data_dir_label: "<data>",
+        },
+    )
+    .unwrap();
+    let cpu = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    for (gpu_run, cpu_run) in plan.runs.iter().zip(&cpu.runs) {
+        assert_ne!(gpu_run.id, cpu_run.id, "the device is part of the run id");
+        let config: toml::Table = toml::from_str(&gpu_run.config_toml).unwrap();
+        assert_eq!(config["device"].as_str(), Some("cuda:0"));
+        match config.get("regularization") {
+            Some(reg) => assert_eq!(reg["alpha"].as_float(), Some(2.5)),
+            None => assert!(
+                gpu_run.id.contains("-base-"),
+                "baselines stay unregularized"
+            ),
+        }
+    }
+}
