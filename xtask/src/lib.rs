@@ -137,6 +137,9 @@ fn build_pixreg(root: &Path) -> Result<PathBuf> {
 /// `cargo xtask reproduce`: plan, run (or write Slurm scripts), assemble, draw, record.
 pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
     let started = Instant::now();
+    if opts.submit && opts.launcher != Launcher::Slurm {
+        bail!("--submit needs --launcher slurm");
+    }
     let catalogue = Catalogue::load(&root.join("experiments"))?;
     let data_dir_label = relative_to(&opts.data_dir, root).display().to_string();
     let plan = plan::plan(

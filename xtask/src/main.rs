@@ -62,7 +62,7 @@ struct ReproduceArgs {
     #[arg(long, value_enum, default_value_t = Launcher::Local)]
     launcher: Launcher,
     /// With `--launcher slurm`: submit the generated scripts with sbatch.
-    #[arg(long, requires = "launcher")]
+    #[arg(long)]
     submit: bool,
     /// Train nothing: evaluate FGSM of finished runs and assemble (the Slurm assembly job).
     #[arg(long)]
