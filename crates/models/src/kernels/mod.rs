@@ -8,8 +8,8 @@
 //!
 //! * [`conv`]: 2-D convolution (no bias, dilation 1, one group, any stride and padding):
 //!   forward = im2col + GEMM, input gradient = GEMM (`Wᵀ·dY`) + col2im, weight gradient =
-//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images, GEMMs by the `gemm` crate (AVX-512
-//!   kernels selected at run time, portable fallback otherwise).
+//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images, GEMMs by the `gemm` crate
+//!   (AVX-512 kernels selected at run time, portable fallback otherwise).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
 //!   passes backward) with PyTorch's CPU accuracy (float64 sums), the per-channel affine used
 //!   by eval-mode batch norm, and ReLU with PyTorch's gradient convention.
@@ -17,6 +17,9 @@
 //! Layout assumptions: every tensor is float32, row-major and contiguous (the callers in
 //! [`crate::ops`] make them so); images are NCHW, convolution weights `[O, C, kh, kw]`,
 //! per-channel vectors `[C]`. Outputs are freshly allocated contiguous tensors.
+//!
+//! The elementwise and reduction loops are compiled for AVX-512 and for baseline x86-64 and
+//! picked at run time (`simd_fn!`); the im2col/col2im scratch matrices are reused per thread.
 //!
 //! [`set_enabled`] switches the fast path off (for benchmarks and comparisons); it is on by
 //! default.
