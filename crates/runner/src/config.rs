@@ -62,11 +62,11 @@ pub struct TaskConfig {
     /// Keep RGB instead of the reference's default grayscale (CIFAR only).
     #[serde(default)]
     pub rgb: bool,
-    /// Train on only the first this-many training images (after the validation split); for
-    /// quick experiments. Absent: all.
+    /// Train on only this many training images (a fixed random subset of the training split
+    /// after the validation images are held out); for quick experiments. Absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
-    /// Evaluate on only the first this-many test images. Absent: all.
+    /// Evaluate on only this many test images (a fixed random subset). Absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
     /// `random` (seeded, `valid_portion` of the training set) or `official` (the seed-0

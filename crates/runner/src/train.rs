@@ -78,6 +78,24 @@ pub fn official_indices_file(data_dir: &Path) -> Result<std::path::PathBuf> {
         })
 }
 
+/// Seed of the `train_limit`/`test_limit` subsets: fixed, so that every run of a task (every
+/// seed, baseline or regularized) sees the same images.
+pub const SUBSET_SEED: u64 = 0x5eed_5ab5;
+
+/// `n` of `items` drawn uniformly (seeded), kept in their original order. A prefix would not
+/// do: folder-based copies such as `cifar10-jpeg` are sorted by class.
+fn random_subset(items: &[usize], n: usize) -> Vec<usize> {
+    if n >= items.len() {
+        return items.to_vec();
+    }
+    let mut chosen: Vec<usize> = pixreg_datasets::split::permutation(items.len(), SUBSET_SEED)
+        .into_iter()
+        .take(n)
+        .collect();
+    chosen.sort_unstable();
+    chosen.into_iter().map(|k| items[k]).collect()
+}
+
 /// The task's data, with the configured subsets applied.
 pub fn load_task_data(
     config: &ExperimentConfig,
@@ -98,11 +116,11 @@ pub fn load_task_data(
     let mut data = ClassificationData::load(name, &opts, &valid)
         .with_context(|| format!("loading {name} from {}", data_dir.display()))?;
     if let Some(n) = config.task.train_limit {
-        data.split.train.truncate(n);
+        data.split.train = random_subset(&data.split.train, n);
     }
     if let Some(n) = config.task.test_limit {
-        let keep: Vec<usize> = (0..n.min(data.test_set.n)).collect();
-        data.test_set = data.test_set.subset(&keep)?;
+        let all: Vec<usize> = (0..data.test_set.n).collect();
+        data.test_set = data.test_set.subset(&random_subset(&all, n))?;
     }
     Ok(data)
 }

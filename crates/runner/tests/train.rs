@@ -34,7 +34,6 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
             "--runs-dir",
         ])
         .arg(runs.path())
-        .args(["--set", "training.epochs=2", "--set", "training.lr=0.05"])
         .output()
         .unwrap();
     assert!(
@@ -109,7 +108,6 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
             "--runs-dir",
         ])
         .arg(runs.path())
-        .args(["--set", "training.epochs=2", "--set", "training.lr=0.05"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
@@ -135,7 +133,6 @@ fn tiny_config() -> ExperimentConfig {
         "regularization.range=\"high\"",
         "regularization.threshold=0.4",
         "training.epochs=3",
-        "training.batch_size=32",
         "evaluation.attacks=[]",
     ]
     .iter()
