@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use xtask::catalogue::Catalogue;
 use xtask::{reproduce, resolve_data_dir, workspace_root, Launcher, ReproduceOptions};
 
+mod bench;
+
 /// Project automation for pixreg.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about)]
@@ -23,6 +25,9 @@ enum Command {
     List,
     /// Train, evaluate and assemble one table of the paper.
     Reproduce(ReproduceArgs),
+    /// Training-step and per-op benchmarks of the CPU path.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Arguments of `cargo xtask reproduce`.
@@ -98,6 +103,7 @@ fn list() -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List => list(),
+        Command::Bench(cmd) => bench::run(&cmd),
         Command::Reproduce(args) => {
             let root = workspace_root();
             let runs_dir = match args.runs_dir {

@@ -416,7 +416,7 @@ impl ExperimentConfig {
         if self.evaluation.boundary_images == 0 || self.evaluation.boundary_repeats == 0 {
             bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
         }
-        parse_device(&self.device)?;
+        check_device_name(&self.device)?;
         Ok(())
     }
 
