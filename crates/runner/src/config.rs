@@ -482,16 +482,26 @@ impl RegularizationConfig {
     }
 }
 
-/// Parses `cpu` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+/// Checks that `name` is `cpu` or `cuda:N` without opening the device, so a GPU config can be
+/// validated (and its run id computed) on a machine without one, e.g. a cluster login node.
+/// Returns the CUDA ordinal, if any.
+pub fn check_device_name(name: &str) -> Result<Option<usize>> {
     if name == "cpu" {
-        return Ok(candle_core::Device::Cpu);
+        return Ok(None);
     }
-    let Some(ordinal) = name
+    match name
         .strip_prefix("cuda:")
         .and_then(|n| n.parse::<usize>().ok())
-    else {
-        bail!("device must be `cpu` or `cuda:N`, got `{name}`");
+    {
+        Some(ordinal) => Ok(Some(ordinal)),
+        None => bail!("device must be `cpu` or `cuda:N`, got `{name}`"),
+    }
+}
+
+/// Opens the device `cpu` or `cuda:N`.
+pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+    let Some(ordinal) = check_device_name(name)? else {
+        return Ok(candle_core::Device::Cpu);
     };
     candle_core::Device::new_cuda(ordinal).with_context(|| {
         format!("cannot open {name} (build with `--features cuda` on a machine with a GPU)")
