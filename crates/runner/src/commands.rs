@@ -162,8 +162,11 @@ fn print_results(results: &serde_json::Value) {
             println!("  {name:<20} {}", cells.join("  "));
         } else if let Some(m) = r["mean_of_medians"].as_f64() {
             println!(
-                "  {name:<20} median per-pixel squared L2 {m:.6} (success {:.1} %)",
-                100.0 * r["success_rate"].as_f64().unwrap_or(f64::NAN)
+                "  {name:<20} median per-pixel squared L2 {m:.6} (success {:.1} %, {:.0} queries \
+                 in {:.1} s)",
+                100.0 * r["success_rate"].as_f64().unwrap_or(f64::NAN),
+                r["queries"].as_f64().unwrap_or(f64::NAN),
+                r["wall_seconds"].as_f64().unwrap_or(f64::NAN)
             );
         } else if let Some(m) = r["mean_corrupted_accuracy"].as_f64() {
             println!("  {name:<20} mean corrupted accuracy {:.1} %", 100.0 * m);

@@ -59,8 +59,8 @@ fn attack_task(dataset: &str) -> Result<Task> {
     })
 }
 
-/// ε grid of the PGD columns, in unit scale: the usual MNIST L∞ budgets up to 0.3, and up to
-/// 8/255 for CIFAR; L2 budgets scaled by √D/…, see [`pgd_l2_grid`].
+/// ε grid of the PGD L∞ column, in unit scale: the customary budgets, up to 0.3 for MNIST-type
+/// tasks and up to 8/255 for CIFAR.
 fn pgd_linf_grid(task: Task) -> Vec<f64> {
     match task {
         Task::Mnist | Task::FashionMnist => vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.3],
@@ -176,7 +176,15 @@ pub fn evaluate_run(
                     _ => DecisionAttack::HopSkipJump(HopSkipJump::default()),
                 };
                 let report = protocol.run(&clf, &x)?;
+                let n_images = report.indices.len() as f64;
+                let queries: f64 = report
+                    .repeats
+                    .iter()
+                    .map(|r| r.mean_queries * n_images)
+                    .sum();
                 json!({
+                    "queries": queries,
+                    "queries_per_second": queries / report.wall_seconds,
                     "mean_of_medians": report.mean_of_medians,
                     "medians": report.medians,
                     "success_rate": report.success_rate,
