@@ -80,7 +80,7 @@ impl BlendedUniformNoiseInit {
     ) -> Result<Vec<InitOutcome>> {
         let prep = Prepared::new(model, images, labels, max_batch)?;
         let ids: Vec<u64> = (0..prep.x0.n as u64).collect();
-        let mut rngs = prep.streams(seed, &ids);
+        let mut rngs = prep.streams(seed, &ids)?;
         let x0: Vec<&[f32]> = (0..prep.x0.n).map(|i| prep.x0.row(i)).collect();
         self.run_unit(&prep.oracle, &x0, labels, &mut rngs)
     }
@@ -209,8 +209,17 @@ impl<'a, C: Classifier + ?Sized> Prepared<'a, C> {
         })
     }
 
-    pub fn streams(&self, seed: u64, ids: &[u64]) -> Vec<ChaCha8Rng> {
+    /// One random stream per image, keyed by the image's id; errors unless there is exactly
+    /// one id per image.
+    pub fn streams(&self, seed: u64, ids: &[u64]) -> Result<Vec<ChaCha8Rng>> {
+        if ids.len() != self.x0.n {
+            return Err(AttackError::Shape(format!(
+                "{} ids for {} images",
+                ids.len(),
+                self.x0.n
+            )));
+        }
         let s = derive_seed(seed, 0xB0);
-        ids.iter().map(|&id| image_stream(s, id)).collect()
+        Ok(ids.iter().map(|&id| image_stream(s, id)).collect())
     }
 }

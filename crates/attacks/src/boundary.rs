@@ -15,7 +15,7 @@
 
 use crate::blended::{BlendedUniformNoiseInit, Prepared};
 use crate::classifier::{l2_dist, norm, Classifier, DEFAULT_MAX_BATCH};
-use crate::error::{invalid, AttackError, Result};
+use crate::error::{invalid, Result};
 use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -263,15 +263,8 @@ impl BoundaryAttack {
     ) -> Result<Vec<BoundaryOutcome>> {
         self.validate()?;
         let prep = Prepared::new(model, images, labels, self.max_batch)?;
-        if ids.len() != prep.x0.n {
-            return Err(AttackError::Shape(format!(
-                "{} ids for {} images",
-                ids.len(),
-                prep.x0.n
-            )));
-        }
         let oracle = &prep.oracle;
-        let mut rngs = prep.streams(seed, ids);
+        let mut rngs = prep.streams(seed, ids)?;
         let x0: Vec<&[f32]> = (0..prep.x0.n).map(|i| prep.x0.row(i)).collect();
         let inits = self.init.run_unit(oracle, &x0, labels, &mut rngs)?;
         let d = oracle.dim();
