@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::config::ExperimentConfig;
 use crate::data::DataSource;
-use crate::eval::{evaluate_run, validate_attacks};
+use crate::eval::{evaluate_loaded, evaluate_run, validate_attacks};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{train, TrainOptions};
 
@@ -105,7 +105,11 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     let surrogate = config.evaluation.surrogate.as_deref();
-    let results = evaluate_run(run, &config, &data, &config.evaluation.attacks, surrogate)?;
+    let attacks = &config.evaluation.attacks;
+    let results = match &outcome.data {
+        Some(loaded) => evaluate_loaded(run, &config, loaded, attacks, surrogate)?,
+        None => evaluate_run(run, &config, &data, attacks, surrogate)?,
+    };
     state.status = RunStatus::Finished;
     run.save_state(&state)?;
     println!(

@@ -13,6 +13,8 @@ use pixreg_attacks::{
 use pixreg_models::{ModelConfig, ResNet};
 use serde_json::{json, Value};
 
+use pixreg_datasets::ClassificationData;
+
 use crate::config::{parse_device, ExperimentConfig};
 use crate::data::DataSource;
 use crate::output::write_text;
@@ -108,8 +110,21 @@ pub fn evaluate_run(
     surrogate: Option<&Path>,
 ) -> Result<Value> {
     validate_attacks(attacks)?;
-    let device = parse_device(&config.device)?;
     let data = load_task_data(config, data_source)?;
+    evaluate_loaded(run, config, &data, attacks, surrogate)
+}
+
+/// [`evaluate_run`] on the task's data already in memory (the end of `pixreg train`, which
+/// has just loaded it).
+pub fn evaluate_loaded(
+    run: &RunDir,
+    config: &ExperimentConfig,
+    data: &ClassificationData,
+    attacks: &[String],
+    surrogate: Option<&Path>,
+) -> Result<Value> {
+    validate_attacks(attacks)?;
+    let device = parse_device(&config.device)?;
     let model = load_model(run, &device)?;
     let task = attack_task(&config.task.dataset)?;
     let seed = config.training.seed;
@@ -128,7 +143,7 @@ pub fn evaluate_run(
     let (loss, acc) = evaluate(&model, &data.test_batcher(256, scale, &device)?)?;
     results["clean"] = json!({ "test_loss": loss, "test_acc": acc });
 
-    let (x, labels) = test_tensor(&data, &device)?;
+    let (x, labels) = test_tensor(data, &device)?;
     let bounds = global_bounds(&x)?;
     let clf = FnClassifier::new(
         |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),

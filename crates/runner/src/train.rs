@@ -50,6 +50,9 @@ pub struct TrainOutcome {
     pub state: RunState,
     /// True when the run was already finished and nothing was done.
     pub already_finished: bool,
+    /// The task's data as trained on (absent when nothing was done), so the final evaluation
+    /// does not load it again.
+    pub data: Option<ClassificationData>,
 }
 
 /// Name of the file with the official code's seed-0 index draws.
@@ -333,6 +336,7 @@ pub fn train(
             run,
             state: state.clone(),
             already_finished: true,
+            data: None,
         });
     }
     run.create()?;
@@ -542,5 +546,6 @@ pub fn train(
         run,
         state,
         already_finished: false,
+        data: Some(data),
     })
 }
