@@ -75,8 +75,8 @@ pub use corruptions::{
 pub use error::{AttackError, Result};
 pub use hsj::{HopSkipJump, HsjOutcome};
 pub use noise::{
-    linspace, noisy_inputs, AccuracyCurve, EpsilonGrid, GridAttack, NoiseAttack, NoiseDraws,
-    NoiseKind, Task,
+    linspace, noisy_inputs, AccuracyCurve, EpsilonGrid, GaussianAugmentation, GridAttack,
+    NoiseAttack, NoiseDraws, NoiseKind, Task,
 };
 pub use protocol::{
     mse_distance, official_boundary_indices, DecisionAttack, DecisionProtocol, DecisionReport,

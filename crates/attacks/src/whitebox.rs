@@ -267,6 +267,20 @@ impl Pgd {
         }
     }
 
+    /// FGSM as a one-step PGD: a single L∞ step of length ε from the clean image, clipped to
+    /// the unit box. This is the FGSM of adversarial training (Goodfellow et al.), in the
+    /// global input box rather than the reference evaluation's per-batch extrema ([`Fgsm`]).
+    pub fn fgsm(epsilon: f64) -> Self {
+        Self {
+            norm: PgdNorm::Linf,
+            epsilon,
+            rel_stepsize: 1.0,
+            steps: 1,
+            random_start: false,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+
     /// Attack `images` (`[N, C, H, W]`, model scale) with `labels` (usually the ground truth).
     /// Image `i` uses its own random stream for the random start.
     pub fn run<C: DifferentiableClassifier + ?Sized>(
@@ -277,27 +291,9 @@ impl Pgd {
         seed: u64,
     ) -> Result<PgdOutcome> {
         let start = std::time::Instant::now();
-        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(invalid(format!(
-                "PGD epsilon {} must be finite and >= 0",
-                self.epsilon
-            )));
-        }
-        if !(self.rel_stepsize.is_finite() && self.rel_stepsize > 0.0) {
-            return Err(invalid("PGD rel_stepsize must be positive"));
-        }
-        let (n, c, h, w) = check_images(images)?;
-        check_labels_len(labels, n)?;
-        if n == 0 {
-            return Err(AttackError::EmptyBatch);
-        }
-        let (lo, hi) = checked_bounds(model)?;
-        let scale = hi - lo;
+        let (n, (c, h, w), (lo, hi)) = self.check(model, images, labels)?;
         let d = c * h * w;
-        let eps = self.epsilon as f32;
-        let step = (self.rel_stepsize * self.epsilon) as f32;
         let chunk = self.max_batch.max(1);
-        let seed = derive_seed(seed, 0x9D6);
         let mut success = Vec::with_capacity(n);
         let mut pnorm = Vec::with_capacity(n);
         let mut advs = Vec::with_capacity(n * d);
@@ -305,53 +301,8 @@ impl Pgd {
         while s < n {
             let len = chunk.min(n - s);
             let y = &labels[s..s + len];
-            let u0 = crate::classifier::to_unit(&images.narrow(0, s, len)?, lo, hi)?;
-            let mut u = u0.data.clone();
-            if self.random_start {
-                for (i, row) in u.chunks_exact_mut(d).enumerate() {
-                    let mut rng = image_stream(seed, (s + i) as u64);
-                    let delta = random_ball(self.norm, eps, d, &mut rng);
-                    for (v, dv) in row.iter_mut().zip(delta) {
-                        *v = (*v + dv).clamp(0.0, 1.0);
-                    }
-                }
-            }
-            for _ in 0..self.steps {
-                let xm: Vec<f32> = u.iter().map(|&v| lo + scale * v).collect();
-                let xt = Tensor::from_vec(xm, (len, c, h, w), images.device())?;
-                let g = model.loss_gradient(&xt, y)?;
-                if g.dims() != xt.dims() {
-                    return Err(AttackError::Shape(format!(
-                        "loss gradient has shape {:?}, images {:?}",
-                        g.dims(),
-                        xt.dims()
-                    )));
-                }
-                let gv = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                for ((row, g), x0) in u
-                    .chunks_exact_mut(d)
-                    .zip(gv.chunks_exact(d))
-                    .zip(u0.data.chunks_exact(d))
-                {
-                    // d(loss)/du = (hi - lo) * d(loss)/dx: a positive factor, irrelevant to
-                    // sign and to normalised directions.
-                    match self.norm {
-                        PgdNorm::Linf => {
-                            for (v, &gi) in row.iter_mut().zip(g) {
-                                *v += step * sign(gi);
-                            }
-                        }
-                        PgdNorm::L2 => {
-                            let gn = crate::classifier::norm(g) as f32 + 1e-12;
-                            for (v, &gi) in row.iter_mut().zip(g) {
-                                *v += step * gi / gn;
-                            }
-                        }
-                    }
-                    project(self.norm, row, x0, eps);
-                }
-            }
-            let xm: Vec<f32> = u.iter().map(|&v| lo + scale * v).collect();
+            let (u0, u) = self.iterate(model, &images.narrow(0, s, len)?, y, s, seed, (lo, hi))?;
+            let xm: Vec<f32> = u.iter().map(|&v| lo + (hi - lo) * v).collect();
             let xt = Tensor::from_vec(xm.clone(), (len, c, h, w), images.device())?;
             let pred = predict_batched(model, &xt, chunk)?;
             for (i, (p, t)) in pred.iter().zip(y).enumerate() {
@@ -381,6 +332,121 @@ impl Pgd {
             },
             adversarials: Tensor::from_vec(advs, (n, c, h, w), images.device())?,
         })
+    }
+
+    /// Only the adversarial images (model scale, same shape as `images`), without the final
+    /// prediction pass and report of [`Pgd::run`]: what adversarial training needs per batch.
+    /// The random start of image `i` comes from stream `i` of `seed`, as in [`Pgd::run`]:
+    /// give every training batch its own seed.
+    pub fn perturb<C: DifferentiableClassifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        seed: u64,
+    ) -> Result<Tensor> {
+        let (n, (c, h, w), (lo, hi)) = self.check(model, images, labels)?;
+        let chunk = self.max_batch.max(1);
+        let mut advs = Vec::with_capacity(n * c * h * w);
+        let mut s = 0;
+        while s < n {
+            let len = chunk.min(n - s);
+            let y = &labels[s..s + len];
+            let (_, u) = self.iterate(model, &images.narrow(0, s, len)?, y, s, seed, (lo, hi))?;
+            advs.extend(u.iter().map(|&v| lo + (hi - lo) * v));
+            s += len;
+        }
+        Ok(Tensor::from_vec(advs, (n, c, h, w), images.device())?)
+    }
+
+    /// Validates the settings and inputs; returns `N`, `(C, H, W)` and the model's box.
+    fn check<C: DifferentiableClassifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+    ) -> Result<(usize, (usize, usize, usize), (f32, f32))> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(invalid(format!(
+                "PGD epsilon {} must be finite and >= 0",
+                self.epsilon
+            )));
+        }
+        if !(self.rel_stepsize.is_finite() && self.rel_stepsize > 0.0) {
+            return Err(invalid("PGD rel_stepsize must be positive"));
+        }
+        let (n, c, h, w) = check_images(images)?;
+        check_labels_len(labels, n)?;
+        if n == 0 {
+            return Err(AttackError::EmptyBatch);
+        }
+        Ok((n, (c, h, w), checked_bounds(model)?))
+    }
+
+    /// Random start and gradient steps for one chunk whose first image has index `first`;
+    /// returns the clean images and the final iterates, both in unit space.
+    fn iterate<C: DifferentiableClassifier + ?Sized>(
+        &self,
+        model: &C,
+        chunk: &Tensor,
+        y: &[u32],
+        first: usize,
+        seed: u64,
+        (lo, hi): (f32, f32),
+    ) -> Result<(crate::classifier::UnitImages, Vec<f32>)> {
+        let (len, c, h, w) = check_images(chunk)?;
+        let d = c * h * w;
+        let scale = hi - lo;
+        let eps = self.epsilon as f32;
+        let step = (self.rel_stepsize * self.epsilon) as f32;
+        let seed = derive_seed(seed, 0x9D6);
+        let u0 = crate::classifier::to_unit(chunk, lo, hi)?;
+        let mut u = u0.data.clone();
+        if self.random_start {
+            for (i, row) in u.chunks_exact_mut(d).enumerate() {
+                let mut rng = image_stream(seed, (first + i) as u64);
+                let delta = random_ball(self.norm, eps, d, &mut rng);
+                for (v, dv) in row.iter_mut().zip(delta) {
+                    *v = (*v + dv).clamp(0.0, 1.0);
+                }
+            }
+        }
+        for _ in 0..self.steps {
+            let xm: Vec<f32> = u.iter().map(|&v| lo + scale * v).collect();
+            let xt = Tensor::from_vec(xm, (len, c, h, w), chunk.device())?;
+            let g = model.loss_gradient(&xt, y)?;
+            if g.dims() != xt.dims() {
+                return Err(AttackError::Shape(format!(
+                    "loss gradient has shape {:?}, images {:?}",
+                    g.dims(),
+                    xt.dims()
+                )));
+            }
+            let gv = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            for ((row, g), x0) in u
+                .chunks_exact_mut(d)
+                .zip(gv.chunks_exact(d))
+                .zip(u0.data.chunks_exact(d))
+            {
+                // d(loss)/du = (hi - lo) * d(loss)/dx: a positive factor, irrelevant to
+                // sign and to normalised directions.
+                match self.norm {
+                    PgdNorm::Linf => {
+                        for (v, &gi) in row.iter_mut().zip(g) {
+                            *v += step * sign(gi);
+                        }
+                    }
+                    PgdNorm::L2 => {
+                        let gn = crate::classifier::norm(g) as f32 + 1e-12;
+                        for (v, &gi) in row.iter_mut().zip(g) {
+                            *v += step * gi / gn;
+                        }
+                    }
+                }
+                project(self.norm, row, x0, eps);
+            }
+        }
+        Ok((u0, u))
     }
 
     /// Robust accuracy for each ε of a grid (same settings otherwise).
