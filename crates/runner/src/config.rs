@@ -203,6 +203,101 @@ pub struct TrainingConfig {
     pub display_every: usize,
     /// Evaluate on the (augmented) training set after every epoch, as the reference does.
     pub eval_train: bool,
+    /// Gaussian-noise augmentation, a defense baseline; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_augmentation: Option<NoiseAugmentationConfig>,
+    /// Adversarial training, a defense baseline; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<AdversarialConfig>,
+}
+
+/// `[training.noise_augmentation]`: train on images with the Gaussian noise of the noise
+/// attack (`u + σ·z` in unit scale, clamped to each image's range).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseAugmentationConfig {
+    /// σ in unit scale (fractions of the input range).
+    pub std: f64,
+    /// Share of every training batch that is replaced by noisy copies.
+    #[serde(default = "default_fraction")]
+    pub fraction: f64,
+}
+
+/// `[training.adversarial]`: replace (a share of) every training batch by adversarial examples
+/// of the current model, crafted in eval mode (running BN statistics, which the crafting
+/// passes must not update) in the L∞ ball of radius `epsilon` (unit scale).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarialConfig {
+    /// `fgsm` (one step of ε, Goodfellow et al.) or `pgd` (random start, Madry et al.).
+    pub attack: String,
+    /// L∞ radius in unit scale.
+    pub epsilon: f64,
+    /// PGD steps (default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// PGD step size relative to ε (default 2.5 / steps, Madry et al.'s choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_stepsize: Option<f64>,
+    /// Share of every training batch that is replaced by adversarial examples.
+    #[serde(default = "default_fraction")]
+    pub fraction: f64,
+}
+
+fn default_fraction() -> f64 {
+    1.0
+}
+
+/// PGD steps of adversarial training when `training.adversarial.steps` is absent.
+pub const DEFAULT_ADVERSARIAL_STEPS: usize = 7;
+
+impl AdversarialConfig {
+    /// The attack that crafts the training batches.
+    pub fn attack(&self) -> Result<pixreg_attacks::Pgd> {
+        match self.attack.as_str() {
+            "fgsm" => {
+                if self.steps.is_some() || self.rel_stepsize.is_some() {
+                    bail!("training.adversarial: steps and rel_stepsize apply to `pgd` only");
+                }
+                Ok(pixreg_attacks::Pgd::fgsm(self.epsilon))
+            }
+            "pgd" => {
+                let steps = self.steps.unwrap_or(DEFAULT_ADVERSARIAL_STEPS);
+                Ok(pixreg_attacks::Pgd {
+                    steps,
+                    rel_stepsize: self.rel_stepsize.unwrap_or(2.5 / steps as f64),
+                    ..pixreg_attacks::Pgd::linf(self.epsilon)
+                })
+            }
+            other => bail!("training.adversarial.attack must be `fgsm` or `pgd`, got `{other}`"),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0 && self.epsilon <= 1.0) {
+            bail!(
+                "training.adversarial.epsilon must lie in (0, 1] (unit scale), got {}",
+                self.epsilon
+            );
+        }
+        if self.steps == Some(0) {
+            bail!("training.adversarial.steps must be at least 1");
+        }
+        if let Some(r) = self.rel_stepsize {
+            if !(r.is_finite() && r > 0.0) {
+                bail!("training.adversarial.rel_stepsize must be positive, got {r}");
+            }
+        }
+        check_fraction(self.fraction, "training.adversarial.fraction")?;
+        self.attack().map(|_| ())
+    }
+}
+
+fn check_fraction(value: f64, name: &str) -> Result<()> {
+    if !(value > 0.0 && value <= 1.0) {
+        bail!("{name} must lie in (0, 1], got {value}");
+    }
+    Ok(())
 }
 
 impl Default for TrainingConfig {
@@ -220,6 +315,8 @@ impl Default for TrainingConfig {
             seed: 0,
             display_every: 100,
             eval_train: true,
+            noise_augmentation: None,
+            adversarial: None,
         }
     }
 }
@@ -409,6 +506,24 @@ impl ExperimentConfig {
         }
         if t.display_every == 0 {
             bail!("training.display_every must be at least 1");
+        }
+        if let Some(noise) = &t.noise_augmentation {
+            if !(noise.std.is_finite() && noise.std > 0.0) {
+                bail!(
+                    "training.noise_augmentation.std must be positive (unit scale), got {}",
+                    noise.std
+                );
+            }
+            check_fraction(noise.fraction, "training.noise_augmentation.fraction")?;
+        }
+        if let Some(adversarial) = &t.adversarial {
+            adversarial.validate()?;
+            if t.noise_augmentation.is_some() {
+                bail!(
+                    "training.noise_augmentation and training.adversarial are separate defenses; \
+                     configure one"
+                );
+            }
         }
         if let Some(reg) = &self.regularization {
             reg.validate()?;

@@ -67,6 +67,25 @@ pub struct RunState {
     pub seed: u64,
     /// Wall time spent training (all sessions).
     pub train_seconds: f64,
+    /// Seconds the regularization images, similarities and pair targets took to prepare (in
+    /// the last session); absent without a regularizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_seconds: Option<f64>,
+    /// Peak resident memory of the training process in MiB (the largest over sessions);
+    /// absent where the system does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident memory of this process so far (`VmHWM` of `/proc/self/status`), in MiB;
+/// `None` where `/proc` does not exist.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
 }
 
 impl RunDir {

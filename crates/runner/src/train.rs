@@ -15,7 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use pixreg_datasets::{ClassificationData, DatasetName, RegImages, ValidSplit};
+use pixreg_attacks::{FnClassifier, GaussianAugmentation, Pgd};
+use pixreg_datasets::{ClassificationData, DatasetName, ModelScale, RegImages, ValidSplit};
 use pixreg_models::{
     Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum, SimilarityLoss,
 };
@@ -26,10 +27,10 @@ use rsa_core::{
 };
 use serde_json::json;
 
-use crate::config::{parse_device, ExperimentConfig, RegularizationConfig};
+use crate::config::{parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig};
 use crate::data::DataSource;
 use crate::output::write_text;
-use crate::run_dir::{RunDir, RunState, RunStatus, SamplerPosition};
+use crate::run_dir::{peak_rss_mib, RunDir, RunState, RunStatus, SamplerPosition};
 
 /// How `train` reports progress.
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,6 +148,98 @@ struct RegState {
     sampler: PairSampler,
     alpha: f64,
     criterion: SimilarityLoss,
+    /// Wall time of building the images, similarities and pair targets.
+    targets_seconds: f64,
+}
+
+/// A training-time input perturbation: the defense baselines the regularizer is compared
+/// with (Gaussian-noise augmentation, FGSM/PGD adversarial training).
+enum Defense {
+    Noise(GaussianAugmentation),
+    Adversarial(Pgd),
+}
+
+/// A [`Defense`] applied to the first `⌈fraction·B⌉` images of every batch (batches are
+/// shuffled, so these are a random share of the data).
+struct BatchDefense {
+    defense: Defense,
+    fraction: f64,
+    /// The model-scale input box (the image of the unit range under the task's scaling).
+    bounds: (f32, f32),
+}
+
+impl BatchDefense {
+    fn from_config(t: &TrainingConfig, scale: ModelScale) -> Result<Option<Self>> {
+        let bounds = (scale.offset, scale.offset + scale.scale);
+        let (defense, fraction) = match (&t.noise_augmentation, &t.adversarial) {
+            (Some(noise), _) => (
+                Defense::Noise(GaussianAugmentation::new(noise.std)?),
+                noise.fraction,
+            ),
+            (None, Some(adversarial)) => (
+                Defense::Adversarial(adversarial.attack()?),
+                adversarial.fraction,
+            ),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Self {
+            defense,
+            fraction,
+            bounds,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        let what = match &self.defense {
+            Defense::Noise(n) => format!("Gaussian-noise augmentation, σ {}", n.sigma),
+            Defense::Adversarial(p) if p.steps == 1 && !p.random_start => {
+                format!("FGSM adversarial training, ε {}", p.epsilon)
+            }
+            Defense::Adversarial(p) => format!(
+                "PGD adversarial training, L∞ ε {}, {} steps of {} ε",
+                p.epsilon, p.steps, p.rel_stepsize
+            ),
+        };
+        format!(
+            "defense: {what}, on {} % of every batch",
+            100.0 * self.fraction
+        )
+    }
+
+    /// The batch the model trains on; `seed` must differ between steps.
+    fn apply(&self, model: &ResNet, images: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
+        let n = images.dim(0)?;
+        let m = ((self.fraction * n as f64).ceil() as usize).min(n);
+        if m == 0 {
+            return Ok(images.clone());
+        }
+        let head = images.narrow(0, 0, m)?;
+        let perturbed = match &self.defense {
+            Defense::Noise(noise) => noise.apply(&head, self.bounds, seed)?,
+            Defense::Adversarial(attack) => {
+                let y: Vec<u32> = labels.narrow(0, 0, m)?.to_dtype(DType::U32)?.to_vec1()?;
+                let classifier = FnClassifier::new(
+                    |x: &Tensor| model.forward_eval(x).map_err(candle_core::Error::wrap),
+                    self.bounds,
+                );
+                attack.perturb(&classifier, &head, &y, seed)?
+            }
+        };
+        if m == n {
+            return Ok(perturbed);
+        }
+        Ok(Tensor::cat(&[&perturbed, &images.narrow(0, m, n - m)?], 0)?)
+    }
+}
+
+/// Seed of the defense's draws at (epoch, step): distinct for every step of a run and
+/// re-derived on resume.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
+    [epoch as u64, step as u64]
+        .iter()
+        .fold(seed ^ 0xde7e_45e5, |h, &v| {
+            (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
+        })
 }
 
 fn target_rule(reg: &RegularizationConfig) -> Result<ThresholdedTargets> {
@@ -228,6 +321,7 @@ fn build_regularization(
         sampler,
         alpha: reg.alpha.context("regularization.alpha is unset")?,
         criterion: reg.loss.parse()?,
+        targets_seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -359,6 +453,8 @@ pub fn train(
             sampler: None,
             seed: config.training.seed,
             train_seconds: 0.0,
+            targets_seconds: None,
+            peak_rss_mib: None,
         },
     };
     let mut model = if resuming {
@@ -390,6 +486,12 @@ pub fn train(
         )?),
         _ => None,
     };
+    state.targets_seconds = reg.as_ref().map(|r| r.targets_seconds);
+    let scale = data.model_scale()?;
+    let defense = BatchDefense::from_config(t, scale)?;
+    if let Some(d) = &defense {
+        run.log(&d.describe())?;
+    }
 
     let mut metrics = run.metric_lines(state.completed_epochs)?;
     if !resuming {
@@ -401,7 +503,6 @@ pub fn train(
         run.save_metrics(&metrics)?;
     }
 
-    let scale = data.model_scale()?;
     let batcher = data.train_batcher(t.batch_size, t.seed, scale, &device)?;
     let end = options
         .max_epochs
@@ -446,7 +547,16 @@ pub fn train(
                 }),
                 _ => None,
             };
-            let out = model.training_step_loss(&batch.images, &batch.labels, regularization)?;
+            let images = match &defense {
+                Some(d) => d.apply(
+                    &model,
+                    &batch.images,
+                    &batch.labels,
+                    step_seed(t.seed, epoch, step),
+                )?,
+                None => batch.images.clone(),
+            };
+            let out = model.training_step_loss(&images, &batch.labels, regularization)?;
             let grads = out.loss.backward()?;
             optimizer.step(&grads)?;
 
@@ -514,6 +624,10 @@ pub fn train(
         run.save_metrics(&metrics)?;
         state.completed_epochs = epoch + 1;
         state.train_seconds += seconds;
+        state.peak_rss_mib = match (state.peak_rss_mib, peak_rss_mib()) {
+            (Some(before), Some(now)) => Some(before.max(now)),
+            (before, now) => now.or(before),
+        };
         state.sampler = reg.as_ref().map(|r| {
             let s = r.sampler.state();
             SamplerPosition {

@@ -81,6 +81,42 @@ fn bad_values_are_rejected_before_anything_runs() {
         (&["task.dataset=svhn"], "task.dataset"),
         (&["device=tpu"], "device"),
         (&["training.epoch=3"], "unknown field"),
+        (
+            &["training.adversarial={attack=\"bim\", epsilon=0.1}"],
+            "`fgsm` or `pgd`",
+        ),
+        (
+            &["training.adversarial={attack=\"pgd\", epsilon=0.0}"],
+            "adversarial.epsilon",
+        ),
+        (
+            &["training.adversarial={attack=\"fgsm\", epsilon=0.1, steps=3}"],
+            "`pgd` only",
+        ),
+        (
+            &["training.adversarial={attack=\"pgd\", epsilon=0.1, steps=0}"],
+            "adversarial.steps",
+        ),
+        (
+            &["training.adversarial={attack=\"pgd\", epsilon=0.1, fraction=1.5}"],
+            "adversarial.fraction",
+        ),
+        (&["training.noise_augmentation={std=-0.1}"], "std"),
+        (
+            &["training.noise_augmentation={std=0.1, fraction=0}"],
+            "fraction",
+        ),
+        (
+            &["training.noise_augmentation={sigma=0.1}"],
+            "unknown field",
+        ),
+        (
+            &[
+                "training.noise_augmentation={std=0.1}",
+                "training.adversarial={attack=\"fgsm\", epsilon=0.1}",
+            ],
+            "separate defenses",
+        ),
     ];
     for (overrides, expected) in cases {
         let err = parse(&format!("{MINIMAL}[regularization]\n"), overrides).unwrap_err();
@@ -108,6 +144,48 @@ fn run_id_is_stable_and_depends_on_the_config() {
         explicit.run_id().unwrap(),
         a,
         "defaults written out give the same id"
+    );
+    let defended = parse(MINIMAL, &["training.noise_augmentation={std=0.1}"]).unwrap();
+    assert_ne!(
+        defended.run_id().unwrap(),
+        a,
+        "a defense is a different model"
+    );
+    assert!(
+        !toml::to_string(&parse(MINIMAL, &[]).unwrap())
+            .unwrap()
+            .contains("adversarial"),
+        "undefended configs keep the canonical form (and ids) they had before defenses existed"
+    );
+}
+
+#[test]
+fn adversarial_training_settings_become_the_attack() {
+    let pgd = parse(
+        MINIMAL,
+        &["training.adversarial={attack=\"pgd\", epsilon=0.2}"],
+    )
+    .unwrap()
+    .training
+    .adversarial
+    .unwrap()
+    .attack()
+    .unwrap();
+    assert_eq!((pgd.steps, pgd.random_start, pgd.epsilon), (7, true, 0.2));
+    assert!((pgd.rel_stepsize - 2.5 / 7.0).abs() < 1e-12);
+    let fgsm = parse(
+        MINIMAL,
+        &["training.adversarial={attack=\"fgsm\", epsilon=0.1}"],
+    )
+    .unwrap()
+    .training
+    .adversarial
+    .unwrap()
+    .attack()
+    .unwrap();
+    assert_eq!(
+        (fgsm.steps, fgsm.random_start, fgsm.rel_stepsize),
+        (1, false, 1.0)
     );
 }
 

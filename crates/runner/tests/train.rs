@@ -194,3 +194,84 @@ fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
     };
     assert_eq!(metrics(full.run.root()), metrics(resumed.run.root()));
 }
+
+/// Trains `config` straight and as 1 + rest epochs; asserts identical files and returns the
+/// straight run's folder (kept alive by the returned temp dir).
+fn assert_resumes_exactly(config: &ExperimentConfig) -> (tempfile::TempDir, std::path::PathBuf) {
+    let quiet = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let straight = tempfile::tempdir().unwrap();
+    let full = train(config, straight.path(), &DataSource::offline(DATA), quiet).unwrap();
+    let split = tempfile::tempdir().unwrap();
+    train(
+        config,
+        split.path(),
+        &DataSource::offline(DATA),
+        TrainOptions {
+            quiet: true,
+            max_epochs: Some(1),
+        },
+    )
+    .unwrap();
+    let resumed = train(config, split.path(), &DataSource::offline(DATA), quiet).unwrap();
+    for file in ["checkpoints/last.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(full.run.root().join(file)).unwrap();
+        let b = std::fs::read(resumed.run.root().join(file)).unwrap();
+        assert!(
+            a == b,
+            "{file} differs between the straight and the resumed run"
+        );
+    }
+    let root = full.run.root().to_path_buf();
+    (straight, root)
+}
+
+#[test]
+fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
+    let mut plain = tiny_config();
+    plain.training.epochs = 2;
+    let quiet = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let undefended = tempfile::tempdir().unwrap();
+    let reference = train(&plain, undefended.path(), &DataSource::offline(DATA), quiet).unwrap();
+    let reference_weights =
+        std::fs::read(reference.run.root().join("checkpoints/last.safetensors")).unwrap();
+
+    for (defense, logged) in [
+        (
+            "training.noise_augmentation={std=0.2, fraction=0.5}",
+            "Gaussian-noise augmentation",
+        ),
+        (
+            "training.adversarial={attack=\"fgsm\", epsilon=0.1}",
+            "FGSM adversarial training",
+        ),
+        (
+            "training.adversarial={attack=\"pgd\", epsilon=0.1, steps=2}",
+            "PGD adversarial training",
+        ),
+    ] {
+        let text = toml::to_string(&plain).unwrap();
+        let config = ExperimentConfig::from_toml(&text, &[defense.to_string()]).unwrap();
+        let (_keep, root) = assert_resumes_exactly(&config);
+        let log = std::fs::read_to_string(root.join("log.txt")).unwrap();
+        assert!(
+            log.contains(logged),
+            "{defense}: log lacks `{logged}`:\n{log}"
+        );
+        let weights = std::fs::read(root.join("checkpoints/last.safetensors")).unwrap();
+        assert!(
+            weights != reference_weights,
+            "{defense}: same weights as without the defense"
+        );
+        let state = read_json(&root.join("state.json"));
+        assert!(state["targets_seconds"].as_f64().is_some_and(|s| s > 0.0));
+        if Path::new("/proc/self/status").is_file() {
+            assert!(state["peak_rss_mib"].as_f64().is_some_and(|m| m > 10.0));
+        }
+    }
+}
