@@ -291,7 +291,7 @@ impl Pgd {
         seed: u64,
     ) -> Result<PgdOutcome> {
         let start = std::time::Instant::now();
-        let (n, (c, h, w), (lo, hi)) = self.check(model, images, labels)?;
+        let ([n, c, h, w], (lo, hi)) = self.check(model, images, labels)?;
         let d = c * h * w;
         let chunk = self.max_batch.max(1);
         let mut success = Vec::with_capacity(n);
@@ -345,7 +345,7 @@ impl Pgd {
         labels: &[u32],
         seed: u64,
     ) -> Result<Tensor> {
-        let (n, (c, h, w), (lo, hi)) = self.check(model, images, labels)?;
+        let ([n, c, h, w], (lo, hi)) = self.check(model, images, labels)?;
         let chunk = self.max_batch.max(1);
         let mut advs = Vec::with_capacity(n * c * h * w);
         let mut s = 0;
@@ -359,13 +359,13 @@ impl Pgd {
         Ok(Tensor::from_vec(advs, (n, c, h, w), images.device())?)
     }
 
-    /// Validates the settings and inputs; returns `N`, `(C, H, W)` and the model's box.
+    /// Validates the settings and inputs; returns `[N, C, H, W]` and the model's box.
     fn check<C: DifferentiableClassifier + ?Sized>(
         &self,
         model: &C,
         images: &Tensor,
         labels: &[u32],
-    ) -> Result<(usize, (usize, usize, usize), (f32, f32))> {
+    ) -> Result<([usize; 4], (f32, f32))> {
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return Err(invalid(format!(
                 "PGD epsilon {} must be finite and >= 0",
@@ -380,7 +380,7 @@ impl Pgd {
         if n == 0 {
             return Err(AttackError::EmptyBatch);
         }
-        Ok((n, (c, h, w), checked_bounds(model)?))
+        Ok(([n, c, h, w], checked_bounds(model)?))
     }
 
     /// Random start and gradient steps for one chunk whose first image has index `first`;
