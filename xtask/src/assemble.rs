@@ -11,8 +11,8 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::exec::{run_state, ExecReport, Measurement, Paths, RunState};
-use crate::plan::Plan;
+use crate::exec::{run_state, ExecReport, Paths, RunState};
+use crate::plan::{Plan, RowPlan, VariantPlan};
 use crate::util::write_atomic;
 
 /// Attacks reported as accuracy-vs-ε curves.
@@ -134,10 +134,47 @@ pub struct ColumnResult {
 pub struct VariantResult {
     /// Variant name.
     pub name: String,
-    /// Run ids, one per seed.
+    /// Run ids, one per seed (of the chosen point for a swept variant).
     pub runs: Vec<String>,
     /// Columns in table order.
     pub columns: Vec<ColumnResult>,
+    /// Every point of a swept variant with its clean accuracy (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<SweepResult>,
+    /// The sweep point reported: the one whose clean accuracy is closest to the target's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+}
+
+impl VariantResult {
+    /// Name and, for a swept variant, the chosen value (`Noise augmentation (std = 0.2)`).
+    pub fn label(&self) -> String {
+        match &self.chosen {
+            Some(setting) => {
+                let short = match setting.split_once(" = ") {
+                    Some((key, value)) => {
+                        format!("{} = {value}", key.rsplit('.').next().unwrap_or(key))
+                    }
+                    None => setting.clone(),
+                };
+                format!("{} ({short})", self.name)
+            }
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// One point of a swept variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepResult {
+    /// `key = value`.
+    pub setting: String,
+    /// Run ids, one per seed.
+    pub runs: Vec<String>,
+    /// Clean accuracy (%).
+    pub clean: Cell,
+    /// Clean accuracy of the matched variant (%), the target of the choice.
+    pub target_clean: Option<f64>,
 }
 
 /// One row.
@@ -245,23 +282,20 @@ fn run_value(paths: &Paths, id: &str, column: &str) -> std::result::Result<RunVa
                 times.iter().sum::<f64>() / times.len() as f64,
             ))
         }
-        "peak_rss_mib" => read_json(&paths.measurement_file(id))
-            .and_then(|v| serde_json::from_value::<Measurement>(v).ok())
-            .and_then(|m| m.peak_rss_kib)
-            .map(|kib| RunValue::Scalar(kib as f64 / 1024.0))
-            .ok_or_else(|| "not measured (run not trained by cargo xtask on this machine)".into()),
-        "targets_seconds" => {
-            let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();
-            if !log.contains("regularization:") {
-                return Err("n/a (no regularizer)".into());
+        "peak_rss_mib" | "targets_seconds" => {
+            let state = read_json(&dir.join("state.json"))
+                .ok_or_else(|| format!("no state.json in {}", dir.display()))?;
+            if let Some(v) = state[column].as_f64() {
+                return Ok(RunValue::Scalar(v));
             }
-            log.lines()
-                .rev()
-                .filter_map(|l| l.split("targets ready in ").nth(1))
-                .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-                .next()
-                .map(RunValue::Scalar)
-                .ok_or_else(|| format!("no targets timing in {}", dir.join("log.txt").display()))
+            let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+            Err(
+                if column == "targets_seconds" && !config.contains("[regularization]") {
+                    "n/a (no regularizer)".into()
+                } else {
+                    format!("not recorded in {}", dir.join("state.json").display())
+                },
+            )
         }
         other => Err(format!("unknown column {other}")),
     }
@@ -294,15 +328,18 @@ fn column_result(
         if let Some(f) = report.failures.get(id) {
             return missing_column(column, format!("failed: {f}"));
         }
-        if let Some(f) = report.fgsm_failures.get(id).filter(|_| column == "fgsm") {
-            return missing_column(column, format!("failed: {f}"));
-        }
         if run_state(&paths.runs_dir, id) != RunState::Finished {
             return missing_column(column, format!("not run yet: {id}"));
         }
         match run_value(paths, id, column) {
             Ok(v) => values.push(v),
-            Err(e) => return missing_column(column, e),
+            Err(e) => {
+                let why = match report.eval_failures.get(id) {
+                    Some(f) => format!("failed: {f}"),
+                    None => e,
+                };
+                return missing_column(column, why);
+            }
         }
     }
     let scalars: Vec<f64> = values
@@ -365,26 +402,7 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
             variants: row
                 .variants
                 .iter()
-                .map(|v| {
-                    let runs: Vec<String> =
-                        v.runs.iter().map(|&i| plan.runs[i].id.clone()).collect();
-                    let reason = row.unavailable.clone().or_else(|| {
-                        v.not_implemented
-                            .as_ref()
-                            .map(|n| format!("not implemented: {n}"))
-                    });
-                    VariantResult {
-                        name: v.name.clone(),
-                        columns: columns
-                            .iter()
-                            .map(|c| match &reason {
-                                Some(r) => missing_column(c, r.clone()),
-                                None => column_result(paths, &runs, c, report),
-                            })
-                            .collect(),
-                        runs,
-                    }
-                })
+                .map(|v| variant_result(plan, paths, report, row, v))
                 .collect(),
         })
         .collect();
@@ -398,6 +416,96 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
     }
 }
 
+/// Every column of one variant; a swept variant reports the point whose clean accuracy is
+/// closest to its `match_clean` target's.
+fn variant_result(
+    plan: &Plan,
+    paths: &Paths,
+    report: &ExecReport,
+    row: &RowPlan,
+    v: &VariantPlan,
+) -> VariantResult {
+    let columns = &plan.table.columns;
+    let ids =
+        |runs: &[usize]| -> Vec<String> { runs.iter().map(|&i| plan.runs[i].id.clone()).collect() };
+    let all_missing = |reason: &str| -> Vec<ColumnResult> {
+        columns
+            .iter()
+            .map(|c| missing_column(c, reason.to_string()))
+            .collect()
+    };
+    let reason = row.unavailable.clone().or_else(|| {
+        v.not_implemented
+            .as_ref()
+            .map(|n| format!("not implemented: {n}"))
+    });
+    let mut result = VariantResult {
+        name: v.name.clone(),
+        runs: ids(&v.runs),
+        columns: Vec::new(),
+        sweep: Vec::new(),
+        chosen: None,
+    };
+    if let Some(reason) = reason {
+        result.columns = all_missing(&reason);
+        return result;
+    }
+    if v.sweep.is_empty() {
+        result.columns = columns
+            .iter()
+            .map(|c| column_result(paths, &result.runs, c, report))
+            .collect();
+        return result;
+    }
+    let target_name = v.match_clean.clone().unwrap_or_default();
+    let target = row
+        .variants
+        .iter()
+        .find(|t| t.name == target_name)
+        .map(|t| column_result(paths, &ids(&t.runs), "clean", report).summary);
+    let goal = target.as_ref().and_then(Cell::mean);
+    result.sweep = v
+        .sweep
+        .iter()
+        .map(|p| {
+            let runs = ids(&p.runs);
+            SweepResult {
+                setting: p.setting.clone(),
+                clean: column_result(paths, &runs, "clean", report).summary,
+                runs,
+                target_clean: goal,
+            }
+        })
+        .collect();
+    let Some(goal) = goal else {
+        result.columns = all_missing(&format!(
+            "waiting for {target_name}: its clean accuracy is the one to match"
+        ));
+        return result;
+    };
+    let best = result
+        .sweep
+        .iter()
+        .filter_map(|p| p.clean.mean().map(|m| ((m - goal).abs(), p)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, p)| p.clone());
+    match best {
+        Some(point) => {
+            result.columns = columns
+                .iter()
+                .map(|c| column_result(paths, &point.runs, c, report))
+                .collect();
+            result.runs = point.runs;
+            result.chosen = Some(point.setting);
+        }
+        None => {
+            let why = result.sweep[0].clean.display("clean");
+            result.columns = all_missing(&format!("no sweep point has a clean accuracy: {why}"));
+        }
+    }
+    result
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -405,7 +513,42 @@ fn md_escape(s: &str) -> String {
 /// `table.md`: the headline table, then every curve at each ε.
 pub fn markdown(t: &TableResult) -> String {
     let mut md = headline_markdown(t);
+    md.push_str(&sweep_markdown(t));
     md.push_str(&curves_markdown(t));
+    md
+}
+
+/// How each swept variant's point was chosen: every value with its clean accuracy.
+fn sweep_markdown(t: &TableResult) -> String {
+    let mut md = String::new();
+    for row in &t.rows {
+        for v in row.variants.iter().filter(|v| !v.sweep.is_empty()) {
+            if md.is_empty() {
+                md.push_str(
+                    "\n## Matched clean accuracy\n\nSwept variants report the value whose clean \
+                     accuracy is closest to the matched variant's.\n\n| Dataset | Model | Setting | \
+                     Clean (%) | Target clean (%) | Reported |\n|---|---|---|---:|---:|---|\n",
+                );
+            }
+            for p in &v.sweep {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | `{}` | {} | {} | {} |",
+                    md_escape(&row.label),
+                    md_escape(&v.name),
+                    md_escape(&p.setting),
+                    md_escape(&p.clean.display("clean")),
+                    p.target_clean
+                        .map_or("—".into(), |c| format_value("clean", c)),
+                    if v.chosen.as_ref() == Some(&p.setting) {
+                        "yes"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
     md
 }
 
@@ -450,7 +593,12 @@ pub fn headline_markdown(t: &TableResult) -> String {
             continue;
         }
         for v in &row.variants {
-            let _ = write!(md, "| {} | {} |", md_escape(&row.label), md_escape(&v.name));
+            let _ = write!(
+                md,
+                "| {} | {} |",
+                md_escape(&row.label),
+                md_escape(&v.label())
+            );
             for c in &v.columns {
                 let _ = write!(md, " {} |", md_escape(&c.summary.display(&c.column)));
             }
@@ -491,7 +639,7 @@ fn curves_markdown(t: &TableResult) -> String {
                 let Some(c) = v.columns.iter().find(|c| &c.column == column) else {
                     continue;
                 };
-                let _ = write!(md, "| {} |", md_escape(&v.name));
+                let _ = write!(md, "| {} |", md_escape(&v.label()));
                 if c.curve.len() == eps.len() {
                     for cell in &c.curve {
                         let _ = write!(md, " {} |", cell.display(column));
@@ -551,7 +699,7 @@ pub fn csv(t: &TableResult) -> String {
                     let fields = [
                         csv_field(&row.label),
                         csv_field(&row.dataset),
-                        csv_field(&v.name),
+                        csv_field(&v.label()),
                         c.column.clone(),
                         eps.map(|e| e.to_string()).unwrap_or_default(),
                         mean,

@@ -80,6 +80,24 @@ pub struct VariantSpec {
     /// The runner cannot train this variant yet; its cells say so and nothing runs.
     #[serde(default)]
     pub not_implemented: Option<String>,
+    /// Train one run per value of a setting (e.g. the noise σ of a defense) and report the one
+    /// whose clean accuracy is closest to that of the variant named by `match_clean`: the
+    /// comparison "at matched clean accuracy".
+    #[serde(default)]
+    pub sweep: Option<SweepSpec>,
+    /// The variant of the same row whose clean accuracy a swept variant is matched to.
+    #[serde(default)]
+    pub match_clean: Option<String>,
+}
+
+/// The swept setting of a variant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Dotted config key, e.g. `training.noise_augmentation.std`.
+    pub key: String,
+    /// The values tried.
+    pub values: Vec<toml::Value>,
 }
 
 /// A run-size profile (`profiles.toml`, refined by a table's `[profiles.<name>]`).
@@ -212,8 +230,14 @@ impl Catalogue {
             }
             for row in &table.rows {
                 self.dataset(&row.dataset).with_context(ctx)?;
-                if row.variants.as_ref().unwrap_or(&table.variants).is_empty() {
+                let variants = row.variants.as_ref().unwrap_or(&table.variants);
+                if variants.is_empty() {
                     bail!("{}: row {} has no variants", ctx(), row.dataset);
+                }
+                for v in variants {
+                    check_sweep(v, variants).with_context(|| {
+                        format!("{}, row {}, variant {}", ctx(), row.dataset, v.name)
+                    })?;
                 }
             }
         }
@@ -249,6 +273,29 @@ impl Catalogue {
         self.datasets
             .get(name)
             .with_context(|| format!("dataset `{name}` is not in experiments/datasets.toml"))
+    }
+}
+
+/// A sweep needs a clean-accuracy target among the row's unswept variants, and vice versa.
+fn check_sweep(variant: &VariantSpec, row_variants: &[VariantSpec]) -> Result<()> {
+    match (&variant.sweep, &variant.match_clean) {
+        (None, None) => Ok(()),
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("`sweep` and `match_clean` go together")
+        }
+        (Some(_), Some(_)) if variant.surrogate => {
+            bail!("a swept variant cannot be the FGSM surrogate")
+        }
+        (Some(sweep), Some(target)) => {
+            if sweep.values.is_empty() || sweep.key.trim().is_empty() {
+                bail!("the sweep needs a key and at least one value");
+            }
+            match row_variants.iter().find(|v| &v.name == target) {
+                Some(t) if t.sweep.is_none() && t.name != variant.name => Ok(()),
+                Some(_) => bail!("match_clean `{target}` must name another, unswept variant"),
+                None => bail!("match_clean `{target}` is not a variant of the row"),
+            }
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! Local execution of a plan: `pixreg train` for every unfinished run (in parallel with
-//! `--jobs`), then `pixreg eval --attacks fgsm --surrogate …` for the transferred FGSM.
+//! `--jobs`), then one `pixreg eval` per run for what the table still lacks: the transferred
+//! FGSM (`--surrogate …`, once the surrogate is trained) and the attacks of this table that a
+//! run reused from another table was not evaluated with.
 //!
 //! Each child writes its stdout and stderr to `<runs-dir>/<id>.xtask.log`; xtask records the
-//! wall time and peak resident memory of the training child in `<runs-dir>/<id>.xtask.json`.
+//! wall time of the training child in `<runs-dir>/<id>.xtask.json` (the run's own
+//! `state.json` has its training time, target preparation time and peak memory).
 //! A failed run is reported with its log path and does not stop the others.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,7 +13,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -52,13 +55,12 @@ impl Paths {
     }
 }
 
-/// Wall time and peak memory of a training child, as measured by xtask.
+/// Wall time of a training child, as measured by xtask (the run's own `state.json` holds
+/// its training time, target preparation time and peak memory).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     /// Wall time of `pixreg train` (data loading and final evaluation included).
     pub wall_seconds: f64,
-    /// Peak resident set of the child (`VmHWM`), in KiB; `None` where /proc is absent.
-    pub peak_rss_kib: Option<u64>,
 }
 
 /// Where a run stands on disk.
@@ -87,15 +89,31 @@ pub fn run_state(runs_dir: &Path, id: &str) -> RunState {
     }
 }
 
-/// Whether `results.json` of `run` holds an FGSM result from the expected surrogate.
-pub fn fgsm_done(runs_dir: &Path, run: &str, surrogate: Option<&str>) -> bool {
-    let results: Option<Value> = std::fs::read_to_string(runs_dir.join(run).join("results.json"))
+/// The attacks of `run` still to evaluate: those of `planned` absent from its `results.json`,
+/// and FGSM when the table needs it and there is no FGSM result from the expected surrogate.
+pub fn missing_attacks(
+    runs_dir: &Path,
+    planned: &PlannedRun,
+    surrogate: Option<&str>,
+) -> Vec<String> {
+    let results: Value = std::fs::read_to_string(runs_dir.join(&planned.id).join("results.json"))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(fgsm) = results.as_ref().map(|r| &r["attacks"]["fgsm"]) else {
-        return false;
-    };
-    fgsm["accuracy"].is_array() && fgsm["surrogate"].as_str() == surrogate
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let attacks = &results["attacks"];
+    let mut missing: Vec<String> = planned
+        .attacks
+        .iter()
+        .filter(|a| attacks[a.as_str()].is_null())
+        .cloned()
+        .collect();
+    let fgsm = &attacks["fgsm"];
+    if planned.needs_fgsm
+        && !(fgsm["accuracy"].is_array() && fgsm["surrogate"].as_str() == surrogate)
+    {
+        missing.push("fgsm".into());
+    }
+    missing
 }
 
 /// Options of [`execute`].
@@ -117,9 +135,10 @@ pub struct ExecOptions {
 pub struct ExecReport {
     /// Runs that failed or did not finish: id → message naming the log.
     pub failures: BTreeMap<String, String>,
-    /// Runs whose FGSM evaluation failed or was skipped: id → message.
-    pub fgsm_failures: BTreeMap<String, String>,
-    /// Wall seconds xtask spent on each run in this invocation (training and FGSM).
+    /// Runs whose evaluation after training (FGSM, or attacks a reused run lacked) failed or
+    /// was skipped: id → message.
+    pub eval_failures: BTreeMap<String, String>,
+    /// Wall seconds xtask spent on each run in this invocation (training and evaluation).
     pub wall_seconds: BTreeMap<String, f64>,
     /// Runs reused as they were.
     pub reused: Vec<String>,
@@ -155,8 +174,8 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
             );
         }
     }
-    let fgsm_total = plan.runs.iter().filter(|r| r.needs_fgsm).count();
-    let total = train_jobs.len() + fgsm_total;
+    // Every run may need evaluation afterwards (FGSM needs its surrogate trained first).
+    let total = train_jobs.len() + plan.runs.len();
     let bar = if options.progress_bar {
         ProgressBar::new(total as u64)
     } else {
@@ -176,19 +195,25 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
         }
     }
 
-    let mut fgsm_jobs = Vec::new();
-    for run in plan.runs.iter().filter(|r| r.needs_fgsm) {
+    let mut eval_jobs = Vec::new();
+    for run in &plan.runs {
         let surrogate = run.surrogate.map(|s| plan.runs[s].id.as_str());
-        let blocked = report.failures.contains_key(&run.id)
-            || surrogate.is_some_and(|s| report.failures.contains_key(s));
-        if blocked || fgsm_done(&paths.runs_dir, &run.id, surrogate) {
-            bar.inc(1);
-            if blocked && !report.failures.contains_key(&run.id) {
-                report.fgsm_failures.insert(
-                    run.id.clone(),
-                    format!("skipped: the surrogate {} failed", surrogate.unwrap_or("")),
-                );
+        let failed = report.failures.contains_key(&run.id);
+        let mut missing = if failed {
+            Vec::new()
+        } else {
+            missing_attacks(&paths.runs_dir, run, surrogate)
+        };
+        if let Some(s) = surrogate.filter(|s| report.failures.contains_key(*s)) {
+            if missing.iter().any(|a| a == "fgsm") {
+                report
+                    .eval_failures
+                    .insert(run.id.clone(), format!("skipped: the surrogate {s} failed"));
             }
+            missing.retain(|a| a != "fgsm");
+        }
+        if missing.is_empty() {
+            bar.inc(1);
             continue;
         }
         let mut args = vec![
@@ -196,23 +221,23 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
             "--run".into(),
             paths.run_dir(&run.id).display().to_string(),
             "--attacks".into(),
-            "fgsm".into(),
+            missing.join(","),
             "--data-dir".into(),
             paths.data_dir.display().to_string(),
         ];
-        if let Some(s) = surrogate {
+        if let Some(s) = surrogate.filter(|_| missing.iter().any(|a| a == "fgsm")) {
             args.extend(["--surrogate".into(), paths.run_dir(s).display().to_string()]);
         }
-        fgsm_jobs.push(Job {
+        eval_jobs.push(Job {
             id: run.id.clone(),
             args,
             measure: false,
         });
     }
-    for (id, seconds, error) in run_pool(fgsm_jobs, paths, options.jobs, &bar, "fgsm ") {
+    for (id, seconds, error) in run_pool(eval_jobs, paths, options.jobs, &bar, "eval ") {
         *report.wall_seconds.entry(id.clone()).or_default() += seconds;
         if let Some(e) = error {
-            report.fgsm_failures.insert(id, e);
+            report.eval_failures.insert(id, e);
         }
     }
     bar.finish_and_clear();
@@ -343,24 +368,13 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let started = Instant::now();
-    let mut child = Command::new(&paths.pixreg)
+    let status = Command::new(&paths.pixreg)
         .args(&job.args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .spawn()
+        .status()
         .with_context(|| format!("cannot start {}", paths.pixreg.display()))?;
-    let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
-    let mut peak: Option<u64> = None;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if let Some(hwm) = read_vm_hwm(&status_path) {
-            peak = Some(peak.map_or(hwm, |p| p.max(hwm)));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
     if !status.success() {
         anyhow::bail!(
             "pixreg {} exited with {status}; see {} and {}",
@@ -378,7 +392,6 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         }
         let m = Measurement {
             wall_seconds: started.elapsed().as_secs_f64(),
-            peak_rss_kib: peak,
         };
         write_atomic(
             &paths.measurement_file(&job.id),
@@ -386,12 +399,4 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// `VmHWM` (peak resident set, KiB) from a `/proc/<pid>/status` file.
-fn read_vm_hwm(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -100,6 +100,8 @@ pub struct ReproduceOptions {
     pub no_train: bool,
     /// `key=value` overrides for every run config.
     pub overrides: Vec<String>,
+    /// Only the rows of these task datasets (empty: all).
+    pub rows: Vec<String>,
     /// Draw a progress bar.
     pub progress_bar: bool,
 }
@@ -151,13 +153,20 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
             overrides: &opts.overrides,
             data_dir: &opts.data_dir,
             data_dir_label: &data_dir_label,
+            rows: &opts.rows,
         },
     )?;
+    // A table of some rows goes beside the full one instead of replacing it.
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| {
+        let mut name = opts.profile.clone();
+        for row in &opts.rows {
+            name.push('-');
+            name.push_str(row);
+        }
         root.join("experiments")
             .join("results")
             .join(&opts.table)
-            .join(&opts.profile)
+            .join(name)
     });
     let finished = plan
         .runs
@@ -202,6 +211,9 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         ];
         for item in &opts.overrides {
             args.extend(["--set".into(), item.clone()]);
+        }
+        if !opts.rows.is_empty() {
+            args.extend(["--rows".into(), opts.rows.join(",")]);
         }
         let profile = catalogue.profile(&plan.table, &plan.profile)?;
         let scripts = slurm::write_scripts(
@@ -269,7 +281,7 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         &out_dir.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
-    for (id, why) in report.failures.iter().chain(&report.fgsm_failures) {
+    for (id, why) in report.failures.iter().chain(&report.eval_failures) {
         eprintln!("FAILED {id}: {why}");
     }
     eprintln!(

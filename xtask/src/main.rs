@@ -76,6 +76,10 @@ struct ReproduceArgs {
     /// e.g. `--set device=cuda:0`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Only these rows, named by their task dataset (comma-separated), e.g.
+    /// `--rows fashion-mnist`; the table goes to `<profile>-<rows>` beside the full one.
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf> {
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
                 submit: args.submit,
                 no_train: args.no_train,
                 overrides: args.overrides,
+                rows: args.rows,
                 progress_bar: std::io::stderr().is_terminal(),
             };
             let outcome = reproduce(&root, &options)?;

@@ -119,7 +119,8 @@ pub fn manifest(
                 "failed": report.failures.get(&r.id),
                 "train_seconds": state.as_ref().and_then(|s| s["train_seconds"].as_f64()),
                 "train_wall_seconds": measured.as_ref().map(|m| m.wall_seconds),
-                "peak_rss_kib": measured.and_then(|m| m.peak_rss_kib),
+                "peak_rss_mib": state.as_ref().and_then(|s| s["peak_rss_mib"].as_f64()),
+                "targets_seconds": state.as_ref().and_then(|s| s["targets_seconds"].as_f64()),
                 "xtask_wall_seconds_this_invocation": report.wall_seconds.get(&r.id),
             })
         })

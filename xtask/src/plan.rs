@@ -20,6 +20,9 @@ pub struct PlannedRun {
     pub surrogate: Option<usize>,
     /// The run is evaluated with FGSM after training.
     pub needs_fgsm: bool,
+    /// Attacks besides FGSM that the table needs from the run (a reused run that lacks some
+    /// is evaluated with them).
+    pub attacks: Vec<String>,
 }
 
 /// One variant of one row.
@@ -29,6 +32,20 @@ pub struct VariantPlan {
     pub name: String,
     /// Set when the runner cannot train it.
     pub not_implemented: Option<String>,
+    /// Its run for each seed (indices into [`Plan::runs`]); for a swept variant, the runs of
+    /// every sweep point.
+    pub runs: Vec<usize>,
+    /// The points of a swept variant (empty otherwise).
+    pub sweep: Vec<SweepPoint>,
+    /// The variant whose clean accuracy a swept variant is matched to.
+    pub match_clean: Option<String>,
+}
+
+/// One value of a swept setting.
+#[derive(Debug, Clone)]
+pub struct SweepPoint {
+    /// `key = value`, as shown in the table.
+    pub setting: String,
     /// Its run for each seed (indices into [`Plan::runs`]).
     pub runs: Vec<usize>,
 }
@@ -124,6 +141,11 @@ pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    set_dotted(table, key, value)
+}
+
+/// Merges `key = value` (dotted key) into a config table.
+fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let mut fragment = toml::Table::new();
     let parts: Vec<&str> = key.trim().split('.').collect();
     let (last, parents) = parts.split_last().context("empty --set key")?;
@@ -155,6 +177,8 @@ pub struct PlanRequest<'a> {
     pub data_dir: &'a Path,
     /// How messages name the data directory.
     pub data_dir_label: &'a str,
+    /// Plan only the rows of these task datasets (empty: every row).
+    pub rows: &'a [String],
 }
 
 /// Plans a table under a profile, checking which datasets exist under the data directory.
@@ -166,8 +190,21 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         overrides,
         data_dir,
         data_dir_label,
+        rows: only_rows,
     } = request;
-    let table = catalogue.table(table_name)?.clone();
+    let mut table = catalogue.table(table_name)?.clone();
+    if !only_rows.is_empty() {
+        let datasets: Vec<&str> = table.rows.iter().map(|r| r.dataset.as_str()).collect();
+        for name in only_rows {
+            if !datasets.contains(&name.as_str()) {
+                bail!(
+                    "--rows {name}: {table_name} has no row for it (its rows: {})",
+                    datasets.join(", ")
+                );
+            }
+        }
+        table.rows.retain(|r| only_rows.contains(&r.dataset));
+    }
     let profile = catalogue.profile(&table, profile_name)?;
     let seeds = seeds.or(profile.seeds).unwrap_or(1);
     if seeds == 0 {
@@ -254,50 +291,75 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
                 name: variant.name.clone(),
                 not_implemented: variant.not_implemented.clone(),
                 runs: Vec::new(),
+                sweep: Vec::new(),
+                match_clean: variant.match_clean.clone(),
             };
             if unavailable.is_none() && variant.not_implemented.is_none() {
-                for (seed, surrogate) in surrogates.iter_mut().enumerate() {
-                    let mut config = configs[i].clone();
-                    let mut training = toml::Table::new();
-                    training.insert("seed".into(), toml::Value::Integer(seed as i64));
-                    merge(
-                        &mut config,
-                        &toml::Table::from_iter([(
-                            "training".to_string(),
-                            toml::Value::Table(training),
-                        )]),
-                    );
-                    let config_toml = toml::to_string(&config)?;
-                    let id = run_id(&config).with_context(|| {
-                        format!("{table_name}, row {label}, variant {}", variant.name)
-                    })?;
-                    let wanted_surrogate = if variant.surrogate { None } else { *surrogate };
-                    let index = match by_id.get(&id) {
-                        Some(&index) => {
-                            if runs[index].surrogate != wanted_surrogate {
-                                bail!(
-                                    "{table_name}: run {id} is needed with two different FGSM \
-                                     surrogates (row {label}, variant {})",
-                                    variant.name
-                                );
+                let points: Vec<(Option<String>, toml::Table)> = match &variant.sweep {
+                    None => vec![(None, configs[i].clone())],
+                    Some(sweep) => sweep
+                        .values
+                        .iter()
+                        .map(|value| {
+                            let mut config = configs[i].clone();
+                            set_dotted(&mut config, &sweep.key, value.clone())?;
+                            Ok((Some(format!("{} = {value}", sweep.key)), config))
+                        })
+                        .collect::<Result<_>>()?,
+                };
+                for (setting, point_config) in points {
+                    let mut point_runs = Vec::new();
+                    for (seed, surrogate) in surrogates.iter_mut().enumerate() {
+                        let mut config = point_config.clone();
+                        let mut training = toml::Table::new();
+                        training.insert("seed".into(), toml::Value::Integer(seed as i64));
+                        merge(
+                            &mut config,
+                            &toml::Table::from_iter([(
+                                "training".to_string(),
+                                toml::Value::Table(training),
+                            )]),
+                        );
+                        let config_toml = toml::to_string(&config)?;
+                        let id = run_id(&config).with_context(|| {
+                            format!("{table_name}, row {label}, variant {}", variant.name)
+                        })?;
+                        let wanted_surrogate = if variant.surrogate { None } else { *surrogate };
+                        let index = match by_id.get(&id) {
+                            Some(&index) => {
+                                if runs[index].surrogate != wanted_surrogate {
+                                    bail!(
+                                        "{table_name}: run {id} is needed with two different \
+                                         FGSM surrogates (row {label}, variant {})",
+                                        variant.name
+                                    );
+                                }
+                                index
                             }
-                            index
+                            None => {
+                                runs.push(PlannedRun {
+                                    id: id.clone(),
+                                    config_toml,
+                                    surrogate: wanted_surrogate,
+                                    needs_fgsm,
+                                    attacks: attacks.clone(),
+                                });
+                                by_id.insert(id, runs.len() - 1);
+                                runs.len() - 1
+                            }
+                        };
+                        if variant.surrogate {
+                            *surrogate = Some(index);
                         }
-                        None => {
-                            runs.push(PlannedRun {
-                                id: id.clone(),
-                                config_toml,
-                                surrogate: wanted_surrogate,
-                                needs_fgsm,
-                            });
-                            by_id.insert(id, runs.len() - 1);
-                            runs.len() - 1
-                        }
-                    };
-                    if variant.surrogate {
-                        *surrogate = Some(index);
+                        point_runs.push(index);
                     }
-                    plan.runs.push(index);
+                    plan.runs.extend(&point_runs);
+                    if let Some(setting) = setting {
+                        plan.sweep.push(SweepPoint {
+                            setting,
+                            runs: point_runs,
+                        });
+                    }
                 }
             }
             planned[i] = Some(plan);

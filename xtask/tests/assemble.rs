@@ -36,6 +36,10 @@ fn fake_run(runs: &Path, id: &str, surrogate: Option<&str>, shift: f64) {
             "saltpepper": {"epsilons": eps, "accuracy": acc},
             "fgsm": fgsm,
             "boundary": {"mean_of_medians": 0.01 + shift, "medians": [0.01], "success_rate": 1.0},
+            "boundary-converged": {"mean_of_medians": 0.005 + shift, "success_rate": 1.0},
+            "hsj": {"mean_of_medians": 0.004 + shift, "success_rate": 1.0},
+            "pgd-linf": {"epsilons": eps, "accuracy": acc},
+            "pgd-l2": {"epsilons": eps, "accuracy": acc},
         }
     });
     std::fs::write(dir.join("results.json"), results.to_string()).unwrap();
@@ -113,7 +117,7 @@ fn assembles_mean_and_std_over_seeds() {
     )
     .unwrap();
     assert_eq!(report.reused.len(), plan.runs.len());
-    assert!(report.failures.is_empty() && report.fgsm_failures.is_empty());
+    assert!(report.failures.is_empty() && report.eval_failures.is_empty());
     let table = assemble(&plan, &paths, &report);
     let mnist = &table.rows[0];
     assert_eq!(mnist.dataset, "mnist");
@@ -227,23 +231,177 @@ fn no_train_marks_unfinished_runs() {
     assert!(matches!(cell, Cell::Missing { missing } if missing.contains("not finished")));
 }
 
+/// A catalogue with the repository's profiles and datasets plus one table file of the test's.
+fn catalogue_with(table: &str) -> (tempfile::TempDir, xtask::catalogue::Catalogue) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = xtask::workspace_root().join("experiments");
+    for f in ["profiles.toml", "datasets.toml"] {
+        std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("table9.toml"), table).unwrap();
+    let catalogue = xtask::catalogue::Catalogue::load(dir.path());
+    match catalogue {
+        Ok(c) => (dir, c),
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
+fn plan_of(catalogue: &xtask::catalogue::Catalogue, data_dir: &Path) -> Plan {
+    xtask::plan::plan(
+        catalogue,
+        xtask::plan::PlanRequest {
+            table: "table9",
+            profile: "smoke",
+            seeds: None,
+            overrides: &[],
+            data_dir,
+            data_dir_label: "<data>",
+            rows: &[],
+        },
+    )
+    .unwrap()
+}
+
+const HEADER: &str = "title = \"t\"\ndescription = \"d\"\ncolumns = [\"clean\", \"hsj\"]\n\
+                      [[rows]]\ndataset = \"mnist\"\n";
+
 #[test]
 fn not_implemented_variants_say_so() {
     let (_tmp, paths) = setup();
-    let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
-    let report = ExecReport::default();
-    let table = assemble(&plan, &paths, &report);
-    let adv = table.rows[0]
-        .variants
-        .iter()
-        .find(|v| v.name == "FGSM adversarial training")
-        .unwrap();
-    assert!(adv.runs.is_empty());
-    for c in &adv.columns {
+    let (_dir, catalogue) = catalogue_with(&format!(
+        "{HEADER}[[variants]]\nname = \"base\"\n[[variants]]\nname = \"later\"\n\
+         not_implemented = \"needs a new option\"\n"
+    ));
+    let plan = plan_of(&catalogue, &paths.data_dir);
+    let table = assemble(&plan, &paths, &ExecReport::default());
+    let later = &table.rows[0].variants[1];
+    assert!(later.runs.is_empty());
+    for c in &later.columns {
         assert!(
-            matches!(&c.summary, Cell::Missing { missing } if missing.starts_with("not implemented: "))
+            matches!(&c.summary, Cell::Missing { missing } if missing == "not implemented: needs a new option")
         );
     }
+}
+
+#[test]
+fn swept_defenses_report_the_strength_closest_to_the_matched_clean_accuracy() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
+    let mnist = &plan.rows[0];
+    let variant = |name: &str| mnist.variants.iter().find(|v| v.name == name).unwrap();
+    let noise = variant("Gaussian-noise augmentation");
+    assert_eq!(noise.sweep.len(), 3);
+    assert_eq!(noise.runs.len(), 3, "one run per strength and seed");
+    let pgd = variant("PGD adversarial training");
+    let pgd_config: toml::Table =
+        toml::from_str(&plan.runs[pgd.sweep[2].runs[0]].config_toml).unwrap();
+    assert_eq!(
+        pgd_config["training"]["adversarial"]["epsilon"].as_float(),
+        Some(0.3)
+    );
+    assert_eq!(
+        pgd_config["training"]["adversarial"]["attack"].as_str(),
+        Some("pgd")
+    );
+
+    // Before the regularized run exists there is nothing to match.
+    let table = assemble(&plan, &paths, &ExecReport::default());
+    let waiting = &table.rows[0].variants[2].columns[0].summary;
+    assert!(
+        matches!(waiting, Cell::Missing { missing } if missing.starts_with("waiting for regularized")),
+        "{waiting:?}"
+    );
+
+    // Regularized: 80 % clean; noise σ 0.1 / 0.2 / 0.4: 90, 82, 70 % → σ = 0.2 is reported.
+    fake_all(&plan, &paths.runs_dir);
+    let set_clean = |index: usize, shift: f64| {
+        let id = &plan.runs[index].id;
+        fake_run(&paths.runs_dir, id, None, shift);
+    };
+    set_clean(variant("regularized").runs[0], -0.1);
+    for (point, shift) in noise.sweep.iter().zip([0.0, -0.08, -0.2]) {
+        set_clean(point.runs[0], shift);
+    }
+    let table = assemble(&plan, &paths, &ExecReport::default());
+    let result = table.rows[0]
+        .variants
+        .iter()
+        .find(|v| v.name == "Gaussian-noise augmentation")
+        .unwrap();
+    assert_eq!(
+        result.chosen.as_deref(),
+        Some("training.noise_augmentation.std = 0.2")
+    );
+    assert_eq!(
+        result.runs,
+        vec![plan.runs[noise.sweep[1].runs[0]].id.clone()]
+    );
+    assert!((result.columns[0].summary.mean().unwrap() - 82.0).abs() < 1e-9);
+    assert_eq!(result.label(), "Gaussian-noise augmentation (std = 0.2)");
+    let md = markdown(&table);
+    assert!(md.contains("## Matched clean accuracy"), "{md}");
+    assert!(
+        md.contains("| MNIST | Gaussian-noise augmentation | `training.noise_augmentation.std = 0.2` | 82.0 | 80.0 | yes |"),
+        "{md}"
+    );
+    assert!(md.contains("| MNIST | Gaussian-noise augmentation (std = 0.2) | 82.0 |"));
+}
+
+#[test]
+fn sweeps_are_checked_when_the_catalogue_loads() {
+    let cases = [
+        (
+            "sweep = { key = \"training.lr\", values = [0.1] }\n",
+            "go together",
+        ),
+        (
+            "sweep = { key = \"training.lr\", values = [] }\nmatch_clean = \"base\"\n",
+            "at least one value",
+        ),
+        (
+            "sweep = { key = \"training.lr\", values = [0.1] }\nmatch_clean = \"nope\"\n",
+            "not a variant of the row",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = xtask::workspace_root().join("experiments");
+        for f in ["profiles.toml", "datasets.toml"] {
+            std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+        }
+        let table = format!(
+            "{HEADER}[[variants]]\nname = \"base\"\n[[variants]]\nname = \"swept\"\n{extra}"
+        );
+        std::fs::write(dir.path().join("table9.toml"), table).unwrap();
+        let err = xtask::catalogue::Catalogue::load(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains(expected), "{err:#}");
+    }
+}
+
+#[test]
+fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
+    let run = &plan.runs[0];
+    assert!(run.attacks.contains(&"hsj".to_string()));
+    fake_run(&paths.runs_dir, &run.id, None, 0.0);
+    assert!(xtask::exec::missing_attacks(&paths.runs_dir, run, None).is_empty());
+    let results_path = paths.run_dir(&run.id).join("results.json");
+    let mut results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results_path).unwrap()).unwrap();
+    results["attacks"].as_object_mut().unwrap().remove("hsj");
+    std::fs::write(&results_path, results.to_string()).unwrap();
+    assert_eq!(
+        xtask::exec::missing_attacks(&paths.runs_dir, run, None),
+        vec!["hsj".to_string()]
+    );
+    let mut with_fgsm = run.clone();
+    with_fgsm.needs_fgsm = true;
+    assert_eq!(
+        xtask::exec::missing_attacks(&paths.runs_dir, &with_fgsm, Some("another-run")),
+        vec!["hsj".to_string(), "fgsm".to_string()],
+        "an FGSM result from another surrogate does not count"
+    );
 }
 
 #[test]
@@ -257,11 +415,37 @@ fn bad_names_are_clear_errors() {
         overrides: &[],
         data_dir: &paths.data_dir,
         data_dir_label: "<data>",
+        rows: &[],
     };
     let err = xtask::plan::plan(&catalogue, request("table99", "smoke")).unwrap_err();
     assert!(format!("{err:#}").contains("unknown table `table99`"));
     let err = xtask::plan::plan(&catalogue, request("table1", "fast")).unwrap_err();
     assert!(format!("{err:#}").contains("unknown profile `fast`"));
+
+    let rows = |names: &'static [&'static str]| -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    };
+    let only = rows(&["fashion-mnist"]);
+    let plan = xtask::plan::plan(
+        &catalogue,
+        xtask::plan::PlanRequest {
+            rows: &only,
+            ..request("table6", "smoke")
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.rows.len(), 1);
+    assert!(plan.runs.iter().all(|r| r.id.starts_with("fashion-mnist-")));
+    let unknown = rows(&["svhn"]);
+    let err = xtask::plan::plan(
+        &catalogue,
+        xtask::plan::PlanRequest {
+            rows: &unknown,
+            ..request("table6", "smoke")
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("has no row for it"), "{err:#}");
 }
 
 #[test]
@@ -282,6 +466,7 @@ fn overrides_reach_the_right_runs() {
             overrides: &overrides,
             data_dir: &paths.data_dir,
             data_dir_label: "<data>",
+            rows: &[],
         },
     )
     .unwrap();

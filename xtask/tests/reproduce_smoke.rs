@@ -28,13 +28,14 @@ fn table1_smoke_end_to_end() {
         submit: false,
         no_train: false,
         overrides: Vec::new(),
+        rows: Vec::new(),
         progress_bar: false,
     };
     let started = Instant::now();
     let outcome = reproduce(&root, &options).unwrap();
     eprintln!("table1 smoke took {:.0} s", started.elapsed().as_secs_f64());
     assert!(
-        outcome.report.failures.is_empty() && outcome.report.fgsm_failures.is_empty(),
+        outcome.report.failures.is_empty() && outcome.report.eval_failures.is_empty(),
         "{:?}",
         outcome.report
     );

@@ -42,6 +42,7 @@ pub fn plan_table(table: &str, profile: &str, seeds: Option<usize>, data_dir: &P
             overrides: &[],
             data_dir,
             data_dir_label: "<data>",
+            rows: &[],
         },
     )
     .unwrap()
