@@ -174,8 +174,11 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
             );
         }
     }
-    // Every run may need evaluation afterwards (FGSM needs its surrogate trained first).
-    let total = train_jobs.len() + plan.runs.len();
+    // Finished runs reused from other tables are evaluated with what this table lacks before
+    // anything trains, so a long table has its reference rows early; FGSM waits for a
+    // surrogate still to train. Then every run is checked once more after training.
+    let early = eval_jobs(plan, paths, &mut report, true);
+    let total = early.len() + train_jobs.len() + plan.runs.len();
     let bar = if options.progress_bar {
         ProgressBar::new(total as u64)
     } else {
@@ -188,32 +191,58 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
     for id in &report.reused {
         bar.suspend(|| eprintln!("reuse  {id} (finished)"));
     }
-    for (id, seconds, error) in run_pool(train_jobs, paths, options.jobs, &bar, "train") {
-        *report.wall_seconds.entry(id.clone()).or_default() += seconds;
-        if let Some(e) = error {
-            report.failures.insert(id, e);
-        }
-    }
-
-    let mut eval_jobs = Vec::new();
-    for run in &plan.runs {
-        let surrogate = run.surrogate.map(|s| plan.runs[s].id.as_str());
-        let failed = report.failures.contains_key(&run.id);
-        let mut missing = if failed {
-            Vec::new()
-        } else {
-            missing_attacks(&paths.runs_dir, run, surrogate)
-        };
-        if let Some(s) = surrogate.filter(|s| report.failures.contains_key(*s)) {
-            if missing.iter().any(|a| a == "fgsm") {
-                report
-                    .eval_failures
-                    .insert(run.id.clone(), format!("skipped: the surrogate {s} failed"));
+    let record = |report: &mut ExecReport, outcomes: Vec<JobOutcome>, eval: bool| {
+        for (id, seconds, error) in outcomes {
+            *report.wall_seconds.entry(id.clone()).or_default() += seconds;
+            if let Some(e) = error {
+                if eval {
+                    report.eval_failures.insert(id, e);
+                } else {
+                    report.failures.insert(id, e);
+                }
             }
-            missing.retain(|a| a != "fgsm");
+        }
+    };
+    let outcomes = run_pool(early, paths, options.jobs, &bar, "eval ");
+    record(&mut report, outcomes, true);
+    let outcomes = run_pool(train_jobs, paths, options.jobs, &bar, "train");
+    record(&mut report, outcomes, false);
+    let late = eval_jobs(plan, paths, &mut report, false);
+    bar.inc((plan.runs.len() - late.len()) as u64);
+    let outcomes = run_pool(late, paths, options.jobs, &bar, "eval ");
+    record(&mut report, outcomes, true);
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `pixreg eval` jobs for the finished runs of `plan` that lack attacks of the table, with
+/// the plan's `[evaluation]` settings (a reused run's own config may have other image
+/// counts). With `early`, FGSM is left out where its surrogate is not finished yet.
+fn eval_jobs(plan: &Plan, paths: &Paths, report: &mut ExecReport, early: bool) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for run in &plan.runs {
+        if report.failures.contains_key(&run.id)
+            || report.eval_failures.contains_key(&run.id)
+            || run_state(&paths.runs_dir, &run.id) != RunState::Finished
+        {
+            continue;
+        }
+        let surrogate = run.surrogate.map(|s| plan.runs[s].id.as_str());
+        let mut missing = missing_attacks(&paths.runs_dir, run, surrogate);
+        if let Some(s) = surrogate {
+            let surrogate_ready = !report.failures.contains_key(s)
+                && run_state(&paths.runs_dir, s) == RunState::Finished;
+            if !surrogate_ready && missing.iter().any(|a| a == "fgsm") {
+                if !early {
+                    report.eval_failures.insert(
+                        run.id.clone(),
+                        format!("skipped: the surrogate {s} failed or did not finish"),
+                    );
+                }
+                missing.retain(|a| a != "fgsm");
+            }
         }
         if missing.is_empty() {
-            bar.inc(1);
             continue;
         }
         let mut args = vec![
@@ -228,20 +257,28 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
         if let Some(s) = surrogate.filter(|_| missing.iter().any(|a| a == "fgsm")) {
             args.extend(["--surrogate".into(), paths.run_dir(s).display().to_string()]);
         }
-        eval_jobs.push(Job {
+        args.extend(evaluation_overrides(&run.config_toml));
+        jobs.push(Job {
             id: run.id.clone(),
             args,
             measure: false,
         });
     }
-    for (id, seconds, error) in run_pool(eval_jobs, paths, options.jobs, &bar, "eval ") {
-        *report.wall_seconds.entry(id.clone()).or_default() += seconds;
-        if let Some(e) = error {
-            report.eval_failures.insert(id, e);
-        }
-    }
-    bar.finish_and_clear();
-    Ok(report)
+    jobs
+}
+
+/// `--set evaluation.<key>=<value>` for every `[evaluation]` setting of a planned config
+/// except the attack list (given by `--attacks`).
+fn evaluation_overrides(config_toml: &str) -> Vec<String> {
+    let config: toml::Table = toml::from_str(config_toml).unwrap_or_default();
+    let Some(toml::Value::Table(evaluation)) = config.get("evaluation") else {
+        return Vec::new();
+    };
+    evaluation
+        .iter()
+        .filter(|(key, _)| key.as_str() != "attacks")
+        .flat_map(|(key, value)| ["--set".to_string(), format!("evaluation.{key}={value}")])
+        .collect()
 }
 
 fn train_job(run: &PlannedRun, paths: &Paths) -> Job {

@@ -395,6 +395,47 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
         xtask::exec::missing_attacks(&paths.runs_dir, run, None),
         vec!["hsj".to_string()]
     );
+
+    // execute() runs `pixreg eval` for it with the table's evaluation settings.
+    let tmp = tempfile::tempdir().unwrap();
+    let args_file = tmp.path().join("args");
+    let stub = tmp.path().join("pixreg");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", args_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let single = Plan {
+        runs: vec![run.clone()],
+        rows: Vec::new(),
+        ..plan.clone()
+    };
+    let stubbed = Paths {
+        pixreg: stub,
+        ..paths.clone()
+    };
+    let report = execute(
+        &single,
+        &stubbed,
+        ExecOptions {
+            jobs: 1,
+            force: false,
+            progress_bar: false,
+            train: false,
+        },
+    )
+    .unwrap();
+    assert!(report.failures.is_empty() && report.eval_failures.is_empty());
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(args.starts_with("eval --run "), "{args}");
+    assert!(args.contains("--attacks hsj "), "{args}");
+    assert!(
+        args.contains("--set evaluation.boundary_images=5"),
+        "{args}"
+    );
+    assert!(!args.contains("evaluation.attacks"), "{args}");
+
     let mut with_fgsm = run.clone();
     with_fgsm.needs_fgsm = true;
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::ExperimentConfig;
 use crate::data::DataSource;
@@ -13,7 +13,7 @@ use crate::train::{train, TrainOptions};
 /// Arguments of `pixreg train`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    pixreg train --config experiments/configs/fashion-mnist-reg.toml --data-dir ../shared/datasets\n  \
+    pixreg train --config crates/runner/configs/fashion-mnist-reg-quick.toml --data-dir ../shared/datasets\n  \
     pixreg train --config exp.toml --set training.epochs=2 --set regularization.alpha=4")]
 pub struct TrainArgs {
     /// Experiment config (TOML).
@@ -62,6 +62,11 @@ pub struct EvalArgs {
     /// Download a dataset missing from the data directory from the Hugging Face hub.
     #[arg(long)]
     pub download: bool,
+    /// Override an `[evaluation]` setting of the run's config for this evaluation, e.g.
+    /// `--set evaluation.boundary_images=100` (repeatable; other sections would describe a
+    /// different model and are refused).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 /// Arguments of `pixreg runs`.
@@ -125,7 +130,16 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
 /// `pixreg eval`: re-evaluate a saved run.
 pub fn eval_command(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;
-    let config = ExperimentConfig::load(&run.config(), &[])?;
+    let stored = ExperimentConfig::load(&run.config(), &[])?;
+    let config = ExperimentConfig::load(&run.config(), &args.overrides)?;
+    if config.run_id()? != stored.run_id()? {
+        bail!(
+            "pixreg eval --set may change [evaluation] settings only; {:?} would describe another \
+             model than run {}",
+            args.overrides,
+            run.id()
+        );
+    }
     let data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
     let attacks = args
         .attacks

@@ -347,6 +347,10 @@ pub struct EvaluationConfig {
     /// Run directory of the unregularized surrogate for the transferred FGSM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate: Option<PathBuf>,
+    /// Test images attacked by the PGD grids (the first ones of the test set); absent: all.
+    /// Each image costs `steps` gradients per ε, the dearest evaluation on a CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgd_images: Option<usize>,
 }
 
 impl Default for EvaluationConfig {
@@ -356,6 +360,7 @@ impl Default for EvaluationConfig {
             boundary_images: default_boundary_images(),
             boundary_repeats: default_boundary_repeats(),
             surrogate: None,
+            pgd_images: None,
         }
     }
 }
@@ -530,6 +535,9 @@ impl ExperimentConfig {
         }
         if self.evaluation.boundary_images == 0 || self.evaluation.boundary_repeats == 0 {
             bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
+        }
+        if self.evaluation.pgd_images == Some(0) {
+            bail!("evaluation.pgd_images must be positive when given");
         }
         check_device_name(&self.device)?;
         Ok(())

@@ -208,20 +208,25 @@ pub fn evaluate_loaded(
                     "wall_seconds": report.wall_seconds,
                 })
             }
-            "pgd-linf" => serde_json::to_value(Pgd::linf(0.0).run_grid(
-                &clf,
-                &x,
-                &labels,
-                &pgd_linf_grid(task),
-                seed,
-            )?)?,
-            "pgd-l2" => serde_json::to_value(Pgd::l2(0.0).run_grid(
-                &clf,
-                &x,
-                &labels,
-                &pgd_l2_grid(task),
-                seed,
-            )?)?,
+            "pgd-linf" | "pgd-l2" => {
+                let n = config
+                    .evaluation
+                    .pgd_images
+                    .unwrap_or(labels.len())
+                    .min(labels.len());
+                let (pgd, grid) = if name == "pgd-linf" {
+                    (Pgd::linf(0.0), pgd_linf_grid(task))
+                } else {
+                    (Pgd::l2(0.0), pgd_l2_grid(task))
+                };
+                serde_json::to_value(pgd.run_grid(
+                    &clf,
+                    &x.narrow(0, 0, n)?,
+                    &labels[..n],
+                    &grid,
+                    seed,
+                )?)?
+            }
             "corruptions" => {
                 serde_json::to_value(CorruptionEval::default().run(&clf, &x, &labels, seed)?)?
             }

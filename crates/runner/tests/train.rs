@@ -112,6 +112,43 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
 
+    // `pixreg eval` adds attacks to the finished run, with [evaluation] overrides only.
+    let eval = |set: &str| {
+        Command::new(env!("CARGO_BIN_EXE_pixreg"))
+            .args([
+                "eval",
+                "--attacks",
+                "pgd-linf",
+                "--data-dir",
+                DATA,
+                "--set",
+                set,
+            ])
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let refused = eval("training.epochs=5");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("[evaluation] settings only"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let pgd = eval("evaluation.pgd_images=8");
+    assert!(
+        pgd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pgd.stderr)
+    );
+    let results = read_json(&run.join("results.json"));
+    assert_eq!(results["attacks"]["pgd-linf"]["n_images"].as_u64(), Some(8));
+    assert!(
+        results["attacks"]["gaussian"].is_object(),
+        "earlier results are kept"
+    );
+
     let listing = Command::new(env!("CARGO_BIN_EXE_pixreg"))
         .args(["runs", "--runs-dir"])
         .arg(runs.path())
