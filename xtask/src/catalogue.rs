@@ -88,6 +88,10 @@ pub struct VariantSpec {
     /// The variant of the same row whose clean accuracy a swept variant is matched to.
     #[serde(default)]
     pub match_clean: Option<String>,
+    /// Config fragments merged into this variant's runs under the named profile only (e.g.
+    /// fewer PGD steps of adversarial training in the CPU profiles).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, toml::Table>,
 }
 
 /// The swept setting of a variant.

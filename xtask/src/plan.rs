@@ -230,6 +230,9 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
             }
             merge(&mut config, &row.config);
             merge(&mut config, &variant.config);
+            if let Some(fragment) = variant.profiles.get(profile_name) {
+                merge(&mut config, fragment);
+            }
             for item in overrides {
                 // A regularization override refines regularized runs; it must not turn a
                 // baseline into a regularized run.

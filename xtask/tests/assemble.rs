@@ -303,6 +303,11 @@ fn swept_defenses_report_the_strength_closest_to_the_matched_clean_accuracy() {
         pgd_config["training"]["adversarial"]["attack"].as_str(),
         Some("pgd")
     );
+    assert_eq!(
+        pgd_config["training"]["adversarial"]["steps"].as_integer(),
+        Some(3),
+        "the variant's smoke-profile refinement applies"
+    );
 
     // Before the regularized run exists there is nothing to match.
     let table = assemble(&plan, &paths, &ExecReport::default());
