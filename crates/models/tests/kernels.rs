@@ -51,7 +51,9 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
 /// `(N, C, H, W, O, k, stride, padding)`.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CONV_CASES: [ConvCase; 12] = [
+/// The last three have at least 512 output positions per image, so single images are processed
+/// in bands of output rows (the last band shorter).
+const CONV_CASES: [ConvCase; 15] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -64,6 +66,9 @@ const CONV_CASES: [ConvCase; 12] = [
     (7, 3, 5, 5, 4, 3, 2, 1),
     (11, 6, 3, 3, 7, 1, 1, 0),
     (4, 1, 13, 10, 8, 7, 2, 3),
+    (2, 2, 23, 29, 3, 3, 1, 1),
+    (1, 2, 50, 45, 3, 3, 2, 1),
+    (2, 1, 33, 31, 4, 7, 1, 3),
 ];
 
 #[test]
