@@ -115,7 +115,21 @@ impl BatchNorm2d {
     /// Training mode: normalises with the batch statistics and updates the running statistics
     /// (`r ← 0.9·r + 0.1·batch`, unbiased variance) and the batch counter.
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
-        let (y, moments) = ops::batch_norm(
+        self.train_then(x, false)
+    }
+
+    /// `relu(forward_train(x))`, fused into one kernel on the CPU ([`ops::batch_norm_relu`]).
+    pub fn forward_train_relu(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.train_then(x, true)
+    }
+
+    fn train_then(&mut self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let norm = if relu {
+            ops::batch_norm_relu
+        } else {
+            ops::batch_norm
+        };
+        let (y, moments) = norm(
             x,
             self.weight.as_tensor(),
             self.bias.as_tensor(),
@@ -154,6 +168,15 @@ impl BatchNorm2d {
             self.forward_train(x)
         } else {
             self.forward_eval(x)
+        }
+    }
+
+    /// `relu(forward_t(x, train))` (fused in training mode on the CPU).
+    pub fn forward_relu_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward_train_relu(x)
+        } else {
+            ops::relu(&self.forward_eval(x)?)
         }
     }
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{
     self,
     conv::{Conv2dOp, Geometry},
-    norm::{BatchNormTrain, ChannelAffine, Relu},
+    norm::{AddRelu, BatchNormTrain, ChannelAffine, Relu},
 };
 
 /// 2-D convolution without bias, NCHW input, `[out, in, kh, kw]` kernel, no dilation or groups.
@@ -65,13 +65,40 @@ pub fn batch_norm(
     eps: f64,
     stats: BatchNormStats<'_>,
 ) -> Result<(Tensor, Option<BatchMoments>)> {
+    batch_norm_then(x, weight, bias, eps, stats, false)
+}
+
+/// `relu(batch_norm(…))`: on the CPU in training mode one fused kernel (the ReLU applied in the
+/// normalising pass, its backward folded into the batch-norm backward); elsewhere the two ops.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+) -> Result<(Tensor, Option<BatchMoments>)> {
+    batch_norm_then(x, weight, bias, eps, stats, true)
+}
+
+/// [`batch_norm`], followed by a ReLU with `relu`.
+fn batch_norm_then(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+    relu: bool,
+) -> Result<(Tensor, Option<BatchMoments>)> {
     if !kernels::applies(&[x, weight, bias]) {
-        return batch_norm_composite(x, weight, bias, eps, stats);
+        let (y, moments) = batch_norm_composite(x, weight, bias, eps, stats)?;
+        let y = if relu { self::relu(&y)? } else { y };
+        return Ok((y, moments));
     }
     let (_, c, _, _) = check_batch_norm(x, stats)?;
     match stats {
         BatchNormStats::Batch => {
             let op = BatchNormTrain::new(eps);
+            let op = if relu { op.with_relu() } else { op };
             let computed = op.stats.clone();
             let y = x
                 .contiguous()?
@@ -88,6 +115,7 @@ pub fn batch_norm(
         BatchNormStats::Running { mean, var } => {
             let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
             let y = x.contiguous()?.apply_op3(&alpha, &beta, ChannelAffine)?;
+            let y = if relu { self::relu(&y)? } else { y };
             Ok((y, None))
         }
     }
@@ -181,6 +209,22 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }
     let mask = x.gt(0f64)?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
+}
+
+/// `relu(a + b)` (the end of a residual block): on the CPU one fused kernel
+/// ([`kernels::norm::AddRelu`]), elsewhere the two ops. `a` and `b` must have the same shape.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        return Err(Error::Input(format!(
+            "add + relu: shapes differ, {:?} vs {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    if kernels::applies(&[a, b]) {
+        return Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?);
+    }
+    relu(&(a + b)?)
 }
 
 /// `F.avg_pool2d(x, k)` with PyTorch's floor mode: trailing rows/columns that do not fill a

@@ -324,6 +324,111 @@ fn batch_norm_eval_matches_the_composite_forward_and_backward() {
     }
 }
 
+/// candle's own ReLU with PyTorch's gradient (the reference composition; the mask is a
+/// constant, so the gradient is `dy·[x > 0]`).
+fn reference_relu(x: &Tensor) -> Tensor {
+    let mask = x.gt(0f64).unwrap().to_dtype(DType::F32).unwrap();
+    x.mul(&mask).unwrap()
+}
+
+#[test]
+fn batch_norm_relu_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for &(n, c, h, w) in &BN_CASES {
+        let case = format!("{:?}", (n, c, h, w));
+        // An offset so the mean matters; about half of the outputs are clipped.
+        let x = Var::from_tensor(&(random(&mut rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let g = random(&mut rng, &[n, c, h, w]);
+        let (fast, fast_m) =
+            ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let (bn, ref_m) =
+            ops::batch_norm_composite(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let reference = reference_relu(&bn);
+        assert_close(&format!("bn+relu y {case}"), &fast, &reference, 1e-5);
+        let (fast_m, ref_m) = (fast_m.unwrap(), ref_m.unwrap());
+        assert_close(
+            &format!("bn+relu mean {case}"),
+            &fast_m.mean,
+            &ref_m.mean,
+            1e-6,
+        );
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+            assert_close(
+                &format!("bn+relu {name} {case}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_relu_eval_is_relu_of_the_eval_batch_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (n, c, h, w) = (3, 5, 4, 3);
+    let x = random(&mut rng, &[n, c, h, w]);
+    let (gamma, beta) = (random(&mut rng, &[c]), random(&mut rng, &[c]));
+    let (mean, var) = (
+        random(&mut rng, &[c]),
+        (random(&mut rng, &[c]) + 1.5).unwrap(),
+    );
+    let stats = BatchNormStats::Running {
+        mean: &mean,
+        var: &var,
+    };
+    let (fused, _) = ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    let (bn, _) = ops::batch_norm(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    assert_close("bn+relu eval", &fused, &reference_relu(&bn), 0.0);
+}
+
+#[test]
+fn add_relu_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for shape in [[2, 3, 5, 7], [1, 1, 1, 1], [4, 9, 6, 5], [64, 16, 4, 4]] {
+        let a = Var::from_tensor(&random(&mut rng, &shape)).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, &shape)).unwrap();
+        let g = random(&mut rng, &shape);
+        let fast = ops::add_relu(&a, &b).unwrap();
+        let reference = reference_relu(&(a.as_tensor() + b.as_tensor()).unwrap());
+        assert_close(&format!("add+relu y {shape:?}"), &fast, &reference, 0.0);
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("da", &a), ("db", &b)] {
+            assert_close(
+                &format!("add+relu {name} {shape:?}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                0.0,
+            );
+        }
+    }
+    // A constant operand gets no gradient; the other still does.
+    let a = Var::from_tensor(&random(&mut rng, &[2, 2, 3, 3])).unwrap();
+    let b = random(&mut rng, &[2, 2, 3, 3]);
+    let grads = ops::add_relu(&a, &b)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&a).is_some() && grads.get(&b).is_none());
+}
+
 #[test]
 fn relu_matches_pytorch_semantics() {
     let x = Var::from_tensor(
@@ -362,4 +467,8 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(ops::batch_norm(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
     let c2 = random(&mut rng, &[2]);
     assert!(ops::batch_norm(&x, &c2, &c2, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::batch_norm_relu(&x, &c2, &c2, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::batch_norm_relu(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 4, 5])).is_err());
+    assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 16])).is_err());
 }

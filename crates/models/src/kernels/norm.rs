@@ -75,9 +75,37 @@ simd_fn! {
     }
 }
 
+/// `dy` where the ReLU that followed let the value through (`y > 0`), else 0 (PyTorch's
+/// `threshold_backward`).
+#[inline(always)]
+fn masked(dy: f32, y: f32) -> f32 {
+    if y > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
+/// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`; with `relu_out` (the
+/// output of a fused ReLU, same layout as `x`), `dy` is first masked by `relu_out > 0`.
+fn channel_grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    c: usize,
+    hw: usize,
+    ch: usize,
+    mean: f32,
+) -> (f64, f64) {
+    match relu_out {
+        None => channel_grad_sums_plain(x, dy, c, hw, ch, mean),
+        Some(y) => channel_grad_sums_masked(x, dy, y, c, hw, ch, mean),
+    }
+}
+
 simd_fn! {
-    /// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`.
-    fn channel_grad_sums(
+    /// [`channel_grad_sums`] without a mask.
+    fn channel_grad_sums_plain(
         x: &[f32],
         dy: &[f32],
         c: usize,
@@ -112,8 +140,53 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]`) over a run of whole `hw` planes
-    /// starting at plane `first`.
+    /// [`channel_grad_sums`] with `dy` masked by `y > 0`.
+    fn channel_grad_sums_masked(
+        x: &[f32],
+        dy: &[f32],
+        y: &[f32],
+        c: usize,
+        hw: usize,
+        ch: usize,
+        mean: f32,
+    ) -> (f64, f64) {
+        let n = x.len() / (c * hw).max(1);
+        let mut sum = [0f64; 8];
+        let mut dot = [0f64; 8];
+        let (mut sum_tail, mut dot_tail) = (0f64, 0f64);
+        for i in 0..n {
+            let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+            let (xp, gp, yp) = (&x[range.clone()], &dy[range.clone()], &y[range]);
+            let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
+            for ((&xv, &g), &yv) in xc.remainder().iter().zip(gc.remainder()).zip(yc.remainder()) {
+                let g = masked(g, yv);
+                sum_tail += g as f64;
+                dot_tail += (xv - mean) as f64 * g as f64;
+            }
+            for ((xs, gs), ys) in xc.zip(gc).zip(yc) {
+                for j in 0..8 {
+                    let g = masked(gs[j], ys[j]);
+                    sum[j] += g as f64;
+                    dot[j] += (xs[j] - mean) as f64 * g as f64;
+                }
+            }
+        }
+        (
+            sum.iter().sum::<f64>() + sum_tail,
+            dot.iter().sum::<f64>() + dot_tail,
+        )
+    }
+}
+
+/// `max(v, 0)` computed as `v·[v > 0]`, so NaN propagates (as PyTorch's `relu`).
+#[inline(always)]
+fn relu1(v: f32) -> f32 {
+    v * if v > 0.0 { 1.0 } else { 0.0 }
+}
+
+simd_fn! {
+    /// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]`), followed by a ReLU with `relu`, over a
+    /// run of whole `hw` planes starting at plane `first`.
     fn affine_run(
         y: &mut [f32],
         x: &[f32],
@@ -121,21 +194,33 @@ simd_fn! {
         hw: usize,
         alpha: &[f32],
         beta: Option<&[f32]>,
+        relu: bool,
     ) {
         let c = alpha.len();
         for (p, (yp, xp)) in y.chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
             let ch = (first + p) % c;
             let a = alpha[ch];
-            match beta {
-                Some(beta) => {
+            match (beta, relu) {
+                (Some(beta), false) => {
                     let b = beta[ch];
                     for (yv, &xv) in yp.iter_mut().zip(xp) {
                         *yv = xv * a + b;
                     }
                 }
-                None => {
+                (Some(beta), true) => {
+                    let b = beta[ch];
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = relu1(xv * a + b);
+                    }
+                }
+                (None, false) => {
                     for (yv, &xv) in yp.iter_mut().zip(xp) {
                         *yv = xv * a;
+                    }
+                }
+                (None, true) => {
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = relu1(xv * a);
                     }
                 }
             }
@@ -145,27 +230,37 @@ simd_fn! {
 
 simd_fn! {
     /// The batch-norm input gradient over a run of whole `hw` planes starting at plane
-    /// `first`; `coef[c] = (Σdy/M, Σ(x−mean)dy·invstd²/M, invstd·γ)`.
+    /// `first`; `coef[c] = (mean, Σdy/M, Σ(x−mean)dy·invstd²/M, invstd·γ)`; with `relu_out`,
+    /// `dy` masked by `relu_out > 0` (see [`channel_grad_sums`]).
     fn bn_dx_run(
         dx: &mut [f32],
         x: &[f32],
         dy: &[f32],
+        relu_out: Option<&[f32]>,
         first: usize,
         hw: usize,
-        mean: &[f32],
-        coef: &[(f32, f32, f32)],
+        coef: &[(f32, f32, f32, f32)],
     ) {
-        let c = mean.len();
+        let c = coef.len();
         for (p, (dxp, (xp, gp))) in dx
             .chunks_mut(hw)
             .zip(x.chunks(hw).zip(dy.chunks(hw)))
             .enumerate()
         {
             let ch = (first + p) % c;
-            let (grad_mean, k, scale) = coef[ch];
-            let m = mean[ch];
-            for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                *d = (g - grad_mean - (xv - m) * k) * scale;
+            let (m, grad_mean, k, scale) = coef[ch];
+            match relu_out {
+                None => {
+                    for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                        *d = (g - grad_mean - (xv - m) * k) * scale;
+                    }
+                }
+                Some(y) => {
+                    let yp = &y[p * hw..(p + 1) * hw];
+                    for (((d, &xv), &g), &yv) in dxp.iter_mut().zip(xp).zip(gp).zip(yp) {
+                        *d = (masked(g, yv) - grad_mean - (xv - m) * k) * scale;
+                    }
+                }
             }
         }
     }
@@ -175,7 +270,16 @@ simd_fn! {
     /// `y = x·[x > 0]`.
     fn relu_run(y: &mut [f32], x: &[f32]) {
         for (yv, &xv) in y.iter_mut().zip(x) {
-            *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
+            *yv = relu1(xv);
+        }
+    }
+}
+
+simd_fn! {
+    /// `y = (a + b)·[a + b > 0]`.
+    fn add_relu_run(y: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((yv, &av), &bv) in y.iter_mut().zip(a).zip(b) {
+            *yv = relu1(av + bv);
         }
     }
 }
@@ -184,7 +288,7 @@ simd_fn! {
     /// `dx = dy·[x > 0]`.
     fn relu_backward_run(dx: &mut [f32], x: &[f32], dy: &[f32]) {
         for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
+            *d = masked(g, xv);
         }
     }
 }
@@ -205,15 +309,22 @@ pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     }
 }
 
-/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`) over an NCHW buffer.
-pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize) -> Vec<f32> {
+/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`), followed by a ReLU with
+/// `relu`, over an NCHW buffer.
+pub fn channel_affine(
+    x: &[f32],
+    alpha: &[f32],
+    beta: Option<&[f32]>,
+    relu: bool,
+    hw: usize,
+) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     if hw == 0 || alpha.is_empty() {
         return y;
     }
     par_planes(&mut y, hw, MIN_TASK, |first, run| {
         let xs = &x[first * hw..first * hw + run.len()];
-        affine_run(run, xs, first, hw, alpha, beta);
+        affine_run(run, xs, first, hw, alpha, beta, relu);
     });
     y
 }
@@ -233,10 +344,13 @@ fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>
     (alpha, beta)
 }
 
-/// The training-mode backward: `dx` (NCHW), `dγ`, `dβ`.
+/// The training-mode backward: `dx` (NCHW), `dγ`, `dβ`. With `relu_out` (the output of a
+/// batch norm fused with a ReLU), `dy` is the gradient of the ReLU's output and is masked by
+/// `relu_out > 0` on the fly.
 pub fn batch_norm_backward(
     x: &[f32],
     dy: &[f32],
+    relu_out: Option<&[f32]>,
     stats: &BatchStats,
     weight: &[f32],
     hw: usize,
@@ -244,15 +358,16 @@ pub fn batch_norm_backward(
     let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
     let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-        channel_grad_sums(x, dy, c, hw, ch, stats.mean[ch])
+        channel_grad_sums(x, dy, relu_out, c, hw, ch, stats.mean[ch])
     });
-    // Per channel: grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
-    let coef: Vec<(f32, f32, f32)> = sums
+    // Per channel: mean, grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
+    let coef: Vec<(f32, f32, f32, f32)> = sums
         .iter()
         .enumerate()
         .map(|(ch, &(sum, dot))| {
             let invstd = stats.invstd[ch] as f64;
             (
+                stats.mean[ch],
                 (sum / count) as f32,
                 (dot * invstd * invstd / count) as f32,
                 stats.invstd[ch] * weight[ch],
@@ -266,10 +381,10 @@ pub fn batch_norm_backward(
             bn_dx_run(
                 run,
                 &x[range.clone()],
-                &dy[range],
+                &dy[range.clone()],
+                relu_out.map(|y| &y[range]),
                 first,
                 hw,
-                &stats.mean,
                 &coef,
             );
         });
@@ -283,23 +398,37 @@ pub fn batch_norm_backward(
     (dx, dgamma, dbeta)
 }
 
-/// Training-mode batch norm on `(x, weight, bias)`; the batch statistics it computed are
-/// published in `stats` (read them after applying the op).
+/// Training-mode batch norm on `(x, weight, bias)`, optionally followed by a ReLU in the same
+/// pass; the batch statistics it computed are published in `stats` (read them after applying
+/// the op).
+///
+/// The fused ReLU saves a separate ReLU op: a full pass over the tensor forward, one backward,
+/// and candle's gradient bookkeeping for the intermediate tensor (a zero tensor and an add).
+/// Its backward masks the incoming gradient by `output > 0` inside the batch-norm backward
+/// passes, which is exact: the output is positive exactly where the normalised value is.
 #[derive(Debug, Clone)]
 pub struct BatchNormTrain {
     /// Variance epsilon.
     pub eps: f64,
+    /// Whether a ReLU follows the normalisation.
+    pub relu: bool,
     /// Filled by the forward pass; used by the backward pass.
     pub stats: Arc<OnceLock<BatchStats>>,
 }
 
 impl BatchNormTrain {
-    /// A new op with empty statistics.
+    /// A new op with empty statistics (no ReLU).
     pub fn new(eps: f64) -> Self {
         Self {
             eps,
+            relu: false,
             stats: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The same op followed by a ReLU.
+    pub fn with_relu(self) -> Self {
+        Self { relu: true, ..self }
     }
 }
 
@@ -333,7 +462,7 @@ impl CustomOp3 for BatchNormTrain {
         let bias = f32_data(s3, l3, "batch norm bias")?;
         let stats = batch_stats(x, c, hw, self.eps);
         let (alpha, beta) = fold(&stats, weight, bias);
-        let y = channel_affine(x, &alpha, Some(&beta), hw);
+        let y = channel_affine(x, &alpha, Some(&beta), self.relu, hw);
         if self.stats.set(stats).is_err() {
             bail!("batch norm: an op instance can only be applied once");
         }
@@ -345,7 +474,7 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(stats) = self.stats.get() else {
@@ -355,13 +484,27 @@ impl CustomOp3 for BatchNormTrain {
         let weight_values = weight.to_vec1::<f32>()?;
         let x = x.contiguous()?;
         let grad = grad.contiguous()?;
+        let res = res.contiguous()?;
         let (x_guard, x_layout) = x.storage_and_layout();
         let (g_guard, g_layout) = grad.storage_and_layout();
-        let (dx, dgamma, dbeta) = match (&*x_guard, &*g_guard) {
-            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) => {
+        let (y_guard, y_layout) = res.storage_and_layout();
+        let (dx, dgamma, dbeta) = match (&*x_guard, &*g_guard, &*y_guard) {
+            (
+                candle_core::Storage::Cpu(xs),
+                candle_core::Storage::Cpu(gs),
+                candle_core::Storage::Cpu(ys),
+            ) => {
                 let xv = f32_data(xs, x_layout, "batch norm input")?;
                 let gv = f32_data(gs, g_layout, "batch norm output gradient")?;
-                batch_norm_backward(xv, gv, stats, &weight_values, hw)
+                let relu_out = if self.relu {
+                    Some(f32_data(ys, y_layout, "batch norm output")?)
+                } else {
+                    None
+                };
+                if gv.len() != xv.len() || relu_out.is_some_and(|y| y.len() != xv.len()) {
+                    bail!("batch norm backward: gradient/output do not match the input");
+                }
+                batch_norm_backward(xv, gv, relu_out, stats, &weight_values, hw)
             }
             _ => bail!("batch norm backward: the fast kernel runs on the CPU only"),
         };
@@ -410,7 +553,7 @@ impl CustomOp3 for ChannelAffine {
         let alpha = f32_data(s2, l2, "affine scale")?;
         let beta = f32_data(s3, l3, "affine shift")?;
         Ok((
-            CpuStorage::F32(channel_affine(x, alpha, Some(beta), hw)),
+            CpuStorage::F32(channel_affine(x, alpha, Some(beta), false, hw)),
             l1.shape().clone(),
         ))
     }
@@ -464,7 +607,7 @@ impl CustomOp2 for ChannelScale {
         let x = f32_data(s1, l1, "scale input")?;
         let alpha = f32_data(s2, l2, "scale")?;
         Ok((
-            CpuStorage::F32(channel_affine(x, alpha, None, hw)),
+            CpuStorage::F32(channel_affine(x, alpha, None, false, hw)),
             l1.shape().clone(),
         ))
     }
@@ -493,7 +636,7 @@ impl CustomOp2 for ChannelGradSums {
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "gradient")?;
         let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-            channel_grad_sums(x, dy, c, hw, ch, 0.0)
+            channel_grad_sums(x, dy, None, c, hw, ch, 0.0)
         });
         let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
         out.extend(sums.iter().map(|&(sum, _)| sum as f32));
@@ -555,5 +698,54 @@ impl CustomOp2 for ReluBackward {
             relu_backward_run(run, &x[range.clone()], &dy[range]);
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `(a, b) ↦ max(a + b, 0)` (computed as `v·[v > 0]`, so NaN propagates): the residual add and
+/// the ReLU after it in one pass. Backward: `dy·[y > 0]` for both inputs (one tensor, shared),
+/// which is exact since `y > 0` exactly where `a + b > 0`; this also saves the separate ReLU's
+/// backward pass and candle's gradient bookkeeping for the intermediate sum.
+#[derive(Debug, Clone, Copy)]
+pub struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "pixreg-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!("add + relu: {:?} vs {:?}", l1.dims(), l2.dims());
+        }
+        let a = f32_data(s1, l1, "add + relu lhs")?;
+        let b = f32_data(s2, l2, "add + relu rhs")?;
+        let mut y = vec![0f32; a.len()];
+        par_planes(&mut y, 1, MIN_TASK, |first, run| {
+            let range = first..first + run.len();
+            add_relu_run(run, &a[range.clone()], &b[range]);
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !a.track_op() && !b.track_op() {
+            return Ok((None, None));
+        }
+        let d = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?;
+        Ok((a.track_op().then(|| d.clone()), b.track_op().then_some(d)))
     }
 }
