@@ -108,6 +108,27 @@ impl Geometry {
     fn output_dims(&self) -> [usize; 4] {
         [self.n, self.o, self.oh, self.ow]
     }
+
+    /// For stride 1 with `OW = W` ("same" padding horizontally), the valid output positions of
+    /// tap `(i, j)` in rows `oy0..oy1` (`oy0 < oy1`, columns `ox0..ox1`, non-empty) form one
+    /// contiguous run of output positions `oy·OW + ox` that maps onto one contiguous run of
+    /// the input plane, shifted by `(i − p)·W + j − p`: `Some((first output position, first
+    /// input index, length))`. The run also covers the columns outside `ox0..ox1` of the rows
+    /// between (they read/write the neighbouring row's edge, so the callers zero them).
+    fn shifted_run(
+        &self,
+        (oy0, oy1): (usize, usize),
+        (ox0, ox1): (usize, usize),
+        (i, j): (usize, usize),
+    ) -> Option<(usize, usize, usize)> {
+        if self.stride != 1 || self.ow != self.w || oy0 >= oy1 || ox0 >= ox1 {
+            return None;
+        }
+        let start = oy0 * self.ow + ox0;
+        let end = (oy1 - 1) * self.ow + ox1;
+        let src = (oy0 + i - self.padding) * self.w + ox0 + j - self.padding;
+        Some((start, src, end - start))
+    }
 }
 
 /// Writes the column matrix of output rows `lo..hi` of one image `[C, H, W]`: row
@@ -134,6 +155,17 @@ fn im2col(
                 let dst = &mut col[row * row_stride + offset..][..len];
                 dst[..(oy0 - lo) * g.ow].fill(0.0);
                 dst[(oy1 - lo) * g.ow..].fill(0.0);
+                if let Some((start, src, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
+                    // One copy instead of one per output row, then the wrapped-around edge
+                    // columns (and those outside the run in the first and last row) zeroed.
+                    let first = start - lo * g.ow;
+                    dst[first..first + run].copy_from_slice(&xc[src..src + run]);
+                    for d in dst[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
+                        d[..ox0].fill(0.0);
+                        d[ox1..].fill(0.0);
+                    }
+                    continue;
+                }
                 for oy in oy0..oy1 {
                     let iy = oy * s + i - g.padding;
                     let src = &xc[iy * g.w..(iy + 1) * g.w];
@@ -160,11 +192,11 @@ fn im2col(
 }
 
 /// The adjoint of [`im2col`]: adds every column entry of output rows `lo..hi` back onto the
-/// input pixel it came from.
+/// input pixel it came from. May zero entries of `col` that belong to no input pixel.
 #[inline(always)]
 fn col2im(
     g: &Geometry,
-    col: &[f32],
+    col: &mut [f32],
     row_stride: usize,
     offset: usize,
     (lo, hi): (usize, usize),
@@ -179,7 +211,21 @@ fn col2im(
             for j in 0..g.kw {
                 let (ox0, ox1) = g.valid(g.ow, g.w, j);
                 let row = (ch * g.kh + i) * g.kw + j;
-                let src = &col[row * row_stride + offset..][..len];
+                let src = &mut col[row * row_stride + offset..][..len];
+                if let Some((start, dst, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
+                    // Zero the entries that belong to no input pixel (the padding columns),
+                    // then add the whole run at once: adding 0 leaves the wrapped-around
+                    // neighbours unchanged.
+                    for c in src[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
+                        c[..ox0].fill(0.0);
+                        c[ox1..].fill(0.0);
+                    }
+                    let first = start - lo * g.ow;
+                    for (dv, cv) in dxc[dst..dst + run].iter_mut().zip(&src[first..first + run]) {
+                        *dv += cv;
+                    }
+                    continue;
+                }
                 for oy in oy0..oy1 {
                     let iy = oy * s + i - g.padding;
                     let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
@@ -223,10 +269,11 @@ simd_fn! {
 
 simd_fn! {
     /// Adds the column gradients of output rows `rows` of `imgs` images
-    /// (`[C·kh·kw, imgs·(hi−lo)·OW]`) onto their input gradients.
+    /// (`[C·kh·kw, imgs·(hi−lo)·OW]`) onto their input gradients (zeroing some of them, see
+    /// [`col2im`]).
     fn col2im_group(
         g: &Geometry,
-        dcol: &[f32],
+        dcol: &mut [f32],
         imgs: usize,
         rows: (usize, usize),
         dx_imgs: &mut [f32],
@@ -506,7 +553,7 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
                     };
                     let layout = DstLayout::RowMajor(width);
                     matmul((k, width, o), dcol, layout, false, wt, rhs, par);
-                    col2im_group(g, &dcol[..k * width], 1, rows, dx_g);
+                    col2im_group(g, &mut dcol[..k * width], 1, rows, dx_g);
                 }
             } else {
                 let width = imgs * ohw;
