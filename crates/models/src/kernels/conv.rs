@@ -131,6 +131,44 @@ impl Geometry {
     }
 }
 
+/// `dst[k] = src[k·s]` for every `k` (`src` holds at least `(dst.len() − 1)·s + 1` values).
+/// Stride 2, the network's, is written over pairs so that it vectorises (a `step_by`
+/// iterator copies one value at a time).
+#[inline(always)]
+fn gather_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = dst.len().checked_sub(1) else {
+        return;
+    };
+    if s == 2 {
+        for (v, pair) in dst[..last].iter_mut().zip(src[..2 * last].chunks_exact(2)) {
+            *v = pair[0];
+        }
+    } else {
+        for (k, v) in dst[..last].iter_mut().enumerate() {
+            *v = src[k * s];
+        }
+    }
+    dst[last] = src[last * s];
+}
+
+/// `dst[k·s] += src[k]` for every `k`: the adjoint of [`gather_strided`].
+#[inline(always)]
+fn scatter_add_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = src.len().checked_sub(1) else {
+        return;
+    };
+    if s == 2 {
+        for (pair, &v) in dst[..2 * last].chunks_exact_mut(2).zip(&src[..last]) {
+            pair[0] += v;
+        }
+    } else {
+        for (k, &v) in src[..last].iter().enumerate() {
+            dst[k * s] += v;
+        }
+    }
+    dst[last * s] += src[last];
+}
+
 /// Writes the column matrix of output rows `lo..hi` of one image `[C, H, W]`: row
 /// `(c·kh + i)·kw + j` holds, for each of these output positions, the input value under
 /// kernel tap `(i, j)` (0 in the padding), at `col[row·row_stride + offset ..][.. (hi−lo)·OW]`.
@@ -181,9 +219,7 @@ fn im2col(
                     } else {
                         // Input columns ix0, ix0 + s, ...: every s-th value from ix0.
                         let ix0 = ox0 * s + j - g.padding;
-                        for (v, &x) in d[ox0..ox1].iter_mut().zip(src[ix0..].iter().step_by(s)) {
-                            *v = x;
-                        }
+                        gather_strided(&mut d[ox0..ox1], &src[ix0..], s);
                     }
                 }
             }
@@ -240,9 +276,7 @@ fn col2im(
                         }
                     } else {
                         let ix0 = ox0 * s + j - g.padding;
-                        for (dv, cv) in d[ix0..].iter_mut().step_by(s).zip(&c[ox0..ox1]) {
-                            *dv += cv;
-                        }
+                        scatter_add_strided(&mut d[ix0..], &c[ox0..ox1], s);
                     }
                 }
             }
