@@ -115,21 +115,7 @@ impl BatchNorm2d {
     /// Training mode: normalises with the batch statistics and updates the running statistics
     /// (`r ← 0.9·r + 0.1·batch`, unbiased variance) and the batch counter.
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.train_then(x, false)
-    }
-
-    /// `relu(forward_train(x))`, fused into one kernel on the CPU ([`ops::batch_norm_relu`]).
-    pub fn forward_train_relu(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.train_then(x, true)
-    }
-
-    fn train_then(&mut self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let norm = if relu {
-            ops::batch_norm_relu
-        } else {
-            ops::batch_norm
-        };
-        let (y, moments) = norm(
+        let (y, moments) = ops::batch_norm(
             x,
             self.weight.as_tensor(),
             self.bias.as_tensor(),
@@ -137,14 +123,42 @@ impl BatchNorm2d {
             ops::BatchNormStats::Batch,
         )?;
         if let Some(m) = moments {
-            self.running_mean =
-                ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (m.mean * BN_MOMENTUM)?)?.detach();
-            self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
-                + (m.var_unbiased * BN_MOMENTUM)?)?
-                .detach();
+            self.track(m)?;
         }
         self.num_batches_tracked += 1;
         Ok(y)
+    }
+
+    /// Training mode applied to `conv(x)` (then a ReLU with `relu`), convolution and batch
+    /// norm fused into one kernel on the CPU ([`ops::conv2d_batch_norm_train`]); updates the
+    /// running statistics as [`BatchNorm2d::forward_train`].
+    pub fn forward_train_conv(&mut self, conv: &Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let spec = ops::ConvSpec {
+            weight: conv.weight.as_tensor(),
+            stride: conv.stride,
+            padding: conv.padding,
+        };
+        let (y, moments) = ops::conv2d_batch_norm_train(
+            x,
+            spec,
+            self.weight.as_tensor(),
+            self.bias.as_tensor(),
+            BN_EPS,
+            relu,
+        )?;
+        self.track(moments)?;
+        self.num_batches_tracked += 1;
+        Ok(y)
+    }
+
+    /// Blends batch moments into the running statistics (`r ← 0.9·r + 0.1·batch`).
+    fn track(&mut self, m: ops::BatchMoments) -> Result<()> {
+        self.running_mean =
+            ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (m.mean * BN_MOMENTUM)?)?.detach();
+        self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
+            + (m.var_unbiased * BN_MOMENTUM)?)?
+            .detach();
+        Ok(())
     }
 
     /// Evaluation mode: normalises with the running statistics; changes nothing.
@@ -168,15 +182,6 @@ impl BatchNorm2d {
             self.forward_train(x)
         } else {
             self.forward_eval(x)
-        }
-    }
-
-    /// `relu(forward_t(x, train))` (fused in training mode on the CPU).
-    pub fn forward_relu_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            self.forward_train_relu(x)
-        } else {
-            ops::relu(&self.forward_eval(x)?)
         }
     }
 

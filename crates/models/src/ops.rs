@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{
     self,
     conv::{Conv2dOp, Geometry},
+    conv_bn::ConvBatchNormTrain,
     norm::{AddRelu, BatchNormTrain, ChannelAffine, Relu},
 };
 
@@ -23,6 +24,72 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
         return Ok(x.contiguous()?.apply_op2(&weight.contiguous()?, op)?);
     }
     Ok(x.conv2d(weight, padding, stride, 1, 1)?)
+}
+
+/// A convolution's weight (`[O, C, kh, kw]`), stride and padding (see [`conv2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec<'a> {
+    /// The kernel.
+    pub weight: &'a Tensor,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding (all four sides).
+    pub padding: usize,
+}
+
+/// `batch_norm(conv2d(x, …))` in training mode, followed by a ReLU with `relu`; returns the
+/// output and the batch moments of the convolution's output.
+///
+/// On the CPU one fused kernel ([`kernels::conv_bn::ConvBatchNormTrain`], the same arithmetic
+/// as the separate kernels, but the convolution's output never becomes a candle tensor, which
+/// saves candle's gradient bookkeeping for it); elsewhere [`conv2d`] then [`batch_norm`] /
+/// [`batch_norm_relu`].
+pub fn conv2d_batch_norm_train(
+    x: &Tensor,
+    conv: ConvSpec<'_>,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchMoments)> {
+    if !kernels::applies(&[x, conv.weight, weight, bias]) {
+        let z = conv2d(x, conv.weight, conv.stride, conv.padding)?;
+        let (y, moments) = batch_norm_then(&z, weight, bias, eps, BatchNormStats::Batch, relu)?;
+        let moments = moments.ok_or_else(|| {
+            Error::Input("batch norm: training mode produced no statistics".into())
+        })?;
+        return Ok((y, moments));
+    }
+    let g = Geometry::new(x.dims(), conv.weight.dims(), conv.stride, conv.padding)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    if weight.dims() != [g.o] || bias.dims() != [g.o] {
+        return Err(Error::Input(format!(
+            "batch norm weight {:?} / bias {:?} must be [{}]",
+            weight.dims(),
+            bias.dims(),
+            g.o
+        )));
+    }
+    if g.n * g.oh * g.ow < 2 {
+        return Err(Error::Input(format!(
+            "batch norm in training mode needs more than one value per channel, got a \
+             convolution output of {:?}",
+            [g.n, g.o, g.oh, g.ow]
+        )));
+    }
+    let op = ConvBatchNormTrain::new(conv.stride, conv.padding, eps, relu);
+    let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
+    let y = x
+        .contiguous()?
+        .apply_op3(&conv.weight.contiguous()?, &gamma_beta, op.clone())?;
+    let stats = op.stats().ok_or_else(|| {
+        Error::Input("conv + batch norm: the kernel produced no statistics".into())
+    })?;
+    let moments = BatchMoments {
+        mean: Tensor::from_slice(&stats.mean, g.o, x.device())?,
+        var_unbiased: Tensor::from_slice(&stats.var_unbiased, g.o, x.device())?,
+    };
+    Ok((y, moments))
 }
 
 /// What batch normalisation normalises with.

@@ -36,13 +36,20 @@ impl ConvBn {
         })
     }
 
+    /// Training mode runs the convolution and the batch norm as one fused op.
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        if train {
+            return self.bn.forward_train_conv(&self.conv, x, false);
+        }
+        self.forward_eval(x)
     }
 
-    /// `relu(forward(x, train))`, with the batch norm and the ReLU fused.
+    /// `relu(forward(x, train))`, with the ReLU fused too in training mode.
     fn forward_relu(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
+        if train {
+            return self.bn.forward_train_conv(&self.conv, x, true);
+        }
+        ops::relu(&self.forward_eval(x)?)
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {

@@ -392,6 +392,85 @@ fn batch_norm_relu_eval_is_relu_of_the_eval_batch_norm() {
 }
 
 #[test]
+fn fused_conv_batch_norm_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (case_index, &(n, c, h, w, o, k, s, p)) in CONV_CASES.iter().enumerate() {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        if n * oh * ow < 2 {
+            continue;
+        }
+        let relu = case_index % 2 == 0;
+        let case = format!("{:?} relu {relu}", (n, c, h, w, o, k, s, p));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let g = random(&mut rng, &[n, o, oh, ow]);
+        let spec = ops::ConvSpec {
+            weight: wt.as_tensor(),
+            stride: s,
+            padding: p,
+        };
+        let (fast, fast_m) =
+            ops::conv2d_batch_norm_train(&x, spec, &gamma, &beta, 1e-5, relu).unwrap();
+        let z = ops::conv2d(&x, &wt, s, p).unwrap();
+        let (bn, ref_m) =
+            ops::batch_norm_composite(&z, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let reference = if relu { reference_relu(&bn) } else { bn };
+        assert_close(&format!("conv+bn y {case}"), &fast, &reference, 1e-5);
+        let ref_m = ref_m.unwrap();
+        assert_close(
+            &format!("conv+bn mean {case}"),
+            &fast_m.mean,
+            &ref_m.mean,
+            1e-5,
+        );
+        assert_close(
+            &format!("conv+bn var {case}"),
+            &fast_m.var_unbiased,
+            &ref_m.var_unbiased,
+            1e-5,
+        );
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [
+            ("dx", &x),
+            ("dw", &wt),
+            ("dgamma", &gamma),
+            ("dbeta", &beta),
+        ] {
+            assert_close(
+                &format!("conv+bn {name} {case}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                TOL,
+            );
+        }
+    }
+    // A constant input (the stem's images) gets no gradient; the parameters still do.
+    let x = random(&mut rng, &[2, 1, 6, 6]);
+    let wt = Var::from_tensor(&random(&mut rng, &[3, 1, 3, 3])).unwrap();
+    let (gamma, beta) = (
+        Var::ones(3, DType::F32, &Device::Cpu).unwrap(),
+        Var::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let spec = ops::ConvSpec {
+        weight: wt.as_tensor(),
+        stride: 1,
+        padding: 1,
+    };
+    let (y, _) = ops::conv2d_batch_norm_train(&x, spec, &gamma, &beta, 1e-5, true).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&wt).is_some() && grads.get(&gamma).is_some() && grads.get(&beta).is_some());
+}
+
+#[test]
 fn add_relu_matches_the_unfused_composition() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     for shape in [[2, 3, 5, 7], [1, 1, 1, 1], [4, 9, 6, 5], [64, 16, 4, 4]] {
@@ -471,4 +550,24 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(ops::batch_norm_relu(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
     assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 4, 5])).is_err());
     assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 16])).is_err());
+    let w433 = random(&mut rng, &[4, 3, 3, 3]);
+    let spec = |weight| ops::ConvSpec {
+        weight,
+        stride: 1,
+        padding: 1,
+    };
+    let c4 = random(&mut rng, &[4]);
+    let train = |x: &Tensor, spec, w: &Tensor, b: &Tensor| {
+        ops::conv2d_batch_norm_train(x, spec, w, b, 1e-5, true).is_err()
+    };
+    assert!(train(&x, spec(&w433), &c3, &c3));
+    let w423 = random(&mut rng, &[4, 2, 3, 3]);
+    assert!(train(&x, spec(&w423), &c4, &c4));
+    // One 1×1 image: one value per channel.
+    assert!(train(
+        &random(&mut rng, &[1, 3, 1, 1]),
+        spec(&w433),
+        &c4,
+        &c4
+    ));
 }

@@ -14,6 +14,8 @@
 //!   passes backward) with PyTorch's CPU accuracy (float64 sums), the per-channel affine used
 //!   by eval-mode batch norm, ReLU with PyTorch's gradient convention, and the fused
 //!   batch norm + ReLU and residual add + ReLU.
+//! * [`conv_bn`]: a convolution, training-mode batch norm and optional ReLU as one op (the
+//!   convolution's output stays inside the op).
 //! * [`sgd`]: the SGD momentum update in place (candle in-place ops, no backward).
 //!
 //! Layout assumptions: every tensor is float32, row-major and contiguous (the callers in
@@ -141,6 +143,7 @@ macro_rules! simd_fn {
 }
 
 pub mod conv;
+pub mod conv_bn;
 pub mod norm;
 pub mod sgd;
 

@@ -330,7 +330,7 @@ pub fn channel_affine(
 }
 
 /// `(α, β) = (γ·invstd, bias − mean·α)` in float32, per channel.
-fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let alpha: Vec<f32> = weight
         .iter()
         .zip(&stats.invstd)
