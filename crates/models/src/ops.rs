@@ -1,9 +1,10 @@
 //! The only places where the model calls its heavy kernels.
 //!
-//! Every convolution of the network goes through [`conv2d`] and every batch normalisation
-//! through [`batch_norm`], so faster kernels can replace these two functions without touching
-//! the layers. On the CPU (float32, [`kernels::enabled`]) they run the fast kernels of
-//! [`crate::kernels`]; elsewhere candle's own ops.
+//! Every convolution and batch normalisation of the network goes through these functions
+//! ([`conv2d`], [`batch_norm`], and in training mode the fused [`conv2d_batch_norm_train`]
+//! and [`add_relu`]), so faster kernels can replace them without touching the layers. On the
+//! CPU (float32, [`kernels::enabled`]) they run the fast kernels of [`crate::kernels`];
+//! elsewhere candle's own ops.
 
 use candle_core::{DType, Tensor, D};
 
