@@ -195,9 +195,17 @@ pub struct OpTiming {
 }
 
 enum BenchOp {
-    Conv { stride: usize, padding: usize },
+    Conv {
+        stride: usize,
+        padding: usize,
+    },
     BatchNorm,
     Relu,
+    /// A 3×3 stride-1 conv, training-mode batch norm and ReLU as the network runs them (one
+    /// fused op on the CPU); `b` is both the batch norm's weight and bias.
+    ConvBnReluFused,
+    /// The same as three separate ops (conv, then batch norm + ReLU).
+    ConvBnReluSeparate,
 }
 
 fn run_op(op: &BenchOp, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -205,6 +213,18 @@ fn run_op(op: &BenchOp, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         BenchOp::Conv { stride, padding } => ops::conv2d(x, w, stride, padding),
         BenchOp::BatchNorm => Ok(ops::batch_norm(x, w, b, 1e-5, BatchNormStats::Batch)?.0),
         BenchOp::Relu => ops::relu(x),
+        BenchOp::ConvBnReluFused => {
+            let conv = ops::ConvSpec {
+                weight: w,
+                stride: 1,
+                padding: 1,
+            };
+            Ok(ops::conv2d_batch_norm_train(x, conv, b, b, 1e-5, true)?.0)
+        }
+        BenchOp::ConvBnReluSeparate => {
+            let z = ops::conv2d(x, w, 1, 1)?;
+            Ok(ops::batch_norm_relu(&z, b, b, 1e-5, BatchNormStats::Batch)?.0)
+        }
     }
 }
 
@@ -235,7 +255,8 @@ fn time_op(op: &BenchOp, x: &Var, w: &Var, b: &Var, reps: usize) -> Result<(f64,
 }
 
 /// Per-op times for the shapes of ResNet18 base `base` on `batch` images of `size`×`size`
-/// with `in_channels` channels: every distinct convolution, a batch norm and a ReLU.
+/// with `in_channels` channels: every distinct convolution, a batch norm, a ReLU, and the
+/// first section's conv → batch norm → ReLU as one fused op and as separate ops.
 pub fn ops(
     batch: usize,
     in_channels: usize,
@@ -299,6 +320,17 @@ pub fn ops(
         [batch, base, s, s],
         &[base],
     )?;
+    for (label, op) in [
+        ("fused", BenchOp::ConvBnReluFused),
+        ("separate", BenchOp::ConvBnReluSeparate),
+    ] {
+        measure(
+            format!("conv3x3+bn+relu {label} {base}->{base} @{s}x{s}"),
+            op,
+            [batch, base, s, s],
+            &[base, base, 3, 3],
+        )?;
+    }
     Ok(out)
 }
 

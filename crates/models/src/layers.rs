@@ -123,14 +123,42 @@ impl BatchNorm2d {
             ops::BatchNormStats::Batch,
         )?;
         if let Some(m) = moments {
-            self.running_mean =
-                ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (m.mean * BN_MOMENTUM)?)?.detach();
-            self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
-                + (m.var_unbiased * BN_MOMENTUM)?)?
-                .detach();
+            self.track(m)?;
         }
         self.num_batches_tracked += 1;
         Ok(y)
+    }
+
+    /// Training mode applied to `conv(x)` (then a ReLU with `relu`), convolution and batch
+    /// norm fused into one kernel on the CPU ([`ops::conv2d_batch_norm_train`]); updates the
+    /// running statistics as [`BatchNorm2d::forward_train`].
+    pub fn forward_train_conv(&mut self, conv: &Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let spec = ops::ConvSpec {
+            weight: conv.weight.as_tensor(),
+            stride: conv.stride,
+            padding: conv.padding,
+        };
+        let (y, moments) = ops::conv2d_batch_norm_train(
+            x,
+            spec,
+            self.weight.as_tensor(),
+            self.bias.as_tensor(),
+            BN_EPS,
+            relu,
+        )?;
+        self.track(moments)?;
+        self.num_batches_tracked += 1;
+        Ok(y)
+    }
+
+    /// Blends batch moments into the running statistics (`r ← 0.9·r + 0.1·batch`).
+    fn track(&mut self, m: ops::BatchMoments) -> Result<()> {
+        self.running_mean =
+            ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (m.mean * BN_MOMENTUM)?)?.detach();
+        self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
+            + (m.var_unbiased * BN_MOMENTUM)?)?
+            .detach();
+        Ok(())
     }
 
     /// Evaluation mode: normalises with the running statistics; changes nothing.

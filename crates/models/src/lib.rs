@@ -10,7 +10,8 @@
 //!   `softmax(layer_weight)`; the maths is `rsa-core`'s), [`ResNet::forward_eval`] side-effect
 //!   free eval-mode logits for evaluation and attacks;
 //! * BatchNorm with PyTorch's train/eval semantics ([`layers::BatchNorm2d`]); every
-//!   convolution and batch normalisation runs through [`ops::conv2d`] and [`ops::batch_norm`];
+//!   convolution and batch normalisation runs through [`ops`] ([`ops::conv2d`],
+//!   [`ops::batch_norm`], fused [`ops::conv2d_batch_norm_train`] in training mode);
 //! * checkpoints in safetensors under the reference's exact state-dict names, loadable from a
 //!   PyTorch export (`safetensors.torch.save_file(model.state_dict(), path)`), strictly;
 //! * [`SgdMomentum`], `torch.optim.SGD` with momentum and weight decay, with resumable state;

@@ -1,9 +1,10 @@
 //! The only places where the model calls its heavy kernels.
 //!
-//! Every convolution of the network goes through [`conv2d`] and every batch normalisation
-//! through [`batch_norm`], so faster kernels can replace these two functions without touching
-//! the layers. On the CPU (float32, [`kernels::enabled`]) they run the fast kernels of
-//! [`crate::kernels`]; elsewhere candle's own ops.
+//! Every convolution and batch normalisation of the network goes through these functions
+//! ([`conv2d`], [`batch_norm`], and in training mode the fused [`conv2d_batch_norm_train`]
+//! and [`add_relu`]), so faster kernels can replace them without touching the layers. On the
+//! CPU (float32, [`kernels::enabled`]) they run the fast kernels of [`crate::kernels`];
+//! elsewhere candle's own ops.
 
 use candle_core::{DType, Tensor, D};
 
@@ -11,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::kernels::{
     self,
     conv::{Conv2dOp, Geometry},
-    norm::{BatchNormTrain, ChannelAffine, Relu},
+    conv_bn::ConvBatchNormTrain,
+    norm::{AddRelu, BatchNormTrain, ChannelAffine, Relu},
 };
 
 /// 2-D convolution without bias, NCHW input, `[out, in, kh, kw]` kernel, no dilation or groups.
@@ -23,6 +25,72 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
         return Ok(x.contiguous()?.apply_op2(&weight.contiguous()?, op)?);
     }
     Ok(x.conv2d(weight, padding, stride, 1, 1)?)
+}
+
+/// A convolution's weight (`[O, C, kh, kw]`), stride and padding (see [`conv2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec<'a> {
+    /// The kernel.
+    pub weight: &'a Tensor,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding (all four sides).
+    pub padding: usize,
+}
+
+/// `batch_norm(conv2d(x, …))` in training mode, followed by a ReLU with `relu`; returns the
+/// output and the batch moments of the convolution's output.
+///
+/// On the CPU one fused kernel ([`kernels::conv_bn::ConvBatchNormTrain`], the same arithmetic
+/// as the separate kernels, but the convolution's output never becomes a candle tensor, which
+/// saves candle's gradient bookkeeping for it); elsewhere [`conv2d`] then [`batch_norm`] /
+/// [`batch_norm_relu`].
+pub fn conv2d_batch_norm_train(
+    x: &Tensor,
+    conv: ConvSpec<'_>,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchMoments)> {
+    if !kernels::applies(&[x, conv.weight, weight, bias]) {
+        let z = conv2d(x, conv.weight, conv.stride, conv.padding)?;
+        let (y, moments) = batch_norm_then(&z, weight, bias, eps, BatchNormStats::Batch, relu)?;
+        let moments = moments.ok_or_else(|| {
+            Error::Input("batch norm: training mode produced no statistics".into())
+        })?;
+        return Ok((y, moments));
+    }
+    let g = Geometry::new(x.dims(), conv.weight.dims(), conv.stride, conv.padding)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    if weight.dims() != [g.o] || bias.dims() != [g.o] {
+        return Err(Error::Input(format!(
+            "batch norm weight {:?} / bias {:?} must be [{}]",
+            weight.dims(),
+            bias.dims(),
+            g.o
+        )));
+    }
+    if g.n * g.oh * g.ow < 2 {
+        return Err(Error::Input(format!(
+            "batch norm in training mode needs more than one value per channel, got a \
+             convolution output of {:?}",
+            [g.n, g.o, g.oh, g.ow]
+        )));
+    }
+    let op = ConvBatchNormTrain::new(conv.stride, conv.padding, eps, relu);
+    let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
+    let y = x
+        .contiguous()?
+        .apply_op3(&conv.weight.contiguous()?, &gamma_beta, op.clone())?;
+    let stats = op.stats().ok_or_else(|| {
+        Error::Input("conv + batch norm: the kernel produced no statistics".into())
+    })?;
+    let moments = BatchMoments {
+        mean: Tensor::from_slice(&stats.mean, g.o, x.device())?,
+        var_unbiased: Tensor::from_slice(&stats.var_unbiased, g.o, x.device())?,
+    };
+    Ok((y, moments))
 }
 
 /// What batch normalisation normalises with.
@@ -65,13 +133,40 @@ pub fn batch_norm(
     eps: f64,
     stats: BatchNormStats<'_>,
 ) -> Result<(Tensor, Option<BatchMoments>)> {
+    batch_norm_then(x, weight, bias, eps, stats, false)
+}
+
+/// `relu(batch_norm(…))`: on the CPU in training mode one fused kernel (the ReLU applied in the
+/// normalising pass, its backward folded into the batch-norm backward); elsewhere the two ops.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+) -> Result<(Tensor, Option<BatchMoments>)> {
+    batch_norm_then(x, weight, bias, eps, stats, true)
+}
+
+/// [`batch_norm`], followed by a ReLU with `relu`.
+fn batch_norm_then(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    stats: BatchNormStats<'_>,
+    relu: bool,
+) -> Result<(Tensor, Option<BatchMoments>)> {
     if !kernels::applies(&[x, weight, bias]) {
-        return batch_norm_composite(x, weight, bias, eps, stats);
+        let (y, moments) = batch_norm_composite(x, weight, bias, eps, stats)?;
+        let y = if relu { self::relu(&y)? } else { y };
+        return Ok((y, moments));
     }
     let (_, c, _, _) = check_batch_norm(x, stats)?;
     match stats {
         BatchNormStats::Batch => {
             let op = BatchNormTrain::new(eps);
+            let op = if relu { op.with_relu() } else { op };
             let computed = op.stats.clone();
             let y = x
                 .contiguous()?
@@ -88,6 +183,7 @@ pub fn batch_norm(
         BatchNormStats::Running { mean, var } => {
             let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
             let y = x.contiguous()?.apply_op3(&alpha, &beta, ChannelAffine)?;
+            let y = if relu { self::relu(&y)? } else { y };
             Ok((y, None))
         }
     }
@@ -181,6 +277,22 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }
     let mask = x.gt(0f64)?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
+}
+
+/// `relu(a + b)` (the end of a residual block): on the CPU one fused kernel
+/// ([`kernels::norm::AddRelu`]), elsewhere the two ops. `a` and `b` must have the same shape.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        return Err(Error::Input(format!(
+            "add + relu: shapes differ, {:?} vs {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    if kernels::applies(&[a, b]) {
+        return Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)?);
+    }
+    relu(&(a + b)?)
 }
 
 /// `F.avg_pool2d(x, k)` with PyTorch's floor mode: trailing rows/columns that do not fill a

@@ -8,6 +8,10 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::checkpoint::{read_safetensors, write_safetensors};
 use crate::error::{Error, Result};
+use crate::kernels::{
+    self,
+    sgd::{MomentumBufferUpdate, ParamUpdate},
+};
 
 /// Key prefix of the momentum buffers in a saved optimizer state.
 pub const MOMENTUM_BUFFER_PREFIX: &str = "momentum_buffer.";
@@ -68,12 +72,22 @@ impl SgdMomentum {
     }
 
     /// One update of every parameter that has a gradient in `grads`.
+    ///
+    /// On the CPU (float32) the parameters and momentum buffers are updated in place by the
+    /// kernels of [`kernels::sgd`] (same float32 arithmetic as the candle ops used elsewhere,
+    /// bit for bit): a buffer returned by [`SgdMomentum::momentum_buffer`] changes with later
+    /// steps, so copy it to keep a snapshot.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         for (name, var) in &self.params {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let p = var.as_detached_tensor();
+            if kernels::applies(&[&p, g]) {
+                let hyper = (self.lr, self.momentum, self.weight_decay);
+                step_in_place(&mut self.buffers, hyper, name, &p, &g.contiguous()?)?;
+                continue;
+            }
             let mut d = g.detach();
             if self.weight_decay != 0.0 {
                 d = (d + (&p * self.weight_decay)?)?;
@@ -148,4 +162,51 @@ impl SgdMomentum {
         self.buffers = buffers;
         Ok(())
     }
+}
+
+/// The update of one CPU float32 parameter `p` (contiguous, as every `Var`) with its gradient
+/// `g`, in place; `(lr, momentum, weight_decay)` and the buffers are the optimizer's.
+fn step_in_place(
+    buffers: &mut HashMap<String, Tensor>,
+    (lr, momentum, weight_decay): (f64, f64, f64),
+    name: &str,
+    p: &Tensor,
+    g: &Tensor,
+) -> Result<()> {
+    let decay = (weight_decay != 0.0).then_some(weight_decay as f32);
+    if momentum == 0.0 {
+        p.inplace_op2(
+            g,
+            &ParamUpdate {
+                lr: lr as f32,
+                weight_decay: decay,
+            },
+        )?;
+        return Ok(());
+    }
+    let update = ParamUpdate {
+        lr: lr as f32,
+        weight_decay: None,
+    };
+    match buffers.get(name) {
+        Some(buf) => {
+            let op = MomentumBufferUpdate {
+                momentum: momentum as f32,
+                weight_decay: decay,
+            };
+            buf.inplace_op3(g, p, &op)?;
+            p.inplace_op2(buf, &update)?;
+        }
+        None => {
+            // First step: the buffer is `d` itself, in storage of its own (the gradient's
+            // storage belongs to the caller's GradStore and must not be updated later).
+            let buf = match decay {
+                Some(_) => (g + (p * weight_decay)?)?,
+                None => g.copy()?,
+            };
+            p.inplace_op2(&buf, &update)?;
+            buffers.insert(name.to_string(), buf);
+        }
+    }
+    Ok(())
 }

@@ -36,8 +36,20 @@ impl ConvBn {
         })
     }
 
+    /// Training mode runs the convolution and the batch norm as one fused op.
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        if train {
+            return self.bn.forward_train_conv(&self.conv, x, false);
+        }
+        self.forward_eval(x)
+    }
+
+    /// `relu(forward(x, train))`, with the ReLU fused too in training mode.
+    fn forward_relu(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            return self.bn.forward_train_conv(&self.conv, x, true);
+        }
+        ops::relu(&self.forward_eval(x)?)
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -100,17 +112,19 @@ impl ResBlock {
         })
     }
 
+    /// The ReLUs of `layer1`/`layer2` are applied to the previous layer's output, so they are
+    /// fused with the batch norm before them; the final ReLU with the residual add.
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.layer0.forward(x, train)?;
-        let mut out = self.layer1.forward(&ops::relu(&out)?, train)?;
-        if let Some(layer2) = &mut self.layer2 {
-            out = layer2.forward(&ops::relu(&out)?, train)?;
-        }
+        let out = self.layer0.forward_relu(x, train)?;
+        let out = match &mut self.layer2 {
+            Some(layer2) => layer2.forward(&self.layer1.forward_relu(&out, train)?, train)?,
+            None => self.layer1.forward(&out, train)?,
+        };
         let skip = match &mut self.shortcut {
             Some(s) => s.forward(x, train)?,
             None => x.clone(),
         };
-        ops::relu(&(out + skip)?)
+        ops::add_relu(&out, &skip)
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -123,7 +137,7 @@ impl ResBlock {
             Some(s) => s.forward_eval(x)?,
             None => x.clone(),
         };
-        ops::relu(&(out + skip)?)
+        ops::add_relu(&out, &skip)
     }
 
     fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {
@@ -170,7 +184,7 @@ impl Core {
     /// The five features (stem and sections 1-4, all post-ReLU).
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let mut features = Vec::with_capacity(NUM_LAYERS);
-        let mut h = ops::relu(&self.stem.forward(x, train)?)?;
+        let mut h = self.stem.forward_relu(x, train)?;
         features.push(h.clone());
         for section in &mut self.sections {
             for block in section.iter_mut() {

@@ -51,7 +51,9 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
 /// `(N, C, H, W, O, k, stride, padding)`.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CONV_CASES: [ConvCase; 12] = [
+/// The last three have at least 512 output positions per image, so single images are processed
+/// in bands of output rows (the last band shorter).
+const CONV_CASES: [ConvCase; 15] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -64,6 +66,9 @@ const CONV_CASES: [ConvCase; 12] = [
     (7, 3, 5, 5, 4, 3, 2, 1),
     (11, 6, 3, 3, 7, 1, 1, 0),
     (4, 1, 13, 10, 8, 7, 2, 3),
+    (2, 2, 23, 29, 3, 3, 1, 1),
+    (1, 2, 50, 45, 3, 3, 2, 1),
+    (2, 1, 33, 31, 4, 7, 1, 3),
 ];
 
 #[test]
@@ -319,6 +324,190 @@ fn batch_norm_eval_matches_the_composite_forward_and_backward() {
     }
 }
 
+/// candle's own ReLU with PyTorch's gradient (the reference composition; the mask is a
+/// constant, so the gradient is `dy·[x > 0]`).
+fn reference_relu(x: &Tensor) -> Tensor {
+    let mask = x.gt(0f64).unwrap().to_dtype(DType::F32).unwrap();
+    x.mul(&mask).unwrap()
+}
+
+#[test]
+fn batch_norm_relu_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for &(n, c, h, w) in &BN_CASES {
+        let case = format!("{:?}", (n, c, h, w));
+        // An offset so the mean matters; about half of the outputs are clipped.
+        let x = Var::from_tensor(&(random(&mut rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
+        let g = random(&mut rng, &[n, c, h, w]);
+        let (fast, fast_m) =
+            ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let (bn, ref_m) =
+            ops::batch_norm_composite(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let reference = reference_relu(&bn);
+        assert_close(&format!("bn+relu y {case}"), &fast, &reference, 1e-5);
+        let (fast_m, ref_m) = (fast_m.unwrap(), ref_m.unwrap());
+        assert_close(
+            &format!("bn+relu mean {case}"),
+            &fast_m.mean,
+            &ref_m.mean,
+            1e-6,
+        );
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+            assert_close(
+                &format!("bn+relu {name} {case}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_relu_eval_is_relu_of_the_eval_batch_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (n, c, h, w) = (3, 5, 4, 3);
+    let x = random(&mut rng, &[n, c, h, w]);
+    let (gamma, beta) = (random(&mut rng, &[c]), random(&mut rng, &[c]));
+    let (mean, var) = (
+        random(&mut rng, &[c]),
+        (random(&mut rng, &[c]) + 1.5).unwrap(),
+    );
+    let stats = BatchNormStats::Running {
+        mean: &mean,
+        var: &var,
+    };
+    let (fused, _) = ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    let (bn, _) = ops::batch_norm(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    assert_close("bn+relu eval", &fused, &reference_relu(&bn), 0.0);
+}
+
+#[test]
+fn fused_conv_batch_norm_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (case_index, &(n, c, h, w, o, k, s, p)) in CONV_CASES.iter().enumerate() {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        if n * oh * ow < 2 {
+            continue;
+        }
+        let relu = case_index % 2 == 0;
+        let case = format!("{:?} relu {relu}", (n, c, h, w, o, k, s, p));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let g = random(&mut rng, &[n, o, oh, ow]);
+        let spec = ops::ConvSpec {
+            weight: wt.as_tensor(),
+            stride: s,
+            padding: p,
+        };
+        let (fast, fast_m) =
+            ops::conv2d_batch_norm_train(&x, spec, &gamma, &beta, 1e-5, relu).unwrap();
+        let z = ops::conv2d(&x, &wt, s, p).unwrap();
+        let (bn, ref_m) =
+            ops::batch_norm_composite(&z, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
+        let reference = if relu { reference_relu(&bn) } else { bn };
+        assert_close(&format!("conv+bn y {case}"), &fast, &reference, 1e-5);
+        let ref_m = ref_m.unwrap();
+        assert_close(
+            &format!("conv+bn mean {case}"),
+            &fast_m.mean,
+            &ref_m.mean,
+            1e-5,
+        );
+        assert_close(
+            &format!("conv+bn var {case}"),
+            &fast_m.var_unbiased,
+            &ref_m.var_unbiased,
+            1e-5,
+        );
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [
+            ("dx", &x),
+            ("dw", &wt),
+            ("dgamma", &gamma),
+            ("dbeta", &beta),
+        ] {
+            assert_close(
+                &format!("conv+bn {name} {case}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                TOL,
+            );
+        }
+    }
+    // A constant input (the stem's images) gets no gradient; the parameters still do.
+    let x = random(&mut rng, &[2, 1, 6, 6]);
+    let wt = Var::from_tensor(&random(&mut rng, &[3, 1, 3, 3])).unwrap();
+    let (gamma, beta) = (
+        Var::ones(3, DType::F32, &Device::Cpu).unwrap(),
+        Var::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let spec = ops::ConvSpec {
+        weight: wt.as_tensor(),
+        stride: 1,
+        padding: 1,
+    };
+    let (y, _) = ops::conv2d_batch_norm_train(&x, spec, &gamma, &beta, 1e-5, true).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&wt).is_some() && grads.get(&gamma).is_some() && grads.get(&beta).is_some());
+}
+
+#[test]
+fn add_relu_matches_the_unfused_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for shape in [[2, 3, 5, 7], [1, 1, 1, 1], [4, 9, 6, 5], [64, 16, 4, 4]] {
+        let a = Var::from_tensor(&random(&mut rng, &shape)).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, &shape)).unwrap();
+        let g = random(&mut rng, &shape);
+        let fast = ops::add_relu(&a, &b).unwrap();
+        let reference = reference_relu(&(a.as_tensor() + b.as_tensor()).unwrap());
+        assert_close(&format!("add+relu y {shape:?}"), &fast, &reference, 0.0);
+        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let rg = (&reference * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("da", &a), ("db", &b)] {
+            assert_close(
+                &format!("add+relu {name} {shape:?}"),
+                fg.get(var).unwrap(),
+                rg.get(var).unwrap(),
+                0.0,
+            );
+        }
+    }
+    // A constant operand gets no gradient; the other still does.
+    let a = Var::from_tensor(&random(&mut rng, &[2, 2, 3, 3])).unwrap();
+    let b = random(&mut rng, &[2, 2, 3, 3]);
+    let grads = ops::add_relu(&a, &b)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&a).is_some() && grads.get(&b).is_none());
+}
+
 #[test]
 fn relu_matches_pytorch_semantics() {
     let x = Var::from_tensor(
@@ -357,4 +546,28 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(ops::batch_norm(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
     let c2 = random(&mut rng, &[2]);
     assert!(ops::batch_norm(&x, &c2, &c2, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::batch_norm_relu(&x, &c2, &c2, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::batch_norm_relu(&one, &c3, &c3, 1e-5, BatchNormStats::Batch).is_err());
+    assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 4, 5])).is_err());
+    assert!(ops::add_relu(&x, &random(&mut rng, &[2, 3, 16])).is_err());
+    let w433 = random(&mut rng, &[4, 3, 3, 3]);
+    let spec = |weight| ops::ConvSpec {
+        weight,
+        stride: 1,
+        padding: 1,
+    };
+    let c4 = random(&mut rng, &[4]);
+    let train = |x: &Tensor, spec, w: &Tensor, b: &Tensor| {
+        ops::conv2d_batch_norm_train(x, spec, w, b, 1e-5, true).is_err()
+    };
+    assert!(train(&x, spec(&w433), &c3, &c3));
+    let w423 = random(&mut rng, &[4, 2, 3, 3]);
+    assert!(train(&x, spec(&w423), &c4, &c4));
+    // One 1×1 image: one value per channel.
+    assert!(train(
+        &random(&mut rng, &[1, 3, 1, 1]),
+        spec(&w433),
+        &c4,
+        &c4
+    ));
 }

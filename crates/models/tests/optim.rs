@@ -117,3 +117,68 @@ fn saved_state_resumes_identically() {
         Err(Error::ShapeMismatch { key, .. }) if key == "momentum_buffer.w"
     ));
 }
+
+/// The float32 update of the candle-op formulation, element by element: `d = g + p·wd`,
+/// `buf = d` (first step) or `buf·μ + d`, `p = p − buf·lr` (`p − d·lr` without momentum).
+fn reference_step(p: &mut [f32], buf: &mut Option<Vec<f32>>, g: &[f32], hyper: (f32, f32, f32)) {
+    let (lr, mu, wd) = hyper;
+    let d: Vec<f32> = g
+        .iter()
+        .zip(p.iter())
+        .map(|(&g, &p)| if wd != 0.0 { g + p * wd } else { g })
+        .collect();
+    let dir = if mu != 0.0 {
+        let b = match buf.take() {
+            Some(b) => b.iter().zip(&d).map(|(&b, &d)| b * mu + d).collect(),
+            None => d,
+        };
+        *buf = Some(b.clone());
+        b
+    } else {
+        d
+    };
+    for (p, dv) in p.iter_mut().zip(dir) {
+        *p -= dv * lr;
+    }
+}
+
+#[test]
+fn in_place_update_is_bit_identical_to_the_float32_formula_and_leaves_gradients_alone() {
+    let init: Vec<f32> = (0..1000)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+        .collect();
+    let c: Vec<f32> = (0..1000)
+        .map(|i| ((i * 53 % 89) as f32 - 44.0) / 7.0)
+        .collect();
+    for (lr, mu, wd) in [
+        (0.1f32, 0.9f32, 5e-4f32),
+        (0.01, 0.9, 0.0),
+        (0.3, 0.0, 0.01),
+        (0.3, 0.0, 0.0),
+    ] {
+        let p = var(&init);
+        let mut opt = SgdMomentum::new(
+            vec![("p".into(), p.clone())],
+            lr as f64,
+            mu as f64,
+            wd as f64,
+        );
+        let mut expect = init.clone();
+        let mut buf = None;
+        for step in 0..3 {
+            let grads = linear_loss(&p, &c).backward().unwrap();
+            opt.step(&grads).unwrap();
+            let g: Vec<f32> = grads.get(p.as_tensor()).unwrap().to_vec1().unwrap();
+            assert_eq!(
+                g, c,
+                "the gradient was modified ({lr}, {mu}, {wd}), step {step}"
+            );
+            reference_step(&mut expect, &mut buf, &c, (lr, mu, wd));
+            assert_eq!(values(&p), expect, "({lr}, {mu}, {wd}), step {step}");
+        }
+        let stored = opt
+            .momentum_buffer("p")
+            .map(|b| b.to_vec1::<f32>().unwrap());
+        assert_eq!(stored, buf, "({lr}, {mu}, {wd})");
+    }
+}

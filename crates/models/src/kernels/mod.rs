@@ -12,7 +12,11 @@
 //!   (AVX-512 kernels selected at run time, portable fallback otherwise).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
 //!   passes backward) with PyTorch's CPU accuracy (float64 sums), the per-channel affine used
-//!   by eval-mode batch norm, and ReLU with PyTorch's gradient convention.
+//!   by eval-mode batch norm, ReLU with PyTorch's gradient convention, and the fused
+//!   batch norm + ReLU and residual add + ReLU.
+//! * [`conv_bn`]: a convolution, training-mode batch norm and optional ReLU as one op (the
+//!   convolution's output stays inside the op).
+//! * [`sgd`]: the SGD momentum update in place (candle in-place ops, no backward).
 //!
 //! Layout assumptions: every tensor is float32, row-major and contiguous (the callers in
 //! [`crate::ops`] make them so); images are NCHW, convolution weights `[O, C, kh, kw]`,
@@ -139,7 +143,9 @@ macro_rules! simd_fn {
 }
 
 pub mod conv;
+pub mod conv_bn;
 pub mod norm;
+pub mod sgd;
 
 thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };

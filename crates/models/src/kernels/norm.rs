@@ -33,87 +33,250 @@ fn nc_hw(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
     }
 }
 
-simd_fn! {
-    /// Mean (float64 sum, rounded to float32) and float64 sum of squared float32 deviations
-    /// from it, of channel `ch` of `x` (`[N, C, HW]`); eight independent float64
-    /// accumulators (vectorised; the order differs from a serial sum only at float64
-    /// rounding level).
-    fn channel_moments(x: &[f32], c: usize, hw: usize, ch: usize) -> (f32, f64) {
-        let n = x.len() / (c * hw).max(1);
-        let mut acc = [0f64; 8];
-        let mut tail = 0f64;
-        for i in 0..n {
-            let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-            let chunks = plane.chunks_exact(8);
-            for &v in chunks.remainder() {
-                tail += v as f64;
-            }
-            for chunk in chunks {
-                for (a, &v) in acc.iter_mut().zip(chunk) {
-                    *a += v as f64;
-                }
-            }
-        }
-        let mean = ((acc.iter().sum::<f64>() + tail) / (n * hw) as f64) as f32;
-        let mut acc = [0f64; 8];
-        let mut tail = 0f64;
-        for i in 0..n {
-            let plane = &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-            let chunks = plane.chunks_exact(8);
-            for &v in chunks.remainder() {
-                let d = (v - mean) as f64;
-                tail += d * d;
-            }
-            for chunk in chunks {
-                for (a, &v) in acc.iter_mut().zip(chunk) {
-                    let d = (v - mean) as f64;
-                    *a += d * d;
-                }
-            }
-        }
-        (mean, acc.iter().sum::<f64>() + tail)
+/// Float64 sums over whole planes in eight lanes: element `k` of a plane goes to lane `k % 8`
+/// for the leading multiple of eight elements, the rest to a separate tail sum; the lanes are
+/// added in order at the end. A serial sum differs only at float64 rounding level, and the
+/// AVX-512 versions ([`lanes_avx512`]) round exactly like the portable loops, which LLVM does
+/// not vectorise (float64 accumulation of float32 data).
+#[derive(Debug, Clone, Copy, Default)]
+struct Lanes {
+    lanes: [f64; 8],
+    tail: f64,
+}
+
+impl Lanes {
+    fn total(&self) -> f64 {
+        self.lanes.iter().sum::<f64>() + self.tail
     }
 }
 
-simd_fn! {
-    /// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`.
-    fn channel_grad_sums(
+/// `Σ v` over a plane.
+fn add_plane(acc: &mut Lanes, plane: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: the target features of `lanes_avx512` were detected on this CPU.
+        unsafe { lanes_avx512::sum(&mut acc.lanes, plane) };
+    } else {
+        sum_portable(&mut acc.lanes, plane);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    sum_portable(&mut acc.lanes, plane);
+    for &v in plane.chunks_exact(8).remainder() {
+        acc.tail += v as f64;
+    }
+}
+
+fn sum_portable(lanes: &mut [f64; 8], plane: &[f32]) {
+    for chunk in plane.chunks_exact(8) {
+        for (a, &v) in lanes.iter_mut().zip(chunk) {
+            *a += v as f64;
+        }
+    }
+}
+
+/// `Σ (v − mean)²` over a plane, the difference in float32.
+fn add_plane_sq_dev(acc: &mut Lanes, plane: &[f32], mean: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: the target features of `lanes_avx512` were detected on this CPU.
+        unsafe { lanes_avx512::sq_dev(&mut acc.lanes, plane, mean) };
+    } else {
+        sq_dev_portable(&mut acc.lanes, plane, mean);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    sq_dev_portable(&mut acc.lanes, plane, mean);
+    for &v in plane.chunks_exact(8).remainder() {
+        let d = (v - mean) as f64;
+        acc.tail += d * d;
+    }
+}
+
+fn sq_dev_portable(lanes: &mut [f64; 8], plane: &[f32], mean: f32) {
+    for chunk in plane.chunks_exact(8) {
+        for (a, &v) in lanes.iter_mut().zip(chunk) {
+            let d = (v - mean) as f64;
+            *a += d * d;
+        }
+    }
+}
+
+/// `Σ g` and `Σ (x − mean)·g` over a plane, with `g = dy` masked by `y > 0` when a ReLU output
+/// `y` is given (see [`masked`]).
+fn add_plane_grad(
+    (sum, dot): (&mut Lanes, &mut Lanes),
+    x: &[f32],
+    dy: &[f32],
+    y: Option<&[f32]>,
+    mean: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: the target features of `lanes_avx512` were detected on this CPU.
+        unsafe { lanes_avx512::grad(&mut sum.lanes, &mut dot.lanes, x, dy, y, mean) };
+    } else {
+        grad_portable(&mut sum.lanes, &mut dot.lanes, x, dy, y, mean);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    grad_portable(&mut sum.lanes, &mut dot.lanes, x, dy, y, mean);
+    let whole = x.len() / 8 * 8;
+    for k in whole..x.len() {
+        let g = y.map_or(dy[k], |y| masked(dy[k], y[k]));
+        sum.tail += g as f64;
+        dot.tail += (x[k] - mean) as f64 * g as f64;
+    }
+}
+
+fn grad_portable(
+    sum: &mut [f64; 8],
+    dot: &mut [f64; 8],
+    x: &[f32],
+    dy: &[f32],
+    y: Option<&[f32]>,
+    mean: f32,
+) {
+    let whole = x.len() / 8 * 8;
+    for base in (0..whole).step_by(8) {
+        for j in 0..8 {
+            let k = base + j;
+            let g = y.map_or(dy[k], |y| masked(dy[k], y[k]));
+            sum[j] += g as f64;
+            dot[j] += (x[k] - mean) as f64 * g as f64;
+        }
+    }
+}
+
+/// The AVX-512 versions of the lane loops: the same operations lane by lane (float32
+/// subtraction, conversion, float64 multiply then add, no FMA), so the same roundings.
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx512 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F/VL must be available.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub(super) unsafe fn sum(lanes: &mut [f64; 8], plane: &[f32]) {
+        // SAFETY: every load/store covers 8 values inside `lanes` or a whole chunk of 8.
+        unsafe {
+            let mut acc = _mm512_loadu_pd(lanes.as_ptr());
+            for chunk in plane.chunks_exact(8) {
+                acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_loadu_ps(chunk.as_ptr())));
+            }
+            _mm512_storeu_pd(lanes.as_mut_ptr(), acc);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F/VL must be available.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub(super) unsafe fn sq_dev(lanes: &mut [f64; 8], plane: &[f32], mean: f32) {
+        // SAFETY: every load/store covers 8 values inside `lanes` or a whole chunk of 8.
+        unsafe {
+            let m = _mm256_set1_ps(mean);
+            let mut acc = _mm512_loadu_pd(lanes.as_ptr());
+            for chunk in plane.chunks_exact(8) {
+                let d = _mm512_cvtps_pd(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), m));
+                acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
+            }
+            _mm512_storeu_pd(lanes.as_mut_ptr(), acc);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F/VL must be available; `dy` (and `y`) at least as long as `x`.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub(super) unsafe fn grad(
+        sum: &mut [f64; 8],
+        dot: &mut [f64; 8],
         x: &[f32],
         dy: &[f32],
-        c: usize,
-        hw: usize,
-        ch: usize,
+        y: Option<&[f32]>,
         mean: f32,
-    ) -> (f64, f64) {
-        let n = x.len() / (c * hw).max(1);
-        let mut sum = [0f64; 8];
-        let mut dot = [0f64; 8];
-        let (mut sum_tail, mut dot_tail) = (0f64, 0f64);
-        for i in 0..n {
-            let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-            let (xp, gp) = (&x[range.clone()], &dy[range]);
-            let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
-            for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
-                sum_tail += g as f64;
-                dot_tail += (xv - mean) as f64 * g as f64;
-            }
-            for (xs, gs) in xc.zip(gc) {
-                for j in 0..8 {
-                    sum[j] += gs[j] as f64;
-                    dot[j] += (xs[j] - mean) as f64 * gs[j] as f64;
+    ) {
+        let whole = x.len() / 8 * 8;
+        assert!(dy.len() >= whole && y.is_none_or(|y| y.len() >= whole));
+        // SAFETY: every load/store covers 8 values inside `sum`/`dot` or a whole chunk of 8
+        // below `whole`, which all three slices reach (checked above).
+        unsafe {
+            let m = _mm256_set1_ps(mean);
+            let zero = _mm256_setzero_ps();
+            let mut s = _mm512_loadu_pd(sum.as_ptr());
+            let mut t = _mm512_loadu_pd(dot.as_ptr());
+            for k in (0..whole).step_by(8) {
+                let mut g = _mm256_loadu_ps(dy.as_ptr().add(k));
+                if let Some(y) = y {
+                    let keep =
+                        _mm256_cmp_ps_mask::<_CMP_GT_OQ>(_mm256_loadu_ps(y.as_ptr().add(k)), zero);
+                    g = _mm256_maskz_mov_ps(keep, g);
                 }
+                let g = _mm512_cvtps_pd(g);
+                let d = _mm512_cvtps_pd(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(k)), m));
+                s = _mm512_add_pd(s, g);
+                t = _mm512_add_pd(t, _mm512_mul_pd(d, g));
             }
+            _mm512_storeu_pd(sum.as_mut_ptr(), s);
+            _mm512_storeu_pd(dot.as_mut_ptr(), t);
         }
-        (
-            sum.iter().sum::<f64>() + sum_tail,
-            dot.iter().sum::<f64>() + dot_tail,
-        )
     }
 }
 
+/// Mean (float64 sum, rounded to float32) and float64 sum of squared float32 deviations
+/// from it, of channel `ch` of `x` (`[N, C, HW]`), in eight float64 lanes ([`Lanes`]).
+fn channel_moments(x: &[f32], c: usize, hw: usize, ch: usize) -> (f32, f64) {
+    let n = x.len() / (c * hw).max(1);
+    let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+    let mut acc = Lanes::default();
+    for i in 0..n {
+        add_plane(&mut acc, plane(i));
+    }
+    let mean = (acc.total() / (n * hw) as f64) as f32;
+    let mut acc = Lanes::default();
+    for i in 0..n {
+        add_plane_sq_dev(&mut acc, plane(i), mean);
+    }
+    (mean, acc.total())
+}
+
+/// `dy` where the ReLU that followed let the value through (`y > 0`), else 0 (PyTorch's
+/// `threshold_backward`).
+#[inline(always)]
+fn masked(dy: f32, y: f32) -> f32 {
+    if y > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
+/// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`; with `relu_out` (the
+/// output of a fused ReLU, same layout as `x`), `dy` is first masked by `relu_out > 0`.
+fn channel_grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    c: usize,
+    hw: usize,
+    ch: usize,
+    mean: f32,
+) -> (f64, f64) {
+    let n = x.len() / (c * hw).max(1);
+    let (mut sum, mut dot) = (Lanes::default(), Lanes::default());
+    for i in 0..n {
+        let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+        let y = relu_out.map(|y| &y[range.clone()]);
+        add_plane_grad((&mut sum, &mut dot), &x[range.clone()], &dy[range], y, mean);
+    }
+    (sum.total(), dot.total())
+}
+
+/// `max(v, 0)` computed as `v·[v > 0]`, so NaN propagates (as PyTorch's `relu`).
+#[inline(always)]
+fn relu1(v: f32) -> f32 {
+    v * if v > 0.0 { 1.0 } else { 0.0 }
+}
+
 simd_fn! {
-    /// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]`) over a run of whole `hw` planes
-    /// starting at plane `first`.
+    /// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]`), followed by a ReLU with `relu`, over a
+    /// run of whole `hw` planes starting at plane `first`.
     fn affine_run(
         y: &mut [f32],
         x: &[f32],
@@ -121,21 +284,33 @@ simd_fn! {
         hw: usize,
         alpha: &[f32],
         beta: Option<&[f32]>,
+        relu: bool,
     ) {
         let c = alpha.len();
         for (p, (yp, xp)) in y.chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
             let ch = (first + p) % c;
             let a = alpha[ch];
-            match beta {
-                Some(beta) => {
+            match (beta, relu) {
+                (Some(beta), false) => {
                     let b = beta[ch];
                     for (yv, &xv) in yp.iter_mut().zip(xp) {
                         *yv = xv * a + b;
                     }
                 }
-                None => {
+                (Some(beta), true) => {
+                    let b = beta[ch];
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = relu1(xv * a + b);
+                    }
+                }
+                (None, false) => {
                     for (yv, &xv) in yp.iter_mut().zip(xp) {
                         *yv = xv * a;
+                    }
+                }
+                (None, true) => {
+                    for (yv, &xv) in yp.iter_mut().zip(xp) {
+                        *yv = relu1(xv * a);
                     }
                 }
             }
@@ -145,27 +320,37 @@ simd_fn! {
 
 simd_fn! {
     /// The batch-norm input gradient over a run of whole `hw` planes starting at plane
-    /// `first`; `coef[c] = (Σdy/M, Σ(x−mean)dy·invstd²/M, invstd·γ)`.
+    /// `first`; `coef[c] = (mean, Σdy/M, Σ(x−mean)dy·invstd²/M, invstd·γ)`; with `relu_out`,
+    /// `dy` masked by `relu_out > 0` (see [`channel_grad_sums`]).
     fn bn_dx_run(
         dx: &mut [f32],
         x: &[f32],
         dy: &[f32],
+        relu_out: Option<&[f32]>,
         first: usize,
         hw: usize,
-        mean: &[f32],
-        coef: &[(f32, f32, f32)],
+        coef: &[(f32, f32, f32, f32)],
     ) {
-        let c = mean.len();
+        let c = coef.len();
         for (p, (dxp, (xp, gp))) in dx
             .chunks_mut(hw)
             .zip(x.chunks(hw).zip(dy.chunks(hw)))
             .enumerate()
         {
             let ch = (first + p) % c;
-            let (grad_mean, k, scale) = coef[ch];
-            let m = mean[ch];
-            for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                *d = (g - grad_mean - (xv - m) * k) * scale;
+            let (m, grad_mean, k, scale) = coef[ch];
+            match relu_out {
+                None => {
+                    for ((d, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                        *d = (g - grad_mean - (xv - m) * k) * scale;
+                    }
+                }
+                Some(y) => {
+                    let yp = &y[p * hw..(p + 1) * hw];
+                    for (((d, &xv), &g), &yv) in dxp.iter_mut().zip(xp).zip(gp).zip(yp) {
+                        *d = (masked(g, yv) - grad_mean - (xv - m) * k) * scale;
+                    }
+                }
             }
         }
     }
@@ -175,7 +360,16 @@ simd_fn! {
     /// `y = x·[x > 0]`.
     fn relu_run(y: &mut [f32], x: &[f32]) {
         for (yv, &xv) in y.iter_mut().zip(x) {
-            *yv = xv * if xv > 0.0 { 1.0 } else { 0.0 };
+            *yv = relu1(xv);
+        }
+    }
+}
+
+simd_fn! {
+    /// `y = (a + b)·[a + b > 0]`.
+    fn add_relu_run(y: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((yv, &av), &bv) in y.iter_mut().zip(a).zip(b) {
+            *yv = relu1(av + bv);
         }
     }
 }
@@ -184,7 +378,7 @@ simd_fn! {
     /// `dx = dy·[x > 0]`.
     fn relu_backward_run(dx: &mut [f32], x: &[f32], dy: &[f32]) {
         for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *d = g * if xv > 0.0 { 1.0 } else { 0.0 };
+            *d = masked(g, xv);
         }
     }
 }
@@ -205,21 +399,28 @@ pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     }
 }
 
-/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`) over an NCHW buffer.
-pub fn channel_affine(x: &[f32], alpha: &[f32], beta: Option<&[f32]>, hw: usize) -> Vec<f32> {
+/// `y = x·alpha[c] + beta[c]` (or `x·alpha[c]` without `beta`), followed by a ReLU with
+/// `relu`, over an NCHW buffer.
+pub fn channel_affine(
+    x: &[f32],
+    alpha: &[f32],
+    beta: Option<&[f32]>,
+    relu: bool,
+    hw: usize,
+) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     if hw == 0 || alpha.is_empty() {
         return y;
     }
     par_planes(&mut y, hw, MIN_TASK, |first, run| {
         let xs = &x[first * hw..first * hw + run.len()];
-        affine_run(run, xs, first, hw, alpha, beta);
+        affine_run(run, xs, first, hw, alpha, beta, relu);
     });
     y
 }
 
 /// `(α, β) = (γ·invstd, bias − mean·α)` in float32, per channel.
-fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let alpha: Vec<f32> = weight
         .iter()
         .zip(&stats.invstd)
@@ -233,10 +434,13 @@ fn fold(stats: &BatchStats, weight: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>
     (alpha, beta)
 }
 
-/// The training-mode backward: `dx` (NCHW), `dγ`, `dβ`.
+/// The training-mode backward: `dx` (NCHW), `dγ`, `dβ`. With `relu_out` (the output of a
+/// batch norm fused with a ReLU), `dy` is the gradient of the ReLU's output and is masked by
+/// `relu_out > 0` on the fly.
 pub fn batch_norm_backward(
     x: &[f32],
     dy: &[f32],
+    relu_out: Option<&[f32]>,
     stats: &BatchStats,
     weight: &[f32],
     hw: usize,
@@ -244,15 +448,16 @@ pub fn batch_norm_backward(
     let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
     let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-        channel_grad_sums(x, dy, c, hw, ch, stats.mean[ch])
+        channel_grad_sums(x, dy, relu_out, c, hw, ch, stats.mean[ch])
     });
-    // Per channel: grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
-    let coef: Vec<(f32, f32, f32)> = sums
+    // Per channel: mean, grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
+    let coef: Vec<(f32, f32, f32, f32)> = sums
         .iter()
         .enumerate()
         .map(|(ch, &(sum, dot))| {
             let invstd = stats.invstd[ch] as f64;
             (
+                stats.mean[ch],
                 (sum / count) as f32,
                 (dot * invstd * invstd / count) as f32,
                 stats.invstd[ch] * weight[ch],
@@ -266,10 +471,10 @@ pub fn batch_norm_backward(
             bn_dx_run(
                 run,
                 &x[range.clone()],
-                &dy[range],
+                &dy[range.clone()],
+                relu_out.map(|y| &y[range]),
                 first,
                 hw,
-                &stats.mean,
                 &coef,
             );
         });
@@ -283,23 +488,37 @@ pub fn batch_norm_backward(
     (dx, dgamma, dbeta)
 }
 
-/// Training-mode batch norm on `(x, weight, bias)`; the batch statistics it computed are
-/// published in `stats` (read them after applying the op).
+/// Training-mode batch norm on `(x, weight, bias)`, optionally followed by a ReLU in the same
+/// pass; the batch statistics it computed are published in `stats` (read them after applying
+/// the op).
+///
+/// The fused ReLU saves a separate ReLU op: a full pass over the tensor forward, one backward,
+/// and candle's gradient bookkeeping for the intermediate tensor (a zero tensor and an add).
+/// Its backward masks the incoming gradient by `output > 0` inside the batch-norm backward
+/// passes, which is exact: the output is positive exactly where the normalised value is.
 #[derive(Debug, Clone)]
 pub struct BatchNormTrain {
     /// Variance epsilon.
     pub eps: f64,
+    /// Whether a ReLU follows the normalisation.
+    pub relu: bool,
     /// Filled by the forward pass; used by the backward pass.
     pub stats: Arc<OnceLock<BatchStats>>,
 }
 
 impl BatchNormTrain {
-    /// A new op with empty statistics.
+    /// A new op with empty statistics (no ReLU).
     pub fn new(eps: f64) -> Self {
         Self {
             eps,
+            relu: false,
             stats: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The same op followed by a ReLU.
+    pub fn with_relu(self) -> Self {
+        Self { relu: true, ..self }
     }
 }
 
@@ -333,7 +552,7 @@ impl CustomOp3 for BatchNormTrain {
         let bias = f32_data(s3, l3, "batch norm bias")?;
         let stats = batch_stats(x, c, hw, self.eps);
         let (alpha, beta) = fold(&stats, weight, bias);
-        let y = channel_affine(x, &alpha, Some(&beta), hw);
+        let y = channel_affine(x, &alpha, Some(&beta), self.relu, hw);
         if self.stats.set(stats).is_err() {
             bail!("batch norm: an op instance can only be applied once");
         }
@@ -345,7 +564,7 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(stats) = self.stats.get() else {
@@ -355,13 +574,27 @@ impl CustomOp3 for BatchNormTrain {
         let weight_values = weight.to_vec1::<f32>()?;
         let x = x.contiguous()?;
         let grad = grad.contiguous()?;
+        let res = res.contiguous()?;
         let (x_guard, x_layout) = x.storage_and_layout();
         let (g_guard, g_layout) = grad.storage_and_layout();
-        let (dx, dgamma, dbeta) = match (&*x_guard, &*g_guard) {
-            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) => {
+        let (y_guard, y_layout) = res.storage_and_layout();
+        let (dx, dgamma, dbeta) = match (&*x_guard, &*g_guard, &*y_guard) {
+            (
+                candle_core::Storage::Cpu(xs),
+                candle_core::Storage::Cpu(gs),
+                candle_core::Storage::Cpu(ys),
+            ) => {
                 let xv = f32_data(xs, x_layout, "batch norm input")?;
                 let gv = f32_data(gs, g_layout, "batch norm output gradient")?;
-                batch_norm_backward(xv, gv, stats, &weight_values, hw)
+                let relu_out = if self.relu {
+                    Some(f32_data(ys, y_layout, "batch norm output")?)
+                } else {
+                    None
+                };
+                if gv.len() != xv.len() || relu_out.is_some_and(|y| y.len() != xv.len()) {
+                    bail!("batch norm backward: gradient/output do not match the input");
+                }
+                batch_norm_backward(xv, gv, relu_out, stats, &weight_values, hw)
             }
             _ => bail!("batch norm backward: the fast kernel runs on the CPU only"),
         };
@@ -410,7 +643,7 @@ impl CustomOp3 for ChannelAffine {
         let alpha = f32_data(s2, l2, "affine scale")?;
         let beta = f32_data(s3, l3, "affine shift")?;
         Ok((
-            CpuStorage::F32(channel_affine(x, alpha, Some(beta), hw)),
+            CpuStorage::F32(channel_affine(x, alpha, Some(beta), false, hw)),
             l1.shape().clone(),
         ))
     }
@@ -464,7 +697,7 @@ impl CustomOp2 for ChannelScale {
         let x = f32_data(s1, l1, "scale input")?;
         let alpha = f32_data(s2, l2, "scale")?;
         Ok((
-            CpuStorage::F32(channel_affine(x, alpha, None, hw)),
+            CpuStorage::F32(channel_affine(x, alpha, None, false, hw)),
             l1.shape().clone(),
         ))
     }
@@ -493,7 +726,7 @@ impl CustomOp2 for ChannelGradSums {
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "gradient")?;
         let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-            channel_grad_sums(x, dy, c, hw, ch, 0.0)
+            channel_grad_sums(x, dy, None, c, hw, ch, 0.0)
         });
         let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
         out.extend(sums.iter().map(|&(sum, _)| sum as f32));
@@ -555,5 +788,102 @@ impl CustomOp2 for ReluBackward {
             relu_backward_run(run, &x[range.clone()], &dy[range]);
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `(a, b) ↦ max(a + b, 0)` (computed as `v·[v > 0]`, so NaN propagates): the residual add and
+/// the ReLU after it in one pass. Backward: `dy·[y > 0]` for both inputs (one tensor, shared),
+/// which is exact since `y > 0` exactly where `a + b > 0`; this also saves the separate ReLU's
+/// backward pass and candle's gradient bookkeeping for the intermediate sum.
+#[derive(Debug, Clone, Copy)]
+pub struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "pixreg-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!("add + relu: {:?} vs {:?}", l1.dims(), l2.dims());
+        }
+        let a = f32_data(s1, l1, "add + relu lhs")?;
+        let b = f32_data(s2, l2, "add + relu rhs")?;
+        let mut y = vec![0f32; a.len()];
+        par_planes(&mut y, 1, MIN_TASK, |first, run| {
+            let range = first..first + run.len();
+            add_relu_run(run, &a[range.clone()], &b[range]);
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !a.track_op() && !b.track_op() {
+            return Ok((None, None));
+        }
+        let d = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &ReluBackward)?;
+        Ok((a.track_op().then(|| d.clone()), b.track_op().then_some(d)))
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) with some exact zeros (for the ReLU mask).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = i
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503));
+                if h % 7 == 0 {
+                    0.0
+                } else {
+                    (h % 2000) as f32 / 1000.0 - 1.0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn avx512_lane_loops_round_exactly_like_the_portable_ones() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        for len in [0, 5, 8, 16, 37, 1024] {
+            let (x, dy, y) = (values(len, 1), values(len, 2), values(len, 3));
+            let mean = 0.123f32;
+            let (mut a, mut b) = ([0.5f64; 8], [0.5f64; 8]);
+            sum_portable(&mut a, &x);
+            // SAFETY: AVX-512 was detected above.
+            unsafe { lanes_avx512::sum(&mut b, &x) };
+            assert_eq!(a, b, "sum, {len} values");
+            sq_dev_portable(&mut a, &x, mean);
+            // SAFETY: as above.
+            unsafe { lanes_avx512::sq_dev(&mut b, &x, mean) };
+            assert_eq!(a, b, "squared deviations, {len} values");
+            for relu in [None, Some(y.as_slice())] {
+                let (mut s1, mut d1, mut s2, mut d2) = ([1.0; 8], [2.0; 8], [1.0; 8], [2.0; 8]);
+                grad_portable(&mut s1, &mut d1, &x, &dy, relu, mean);
+                // SAFETY: as above; the slices have equal lengths.
+                unsafe { lanes_avx512::grad(&mut s2, &mut d2, &x, &dy, relu, mean) };
+                assert_eq!((s1, d1), (s2, d2), "gradient sums, {len} values");
+            }
+        }
     }
 }
