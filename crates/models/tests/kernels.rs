@@ -47,13 +47,16 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
 }
 
 /// Odd sizes, strides 1 and 2, kernels 1/3/7, batch 1,
-/// kernels wider than the input, and batches large enough for grouped GEMMs.
+/// kernels wider than the input, and batches large enough for grouped GEMMs. Stride-1 cases
+/// with padding below the kernel size take the input gradient as a forward convolution with
+/// the flipped kernel; the padded 1×1 stride-1 case and the stride-2 ones take `Wᵀ·dY` +
+/// col2im.
 /// `(N, C, H, W, O, k, stride, padding)`.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// The last three have at least 512 output positions per image, so single images are processed
 /// in bands of output rows (the last band shorter).
-const CONV_CASES: [ConvCase; 15] = [
+const CONV_CASES: [ConvCase; 16] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -66,6 +69,7 @@ const CONV_CASES: [ConvCase; 15] = [
     (7, 3, 5, 5, 4, 3, 2, 1),
     (11, 6, 3, 3, 7, 1, 1, 0),
     (4, 1, 13, 10, 8, 7, 2, 3),
+    (2, 3, 5, 6, 4, 1, 1, 1),
     (2, 2, 23, 29, 3, 3, 1, 1),
     (1, 2, 50, 45, 3, 3, 2, 1),
     (2, 1, 33, 31, 4, 7, 1, 3),

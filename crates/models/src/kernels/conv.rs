@@ -88,6 +88,25 @@ impl Geometry {
         self.c * self.h * self.w
     }
 
+    /// For a stride-1 square-kernel convolution with padding `p < k` (not pointwise): the
+    /// geometry of its input gradient as a forward convolution of `dy` (`[N, O, OH, OW]`)
+    /// with the flipped, transposed kernel (`[C, O, kh, kw]`) and padding `k − 1 − p`.
+    ///
+    /// Why: that runs im2col + `W'·col` GEMMs (`C × O·k² × columns`, the forward's shape) in
+    /// place of `Wᵀ·dY` GEMMs with the short inner dimension O (`C·k² × O × columns`) plus
+    /// col2im's accumulation; see `docs/performance.md` for the measured gain.
+    fn input_gradient_as_conv(&self) -> Option<Self> {
+        let square = self.kh == self.kw && self.padding < self.kh;
+        if self.stride != 1 || !square || self.pointwise() {
+            return None;
+        }
+        let (x_dims, w_dims) = (
+            [self.n, self.o, self.oh, self.ow],
+            [self.c, self.o, self.kh, self.kw],
+        );
+        Self::new(&x_dims, &w_dims, 1, self.kh - 1 - self.padding).ok()
+    }
+
     /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
@@ -550,6 +569,9 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 
 /// Gradient with respect to the input, `[N, C, H, W]`, from the output gradient `dy`.
 pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    if let Some(gt) = g.input_gradient_as_conv() {
+        return forward(&gt, dy, &flip_transpose(g, weight));
+    }
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     if g.n * chw == 0 || ohw == 0 || o == 0 {
         return vec![0f32; g.n * chw];
@@ -697,6 +719,23 @@ fn weight_grad_layout(g: &Geometry) -> DstLayout {
     } else {
         DstLayout::RowMajor(g.k())
     }
+}
+
+/// The kernel `[C, O, kh, kw]` of [`Geometry::input_gradient_as_conv`]: `weight`
+/// (`[O, C, kh, kw]`) with input and output channels swapped and each tap flipped in both
+/// directions.
+fn flip_transpose(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    let mut flipped = vec![0f32; weight.len()];
+    for (oc, per_out) in weight.chunks_exact(g.c * taps).enumerate() {
+        for (c, kernel) in per_out.chunks_exact(taps).enumerate() {
+            let dst = &mut flipped[(c * g.o + oc) * taps..][..taps];
+            for (d, &v) in dst.iter_mut().zip(kernel.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    flipped
 }
 
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` matrix.
