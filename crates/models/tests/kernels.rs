@@ -47,13 +47,16 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
 }
 
 /// Odd sizes, strides 1 and 2, kernels 1/3/7, batch 1,
-/// kernels wider than the input, and batches large enough for grouped GEMMs.
+/// kernels wider than the input, and batches large enough for grouped GEMMs. Stride-1 cases
+/// with padding below the kernel size take the input gradient as a forward convolution with
+/// the flipped kernel; the padded 1×1 stride-1 case and the stride-2 ones take `Wᵀ·dY` +
+/// col2im.
 /// `(N, C, H, W, O, k, stride, padding)`.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// The last three have at least 512 output positions per image, so single images are processed
 /// in bands of output rows (the last band shorter).
-const CONV_CASES: [ConvCase; 15] = [
+const CONV_CASES: [ConvCase; 16] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -66,6 +69,7 @@ const CONV_CASES: [ConvCase; 15] = [
     (7, 3, 5, 5, 4, 3, 2, 1),
     (11, 6, 3, 3, 7, 1, 1, 0),
     (4, 1, 13, 10, 8, 7, 2, 3),
+    (2, 3, 5, 6, 4, 1, 1, 1),
     (2, 2, 23, 29, 3, 3, 1, 1),
     (1, 2, 50, 45, 3, 3, 2, 1),
     (2, 1, 33, 31, 4, 7, 1, 3),
@@ -570,4 +574,75 @@ fn bad_shapes_are_errors_not_panics() {
         &c4,
         &c4
     ));
+}
+
+/// Fills and frees heap blocks of the given sizes with NaN, so that buffers allocated next
+/// (likely from the same blocks) start out as NaN rather than as zeroed fresh pages.
+fn poison_heap(sizes: &[usize]) {
+    let blocks: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![f32::NAN; n]).collect();
+    drop(std::hint::black_box(blocks));
+}
+
+/// Every value of a tensor is finite.
+fn all_finite(t: &Tensor) -> bool {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite())
+}
+
+/// The kernels allocate their outputs without zero-filling them and must write every value:
+/// over NaN-poisoned heap memory, the convolution, batch norm + ReLU and add + ReLU outputs and
+/// gradients are finite and equal to those of a run without poisoning.
+#[test]
+fn kernel_outputs_are_fully_written_over_reused_memory() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for &(n, c, h, w, o, k, s, p) in &CONV_CASES {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        if n * oh * ow < 2 {
+            // Too small for a training-mode batch norm.
+            continue;
+        }
+        let case = format!("{:?}", (n, c, h, w, o, k, s, p));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let gamma = random(&mut rng, &[o]);
+        let beta = random(&mut rng, &[o]);
+        let run = |poison: bool| {
+            let (y, _) = ops::conv2d_batch_norm_train(
+                &x,
+                ops::ConvSpec {
+                    weight: &wt,
+                    stride: s,
+                    padding: p,
+                },
+                &gamma,
+                &beta,
+                1e-5,
+                true,
+            )
+            .unwrap();
+            let z = ops::conv2d(&x, &wt, s, p).unwrap();
+            let out = ops::add_relu(&y, &z).unwrap();
+            if poison {
+                poison_heap(&[out.elem_count(), x.elem_count(), wt.elem_count()]);
+            }
+            let grads = out.sum_all().unwrap().backward().unwrap();
+            let (dx, dw) = (grads.get(&x).unwrap(), grads.get(&wt).unwrap());
+            (out, dx.clone(), dw.clone())
+        };
+        let clean = run(false);
+        poison_heap(&[x.elem_count() * o * 2, x.elem_count(), wt.elem_count()]);
+        let poisoned = run(true);
+        for (what, a, b) in [
+            ("output", &poisoned.0, &clean.0),
+            ("dx", &poisoned.1, &clean.1),
+            ("dw", &poisoned.2, &clean.2),
+        ] {
+            assert!(all_finite(a), "{what} {case}: non-finite values");
+            assert_close(&format!("{what} {case}"), a, b, 0.0);
+        }
+    }
 }

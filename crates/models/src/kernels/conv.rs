@@ -6,7 +6,7 @@
 //! small late-stage feature maps stay wide enough to be efficient). A 1×1 stride-1 unpadded
 //! convolution of a single image uses the image itself as its column matrix.
 
-use super::{f32_data, par_map, threads, with_scratch};
+use super::{f32_data, par_map, threads, uninit_vec, with_scratch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
@@ -86,6 +86,25 @@ impl Geometry {
 
     fn chw(&self) -> usize {
         self.c * self.h * self.w
+    }
+
+    /// For a stride-1 square-kernel convolution with padding `p < k` (not pointwise): the
+    /// geometry of its input gradient as a forward convolution of `dy` (`[N, O, OH, OW]`)
+    /// with the flipped, transposed kernel (`[C, O, kh, kw]`) and padding `k − 1 − p`.
+    ///
+    /// Why: that runs im2col + `W'·col` GEMMs (`C × O·k² × columns`, the forward's shape) in
+    /// place of `Wᵀ·dY` GEMMs with the short inner dimension O (`C·k² × O × columns`) plus
+    /// col2im's accumulation; see `docs/performance.md` for the measured gain.
+    fn input_gradient_as_conv(&self) -> Option<Self> {
+        let square = self.kh == self.kw && self.padding < self.kh;
+        if self.stride != 1 || !square || self.pointwise() {
+            return None;
+        }
+        let (x_dims, w_dims) = (
+            [self.n, self.o, self.oh, self.ow],
+            [self.c, self.o, self.kh, self.kw],
+        );
+        Self::new(&x_dims, &w_dims, 1, self.kh - 1 - self.padding).ok()
     }
 
     /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
@@ -492,10 +511,14 @@ fn scratch_sizes(g: &Geometry, group: usize, rows: usize) -> (usize, usize) {
 /// Forward convolution into a new `[N, O, OH, OW]` buffer.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
-    let mut out = vec![0f32; g.n * o * ohw];
-    if out.is_empty() || chw == 0 {
-        return out;
+    if g.n * o * ohw == 0 || chw == 0 {
+        return vec![0f32; g.n * o * ohw];
     }
+    // SAFETY: the tasks below cover `out` (chunks of whole groups), and each writes all of its
+    // chunk before `out` is returned: a group's GEMM (not accumulating) writes every row of
+    // its staging matrix, which is then copied to every `[O, OH·OW]` block of the chunk; a
+    // single image's bands cover all output rows, each GEMM writing all O rows of its band.
+    let mut out = unsafe { uninit_vec(g.n * o * ohw) };
     let group = group_size(g);
     let w_mat = Mat {
         data: weight,
@@ -546,12 +569,20 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 
 /// Gradient with respect to the input, `[N, C, H, W]`, from the output gradient `dy`.
 pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    if let Some(gt) = g.input_gradient_as_conv() {
+        return forward(&gt, dy, &flip_transpose(g, weight));
+    }
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
-    let mut dx = vec![0f32; g.n * chw];
-    if dx.is_empty() || ohw == 0 {
-        return dx;
+    if g.n * chw == 0 || ohw == 0 || o == 0 {
+        return vec![0f32; g.n * chw];
     }
     let group = group_size(g);
+    let direct = group == 1 && g.pointwise();
+    // SAFETY: the tasks below cover `dx` (chunks of whole groups), and each writes all of its
+    // chunk before `dx` is returned: for pointwise single images the GEMM (not accumulating,
+    // O ≥ 1) writes the whole image `[C, H·W]` (`H·W = OH·OW` for a pointwise geometry);
+    // otherwise the task zeroes its chunk before col2im accumulates into it.
+    let mut dx = unsafe { uninit_vec(g.n * chw) };
     // Wᵀ: element (r, oc) at oc·k + r.
     let wt = Mat {
         data: weight,
@@ -564,10 +595,14 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
         .collect();
     let par = gemm_parallelism(tasks.len());
     let (dcol_len, dyt_len) = scratch_sizes(g, group, o);
-    let direct = group == 1 && g.pointwise();
     par_map(tasks, |(dx_g, dy_g)| {
         with_scratch(dcol_len, dyt_len, |dcol, dyt| {
             let imgs = dx_g.len() / chw;
+            if !direct {
+                // Zeroed here rather than at allocation: the group's images are then in the
+                // cache when col2im accumulates into them.
+                dx_g.fill(0.0);
+            }
             if direct {
                 let rhs = Mat {
                     data: dy_g,
@@ -620,7 +655,9 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (col_len, dyt_len) = scratch_sizes(g, group, o);
     let layout = weight_grad_layout(g);
     let partials = par_map(tasks, |(x_chunk, dy_chunk)| {
-        let mut dw = vec![0f32; o * k];
+        // SAFETY: the chunk holds at least one image, and its first GEMM (`accumulate` false)
+        // writes all of `dw` (every (O, C·kh·kw) element) before the later ones read it.
+        let mut dw = unsafe { uninit_vec(o * k) };
         with_scratch(col_len, dyt_len, |col, dyt| {
             let mut accumulate = false;
             for (x_g, dy_g) in x_chunk
@@ -684,9 +721,31 @@ fn weight_grad_layout(g: &Geometry) -> DstLayout {
     }
 }
 
+/// The kernel `[C, O, kh, kw]` of [`Geometry::input_gradient_as_conv`]: `weight`
+/// (`[O, C, kh, kw]`) with input and output channels swapped and each tap flipped in both
+/// directions.
+fn flip_transpose(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    let mut flipped = vec![0f32; weight.len()];
+    for (oc, per_out) in weight.chunks_exact(g.c * taps).enumerate() {
+        for (c, kernel) in per_out.chunks_exact(taps).enumerate() {
+            let dst = &mut flipped[(c * g.o + oc) * taps..][..taps];
+            for (d, &v) in dst.iter_mut().zip(kernel.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    flipped
+}
+
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` matrix.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut dst = vec![0f32; rows * cols];
+    if src.len() != rows * cols {
+        return vec![0f32; rows * cols];
+    }
+    // SAFETY: the loop below writes element (c, r) for every r < rows, c < cols, since `src`
+    // has exactly `rows` rows of `cols` values (checked above), before `dst` is returned.
+    let mut dst = unsafe { uninit_vec(rows * cols) };
     for (r, row) in src.chunks_exact(cols).enumerate() {
         for (c, &v) in row.iter().enumerate() {
             dst[c * rows + r] = v;

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::{f32_data, par_map, par_planes};
+use super::{f32_data, par_map, par_planes, uninit_vec};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 /// Minimum number of values per parallel task in the elementwise passes.
@@ -408,10 +408,12 @@ pub fn channel_affine(
     relu: bool,
     hw: usize,
 ) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
     if hw == 0 || alpha.is_empty() {
-        return y;
+        return vec![0f32; x.len()];
     }
+    // SAFETY: `par_planes` hands out all of `y` in runs, and `affine_run` writes every value
+    // of its run (from the equally long run of `x`), before `y` is returned.
+    let mut y = unsafe { uninit_vec(x.len()) };
     par_planes(&mut y, hw, MIN_TASK, |first, run| {
         let xs = &x[first * hw..first * hw + run.len()];
         affine_run(run, xs, first, hw, alpha, beta, relu);
@@ -464,7 +466,14 @@ pub fn batch_norm_backward(
             )
         })
         .collect();
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = if hw > 0 && c > 0 {
+        // SAFETY: `par_planes` below hands out all of `dx` in runs, and `bn_dx_run` writes every
+        // value of its run (from the equally long runs of `x` and `dy`; a shorter `dy` panics
+        // on slicing, dropping `dx` unread), before `dx` is returned.
+        unsafe { uninit_vec(x.len()) }
+    } else {
+        vec![0f32; x.len()]
+    };
     if hw > 0 && c > 0 {
         par_planes(&mut dx, hw, MIN_TASK, |first, run| {
             let range = first * hw..first * hw + run.len();
@@ -746,7 +755,9 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, "relu input")?;
-        let mut y = vec![0f32; x.len()];
+        // SAFETY: `par_planes` hands out all of `y` in runs, and `relu_run` writes every value
+        // of its run (from the equally long run of `x`), before `y` is returned.
+        let mut y = unsafe { uninit_vec(x.len()) };
         par_planes(&mut y, 1, MIN_TASK, |first, run| {
             relu_run(run, &x[first..first + run.len()]);
         });
@@ -782,7 +793,10 @@ impl CustomOp2 for ReluBackward {
         }
         let x = f32_data(s1, l1, "relu input")?;
         let dy = f32_data(s2, l2, "relu output gradient")?;
-        let mut dx = vec![0f32; x.len()];
+        // SAFETY: `x` and `dy` have the same dims (checked above), `par_planes` hands out all of
+        // `dx` in runs, and `relu_backward_run` writes every value of its run, before `dx` is
+        // returned.
+        let mut dx = unsafe { uninit_vec(x.len()) };
         par_planes(&mut dx, 1, MIN_TASK, |first, run| {
             let range = first..first + run.len();
             relu_backward_run(run, &x[range.clone()], &dy[range]);
@@ -815,7 +829,9 @@ impl CustomOp2 for AddRelu {
         }
         let a = f32_data(s1, l1, "add + relu lhs")?;
         let b = f32_data(s2, l2, "add + relu rhs")?;
-        let mut y = vec![0f32; a.len()];
+        // SAFETY: `a` and `b` have the same dims (checked above), `par_planes` hands out all of
+        // `y` in runs, and `add_relu_run` writes every value of its run, before `y` is returned.
+        let mut y = unsafe { uninit_vec(a.len()) };
         par_planes(&mut y, 1, MIN_TASK, |first, run| {
             let range = first..first + run.len();
             add_relu_run(run, &a[range.clone()], &b[range]);
