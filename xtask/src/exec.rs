@@ -170,7 +170,7 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
         } else {
             report.failures.insert(
                 run.id.clone(),
-                format!("not finished (see {})", paths.run_dir(&run.id).display()),
+                format!("not finished (see {} in the runs directory)", run.id),
             );
         }
     }
@@ -414,17 +414,18 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         .with_context(|| format!("cannot start {}", paths.pixreg.display()))?;
     if !status.success() {
         anyhow::bail!(
-            "pixreg {} exited with {status}; see {} and {}",
+            "pixreg {} exited with {status}; see {id}.xtask.log and {id}/log.txt in the runs \
+             directory",
             job.args[0],
-            log_path.display(),
-            paths.run_dir(&job.id).join("log.txt").display()
+            id = job.id
         );
     }
     if job.measure {
         if run_state(&paths.runs_dir, &job.id) != RunState::Finished {
             anyhow::bail!(
-                "pixreg train returned without finishing the run; see {}",
-                log_path.display()
+                "pixreg train returned without finishing the run; see {}.xtask.log in the runs \
+                 directory",
+                job.id
             );
         }
         let m = Measurement {
