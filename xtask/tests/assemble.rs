@@ -468,29 +468,20 @@ fn bad_names_are_clear_errors() {
     let err = xtask::plan::plan(&catalogue, request("table1", "fast")).unwrap_err();
     assert!(format!("{err:#}").contains("unknown profile `fast`"));
 
-    let rows = |names: &'static [&'static str]| -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
+    let plan_rows = |names: &[&str]| {
+        let rows: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        xtask::plan::plan(
+            &catalogue,
+            xtask::plan::PlanRequest {
+                rows: &rows,
+                ..request("table6", "smoke")
+            },
+        )
     };
-    let only = rows(&["fashion-mnist"]);
-    let plan = xtask::plan::plan(
-        &catalogue,
-        xtask::plan::PlanRequest {
-            rows: &only,
-            ..request("table6", "smoke")
-        },
-    )
-    .unwrap();
+    let plan = plan_rows(&["fashion-mnist"]).unwrap();
     assert_eq!(plan.rows.len(), 1);
     assert!(plan.runs.iter().all(|r| r.id.starts_with("fashion-mnist-")));
-    let unknown = rows(&["svhn"]);
-    let err = xtask::plan::plan(
-        &catalogue,
-        xtask::plan::PlanRequest {
-            rows: &unknown,
-            ..request("table6", "smoke")
-        },
-    )
-    .unwrap_err();
+    let err = plan_rows(&["svhn"]).unwrap_err();
     assert!(format!("{err:#}").contains("has no row for it"), "{err:#}");
 }
 
