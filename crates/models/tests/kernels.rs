@@ -46,6 +46,32 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
     assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
 }
 
+/// Back-propagates `Σ fast·g` and `Σ reference·g` and compares the gradients of `vars`.
+fn assert_same_gradients(
+    what: &str,
+    fast: &Tensor,
+    reference: &Tensor,
+    g: &Tensor,
+    vars: &[(&str, &Var)],
+    tol: f64,
+) {
+    let fg = (fast * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let rg = (reference * g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in vars {
+        assert_close(
+            &format!("{what}: {name}"),
+            fg.get(var).unwrap(),
+            rg.get(var).unwrap(),
+            tol,
+        );
+    }
+}
+
 /// Odd sizes, strides 1 and 2, kernels 1/3/7, batch 1,
 /// kernels wider than the input, and batches large enough for grouped GEMMs. Stride-1 cases
 /// with padding below the kernel size take the input gradient as a forward convolution with
@@ -273,21 +299,14 @@ fn batch_norm_train_matches_the_composite_forward_backward_and_moments() {
             &ref_m.var_unbiased,
             1e-6,
         );
-        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let rg = (&reference * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
-            assert_close(
-                &format!("bn {name} {case}"),
-                fg.get(var).unwrap(),
-                rg.get(var).unwrap(),
-                TOL,
-            );
-        }
+        assert_same_gradients(
+            &format!("bn {case}"),
+            &fast,
+            &reference,
+            &g,
+            &[("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)],
+            TOL,
+        );
     }
 }
 
@@ -310,21 +329,14 @@ fn batch_norm_eval_matches_the_composite_forward_and_backward() {
         let (reference, _) = ops::batch_norm_composite(&x, &gamma, &beta, 1e-5, stats).unwrap();
         assert_eq!(rel_err(&fast, &reference), 0.0, "bn eval y {case}");
         let g = random(&mut rng, &[n, c, h, w]);
-        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let rg = (&reference * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
-            assert_close(
-                &format!("bn eval {name} {case}"),
-                fg.get(v).unwrap(),
-                rg.get(v).unwrap(),
-                TOL,
-            );
-        }
+        assert_same_gradients(
+            &format!("bn eval {case}"),
+            &fast,
+            &reference,
+            &g,
+            &[("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)],
+            TOL,
+        );
     }
 }
 
@@ -358,21 +370,14 @@ fn batch_norm_relu_matches_the_unfused_composition() {
             &ref_m.mean,
             1e-6,
         );
-        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let rg = (&reference * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
-            assert_close(
-                &format!("bn+relu {name} {case}"),
-                fg.get(var).unwrap(),
-                rg.get(var).unwrap(),
-                TOL,
-            );
-        }
+        assert_same_gradients(
+            &format!("bn+relu {case}"),
+            &fast,
+            &reference,
+            &g,
+            &[("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)],
+            TOL,
+        );
     }
 }
 
@@ -435,26 +440,19 @@ fn fused_conv_batch_norm_matches_the_unfused_composition() {
             &ref_m.var_unbiased,
             1e-5,
         );
-        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let rg = (&reference * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [
-            ("dx", &x),
-            ("dw", &wt),
-            ("dgamma", &gamma),
-            ("dbeta", &beta),
-        ] {
-            assert_close(
-                &format!("conv+bn {name} {case}"),
-                fg.get(var).unwrap(),
-                rg.get(var).unwrap(),
-                TOL,
-            );
-        }
+        assert_same_gradients(
+            &format!("conv+bn {case}"),
+            &fast,
+            &reference,
+            &g,
+            &[
+                ("dx", &x),
+                ("dw", &wt),
+                ("dgamma", &gamma),
+                ("dbeta", &beta),
+            ],
+            TOL,
+        );
     }
     // A constant input (the stem's images) gets no gradient; the parameters still do.
     let x = random(&mut rng, &[2, 1, 6, 6]);
@@ -484,21 +482,14 @@ fn add_relu_matches_the_unfused_composition() {
         let fast = ops::add_relu(&a, &b).unwrap();
         let reference = reference_relu(&(a.as_tensor() + b.as_tensor()).unwrap());
         assert_close(&format!("add+relu y {shape:?}"), &fast, &reference, 0.0);
-        let fg = (&fast * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let rg = (&reference * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, var) in [("da", &a), ("db", &b)] {
-            assert_close(
-                &format!("add+relu {name} {shape:?}"),
-                fg.get(var).unwrap(),
-                rg.get(var).unwrap(),
-                0.0,
-            );
-        }
+        assert_same_gradients(
+            &format!("add+relu {shape:?}"),
+            &fast,
+            &reference,
+            &g,
+            &[("da", &a), ("db", &b)],
+            0.0,
+        );
     }
     // A constant operand gets no gradient; the other still does.
     let a = Var::from_tensor(&random(&mut rng, &[2, 2, 3, 3])).unwrap();

@@ -161,28 +161,19 @@ fn run_id_is_stable_and_depends_on_the_config() {
 
 #[test]
 fn adversarial_training_settings_become_the_attack() {
-    let pgd = parse(
-        MINIMAL,
-        &["training.adversarial={attack=\"pgd\", epsilon=0.2}"],
-    )
-    .unwrap()
-    .training
-    .adversarial
-    .unwrap()
-    .attack()
-    .unwrap();
+    let attack = |section: &str| {
+        parse(MINIMAL, &[&format!("training.adversarial={section}")])
+            .unwrap()
+            .training
+            .adversarial
+            .unwrap()
+            .attack()
+            .unwrap()
+    };
+    let pgd = attack("{attack=\"pgd\", epsilon=0.2}");
     assert_eq!((pgd.steps, pgd.random_start, pgd.epsilon), (7, true, 0.2));
     assert!((pgd.rel_stepsize - 2.5 / 7.0).abs() < 1e-12);
-    let fgsm = parse(
-        MINIMAL,
-        &["training.adversarial={attack=\"fgsm\", epsilon=0.1}"],
-    )
-    .unwrap()
-    .training
-    .adversarial
-    .unwrap()
-    .attack()
-    .unwrap();
+    let fgsm = attack("{attack=\"fgsm\", epsilon=0.1}");
     assert_eq!(
         (fgsm.steps, fgsm.random_start, fgsm.rel_stepsize),
         (1, false, 1.0)
