@@ -30,6 +30,9 @@ pub enum Error {
     /// The model configuration is not usable (unknown architecture, input too small, ...).
     #[error("invalid model configuration: {0}")]
     Config(String),
+    /// A device name other than `cpu` or `cuda:N`.
+    #[error("device must be `cpu` or `cuda:N`, got `{0}`")]
+    DeviceName(String),
     /// The inputs of a forward pass do not fit the model.
     #[error("invalid input: {0}")]
     Input(String),

@@ -36,6 +36,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod layers;

@@ -539,7 +539,7 @@ impl ExperimentConfig {
         if self.evaluation.pgd_images == Some(0) {
             bail!("evaluation.pgd_images must be positive when given");
         }
-        check_device_name(&self.device)?;
+        pixreg_models::device::cuda_ordinal(&self.device)?;
         Ok(())
     }
 
@@ -605,28 +605,9 @@ impl RegularizationConfig {
     }
 }
 
-/// Checks that `name` is `cpu` or `cuda:N` without opening the device, so a GPU config can be
-/// validated (and its run id computed) on a machine without one, e.g. a cluster login node.
-/// Returns the CUDA ordinal, if any.
-pub fn check_device_name(name: &str) -> Result<Option<usize>> {
-    if name == "cpu" {
-        return Ok(None);
-    }
-    match name
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        Some(ordinal) => Ok(Some(ordinal)),
-        None => bail!("device must be `cpu` or `cuda:N`, got `{name}`"),
-    }
-}
-
 /// Opens the device `cpu` or `cuda:N`.
 pub fn parse_device(name: &str) -> Result<candle_core::Device> {
-    let Some(ordinal) = check_device_name(name)? else {
-        return Ok(candle_core::Device::Cpu);
-    };
-    candle_core::Device::new_cuda(ordinal).with_context(|| {
+    pixreg_models::device::open_device(name).with_context(|| {
         format!("cannot open {name} (build with `--features cuda` on a machine with a GPU)")
     })
 }
