@@ -13,7 +13,8 @@ pair loss on that many pairs, alpha 1), backward, SGD momentum 0.9, lr 0.01: the
 
 Prints one line per step, then one JSON object (`median_ms`, `median_cpu_ms` = process CPU
 time per step, `peak_rss_mb`, ...) as the last
-line. Exits with status 2 when torch is not importable.
+line. `--device cuda:0` runs it on a GPU (each step ends with a synchronisation). Exits with
+status 2 when torch is not importable.
 """
 
 import argparse
@@ -115,17 +116,20 @@ def main():
     p.add_argument("--pairs", type=int, default=16)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     args = p.parse_args()
+    dev = torch.device(args.device)
     c, h, w = (int(v) for v in args.in_shape.split(","))
     torch.manual_seed(0)
-    model = ResNet(BLOCKS[args.arch], c, args.base_channels, 10).train()
+    model = ResNet(BLOCKS[args.arch], c, args.base_channels, 10).to(dev).train()
+    model.running_means = [m.to(dev) for m in model.running_means]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images = torch.rand(args.batch, c, h, w) * 2 - 1
-    labels = torch.arange(args.batch) % 10
+    images = (torch.rand(args.batch, c, h, w) * 2 - 1).to(dev)
+    labels = (torch.arange(args.batch) % 10).to(dev)
     k = max(args.pairs, 1)
-    pair_a = torch.rand(k, c, h, w) * 2 - 1
-    pair_b = torch.rand(k, c, h, w) * 2 - 1
-    targets = torch.rand(k) * 0.9
+    pair_a = (torch.rand(k, c, h, w) * 2 - 1).to(dev)
+    pair_b = (torch.rand(k, c, h, w) * 2 - 1).to(dev)
+    targets = (torch.rand(k) * 0.9).to(dev)
     times, cpu_times = [], []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -136,6 +140,8 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         ms = (time.perf_counter() - start) * 1e3
         cpu_ms = (time.process_time() - cpu_start) * 1e3
         if step >= args.warmup:
@@ -150,12 +156,15 @@ def main():
         "batch": args.batch,
         "pairs": args.pairs,
         "threads": torch.get_num_threads(),
+        "device": args.device,
         "step_ms": times,
         "median_ms": statistics.median(times),
         "step_cpu_ms": cpu_times,
         "median_cpu_ms": statistics.median(cpu_times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if dev.type == "cuda":
+        report["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(report))
 
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask bench train-step --arch resnet18 --base-channels 16 --in-shape 1,32,32 \
-//!     --batch 64 --pairs 16 --steps 10 [--pytorch] [--candle-ops]
+//!     --batch 64 --pairs 16 --steps 10 [--pytorch] [--candle-ops] [--device cuda:0]
 //! cargo xtask bench ops [--batch 64] [--base-channels 64] [--reps 3]
 //! ```
 //!
@@ -63,6 +63,9 @@ pub struct TrainStepArgs {
     /// Python interpreter for `--pytorch`.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// `cpu`, or `cuda:N` (xtask built with `--features cuda`); PyTorch runs on the same device.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `cargo xtask bench ops`.
@@ -102,6 +105,7 @@ fn train_step(args: &TrainStepArgs) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         fast_kernels: !args.candle_ops,
+        device: pixreg_models::device::open_device(&args.device)?,
     })?;
     for (i, ms) in report.step_ms.iter().enumerate() {
         println!("pixreg step {i}: {ms:.1} ms");
@@ -155,6 +159,7 @@ fn pytorch(args: &TrainStepArgs) -> Result<Option<serde_json::Value>> {
         .args(["--pairs", &args.pairs.to_string()])
         .args(["--steps", &args.steps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
+        .args(["--device", &args.device])
         .output()
         .with_context(|| format!("running {} {}", args.python, script.display()))?;
     if output.status.code() == Some(2) {

@@ -36,6 +36,9 @@ pub struct TrainStepBench {
     pub warmup: usize,
     /// Whether the fast CPU kernels are on (off: candle's own ops).
     pub fast_kernels: bool,
+    /// Where the step runs. On a CUDA device the fast kernels do not apply (candle's CUDA
+    /// ops run) and each step ends with a device synchronisation, so the time is the GPU's.
+    pub device: Device,
 }
 
 /// What a [`TrainStepBench`] measured.
@@ -53,6 +56,8 @@ pub struct TrainStepReport {
     pub pairs: usize,
     /// Whether the fast CPU kernels were on.
     pub fast_kernels: bool,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
     /// Rayon threads (the kernels' pool).
     pub threads: usize,
     /// Every timed step, milliseconds.
@@ -68,12 +73,18 @@ pub struct TrainStepReport {
     pub peak_rss_mb: Option<f64>,
 }
 
-fn uniform_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
+fn uniform_tensor(
+    rng: &mut ChaCha8Rng,
+    shape: &[usize],
+    lo: f32,
+    hi: f32,
+    dev: &Device,
+) -> Result<Tensor> {
     let dist =
         Uniform::new(lo, hi).map_err(|e| Error::Config(format!("uniform({lo}, {hi}): {e}")))?;
     let count = shape.iter().product();
     let data: Vec<f32> = (0..count).map(|_| dist.sample(rng)).collect();
-    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(data, shape, dev)?)
 }
 
 /// The median of some timings (0 for none).
@@ -107,8 +118,8 @@ pub fn process_cpu_ms() -> Option<f64> {
     Some((utime + stime) * 10.0)
 }
 
-/// Runs a training-step benchmark on the CPU (switching the fast kernels as asked, and back
-/// to their previous state afterwards).
+/// Runs a training-step benchmark on `bench.device` (switching the fast CPU kernels as asked,
+/// and back to their previous state afterwards).
 pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
     if bench.batch == 0 || bench.steps == 0 {
         return Err(Error::Config("batch and steps must be positive".into()));
@@ -121,18 +132,18 @@ pub fn train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
 }
 
 fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
-    let dev = Device::Cpu;
+    let dev = &bench.device;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut model = ResNet::new(&bench.config, 0, &dev)?;
+    let mut model = ResNet::new(&bench.config, 0, dev)?;
     model.set_training(true);
     let [c, h, w] = bench.config.in_shape;
-    let images = uniform_tensor(&mut rng, &[bench.batch, c, h, w], -1.0, 1.0)?;
+    let images = uniform_tensor(&mut rng, &[bench.batch, c, h, w], -1.0, 1.0, dev)?;
     let classes = bench.config.num_classes as u32;
     let labels: Vec<u32> = (0..bench.batch as u32).map(|i| i % classes).collect();
-    let labels = Tensor::new(labels, &dev)?;
-    let pair_a = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0)?;
-    let pair_b = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0)?;
-    let targets = uniform_tensor(&mut rng, &[bench.pairs.max(1)], 0.0, 0.9)?;
+    let labels = Tensor::new(labels, dev)?;
+    let pair_a = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0, dev)?;
+    let pair_b = uniform_tensor(&mut rng, &[bench.pairs.max(1), c, h, w], -1.0, 1.0, dev)?;
+    let targets = uniform_tensor(&mut rng, &[bench.pairs.max(1)], 0.0, 0.9, dev)?;
     let mut opt = SgdMomentum::new(model.named_parameters(), 0.01, 0.9, 0.0);
     let mut step_ms = Vec::with_capacity(bench.steps);
     let mut step_cpu_ms = Vec::with_capacity(bench.steps);
@@ -152,6 +163,7 @@ fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         let grads = out.loss.backward()?;
         opt.step(&grads)?;
         drop(grads);
+        dev.synchronize()?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if step >= bench.warmup {
             step_ms.push(ms);
@@ -167,6 +179,7 @@ fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         batch: bench.batch,
         pairs: bench.pairs,
         fast_kernels: bench.fast_kernels,
+        device: device_name(dev),
         threads: kernels::threads(),
         median_ms: median(&step_ms),
         step_ms,
@@ -174,6 +187,14 @@ fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
         step_cpu_ms,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+fn device_name(dev: &Device) -> String {
+    match dev.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+    }
 }
 
 /// One line of the per-op benchmark: an op on one shape, forward and forward + backward,
@@ -279,9 +300,10 @@ pub fn ops(
     let mut out = Vec::new();
     let mut measure =
         |label: String, op: BenchOp, x_shape: [usize; 4], w_shape: &[usize]| -> Result<()> {
-            let x = Var::from_tensor(&uniform_tensor(&mut rng, &x_shape, -1.0, 1.0)?)?;
-            let w = Var::from_tensor(&uniform_tensor(&mut rng, w_shape, -0.1, 0.1)?)?;
-            let b = Var::from_tensor(&uniform_tensor(&mut rng, &[x_shape[1]], -0.1, 0.1)?)?;
+            let cpu = &Device::Cpu;
+            let x = Var::from_tensor(&uniform_tensor(&mut rng, &x_shape, -1.0, 1.0, cpu)?)?;
+            let w = Var::from_tensor(&uniform_tensor(&mut rng, w_shape, -0.1, 0.1, cpu)?)?;
+            let b = Var::from_tensor(&uniform_tensor(&mut rng, &[x_shape[1]], -0.1, 0.1, cpu)?)?;
             let previous = kernels::enabled();
             kernels::set_enabled(false);
             let candle = time_op(&op, &x, &w, &b, reps);

@@ -20,7 +20,7 @@ fn write(dir: &Path, name: &str, tensors: &HashMap<String, Tensor>) -> std::path
 }
 
 fn load_err(path: &Path, config: &ModelConfig) -> Error {
-    match ResNet::load(path, config, &Device::Cpu) {
+    match ResNet::load(path, config, test_device()) {
         Ok(_) => panic!("loading {} should fail", path.display()),
         Err(e) => e,
     }
@@ -173,7 +173,7 @@ fn save_then_load_round_trips_after_training() {
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
-    let loaded = ResNet::load(&path, &golden_config(), &Device::Cpu).unwrap();
+    let loaded = ResNet::load(&path, &golden_config(), test_device()).unwrap();
     assert!(!loaded.is_training());
     for ((name, x), (name2, y)) in model
         .state_dict()

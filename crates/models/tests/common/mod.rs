@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use pixreg_models::{Arch, ModelConfig, ResNet};
@@ -17,6 +18,23 @@ pub fn golden_config() -> ModelConfig {
     ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 8)
 }
 
+/// The device the golden checks run on: `cpu` unless `PIXREG_TEST_DEVICE=cuda:N` names a GPU
+/// (a build with `--features cuda`), so the same assertions check candle's CUDA path. One
+/// device for the whole test binary: candle refuses to mix tensors of two CUDA contexts.
+pub fn test_device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| match std::env::var("PIXREG_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("cpu") => Device::Cpu,
+        Ok(name) => {
+            let ordinal = name
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("PIXREG_TEST_DEVICE must be cpu or cuda:N, got {name}"));
+            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("cannot open {name}: {e}"))
+        }
+    })
+}
+
 pub fn golden_path(file: &str) -> String {
     format!("{GOLDEN_MODEL_DIR}/{file}")
 }
@@ -24,7 +42,7 @@ pub fn golden_path(file: &str) -> String {
 /// Every tensor of a golden file.
 pub fn load_golden(file: &str) -> HashMap<String, Tensor> {
     let path = golden_path(file);
-    candle_core::safetensors::load(&path, &Device::Cpu)
+    candle_core::safetensors::load(&path, test_device())
         .unwrap_or_else(|e| panic!("cannot read golden file {path}: {e}"))
 }
 
@@ -38,7 +56,7 @@ pub fn golden_model() -> ResNet {
     ResNet::load(
         golden_path("weights.safetensors"),
         &golden_config(),
-        &Device::Cpu,
+        test_device(),
     )
     .expect("golden weights load strictly")
 }
