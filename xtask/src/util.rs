@@ -4,25 +4,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Writes `contents` to `path` atomically (temporary file in the same folder, then rename), so
-/// an interrupted `reproduce` never leaves a half-written table, figure or sidecar.
+/// Writes `contents` to `path` atomically (the runner's temporary-file-then-rename, which
+/// also creates the folder), so an interrupted `reproduce` never leaves a half-written table,
+/// figure or sidecar.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    pixreg_runner::output::write_atomically(path, |tmp| {
+        std::fs::write(tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))
+    })
 }
 
 /// `path` relative to `base` when it lies under it (or beside it, as `../x`), else unchanged;
