@@ -24,8 +24,6 @@
 //! Transformed values are sums of up to 16 inputs (exact coefficients ±1, ±½), so the results
 //! differ from im2col's by rounding only (≈ 1e-6 relative; tested against im2col and candle).
 
-use std::cell::RefCell;
-
 use super::conv::{gemm_parallelism, matmul, DstLayout, Geometry, Mat};
 use super::{par_map, threads, uninit_vec, with_scratch};
 
@@ -108,6 +106,29 @@ impl Tiling {
             self.group * self.th * self.tw
         }
     }
+}
+
+/// `U = G g Gᵀ` of every `[O, C, 3, 3]` kernel, as 16 matrices `[O × C]`, with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+fn transform_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let (o_n, c_n) = (g.o, g.c);
+    // SAFETY: the loop writes position ξ of every (o, c) pair, i.e. all 16·O·C values.
+    let mut u = unsafe { uninit_vec(POSITIONS * o_n * c_n) };
+    let gmul = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    for (oc, k) in weight.chunks_exact(9).enumerate() {
+        let cols: [[f32; 4]; 3] = [
+            gmul(k[0], k[3], k[6]),
+            gmul(k[1], k[4], k[7]),
+            gmul(k[2], k[5], k[8]),
+        ];
+        for i in 0..4 {
+            let row = gmul(cols[0][i], cols[1][i], cols[2][i]);
+            for (j, &value) in row.iter().enumerate() {
+                u[(4 * i + j) * o_n * c_n + oc] = value;
+            }
+        }
+    }
+    u
 }
 
 /// Tiles the transforms handle at once, one per lane of a fixed-size array (so that the
@@ -230,16 +251,6 @@ fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
     }
 }
 
-/// `dst[..valid] = value[..valid]` (a fixed-size copy for whole blocks).
-#[inline(always)]
-fn store(dst: &mut [f32], value: &Lanes, valid: usize) {
-    if valid == LANES {
-        dst[..LANES].copy_from_slice(value);
-    } else {
-        dst[..valid].copy_from_slice(&value[..valid]);
-    }
-}
-
 /// `run[..LANES]` as a block.
 #[inline(always)]
 fn load(run: &[f32]) -> Lanes {
@@ -248,150 +259,11 @@ fn load(run: &[f32]) -> Lanes {
     r
 }
 
-#[inline(always)]
-fn half(a: Lanes) -> Lanes {
-    let mut r = a;
-    for v in &mut r {
-        *v *= 0.5;
-    }
-    r
-}
-
-/// `G g` of a 3-vector, `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-#[inline(always)]
-fn g3(k: [Lanes; 3]) -> [Lanes; 4] {
-    let outer = add(k[0], k[2]);
-    [k[0], half(add(outer, k[1])), half(sub(outer, k[1])), k[2]]
-}
-
-/// `Gᵀ m` of a 4-vector.
-#[inline(always)]
-fn gt4(m: [Lanes; 4]) -> [Lanes; 3] {
-    let mid = half(add(m[1], m[2]));
-    [add(m[0], mid), half(sub(m[1], m[2])), add(mid, m[3])]
-}
-
-simd_fn! {
-    /// `U = G g Gᵀ` (`G` as in [`g3`]) of every 3×3 kernel of `weight` (`[O, C, 3, 3]`),
-    /// into `u` as 16 matrices `[O × C]` at `u[ξ·stride..]`; [`LANES`] kernels at a time.
-    fn transform_weights_into(weight: &[f32], u: &mut [f32], stride: usize) {
-        let pairs = weight.len() / 9;
-        for p0 in (0..pairs).step_by(LANES) {
-            let valid = LANES.min(pairs - p0);
-            // The block's kernels (zero past the last one), then k[r][s]: tap (r, s) of
-            // kernels p0 + l, gathered tap by tap (gathering kernel by kernel into the
-            // vectors left them to store-forwarding stalls).
-            let mut block = [0f32; 9 * LANES];
-            block[..9 * valid].copy_from_slice(&weight[9 * p0..9 * (p0 + valid)]);
-            let tap = |t: usize| -> Lanes {
-                let mut v = [0f32; LANES];
-                for (l, value) in v.iter_mut().enumerate() {
-                    *value = block[9 * l + t];
-                }
-                v
-            };
-            let k = [
-                [tap(0), tap(1), tap(2)],
-                [tap(3), tap(4), tap(5)],
-                [tap(6), tap(7), tap(8)],
-            ];
-            let mut cols = [[[0f32; LANES]; 4]; 3];
-            for (s, col) in cols.iter_mut().enumerate() {
-                *col = g3([k[0][s], k[1][s], k[2][s]]);
-            }
-            for i in 0..4 {
-                for (j, value) in g3([cols[0][i], cols[1][i], cols[2][i]]).iter().enumerate() {
-                    store(&mut u[(4 * i + j) * stride + p0..], value, valid);
-                }
-            }
-        }
-    }
-}
-
-thread_local! {
-    static WEIGHT_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with a buffer of `len` values for transformed weights (or the weight gradient's
-/// per-task sums), kept per thread between calls. Why: these are 16·O·C values (16 MB for
-/// 512 channels), and a fresh buffer per call is fresh memory from the kernel each time
-/// (`perf` of a base-64 training step: 3.5 % of it in page clearing for the transformed
-/// weights alone). The contents are arbitrary: `f` must write before reading.
-fn with_weight_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    WEIGHT_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        // Re-entered on this thread: use a fresh buffer.
-        Err(_) => f(&mut vec![0.0; len]),
-    })
-}
-
-simd_fn! {
-    /// `dW = Gᵀ M G` (`Gᵀ` as in [`gt4`]) of the summed products `m` (16 matrices `[O × C]`),
-    /// at `m[ξ·stride..]`, into `dw` (`[O, C, 3, 3]`); [`LANES`] kernels at a time.
-    fn inverse_transform_weights_into(m: &[f32], stride: usize, dw: &mut [f32]) {
-        let pairs = dw.len() / 9;
-        for p0 in (0..pairs).step_by(LANES) {
-            let valid = LANES.min(pairs - p0);
-            let mut mv = [[[0f32; LANES]; 4]; 4];
-            for (i, mi) in mv.iter_mut().enumerate() {
-                for (j, mij) in mi.iter_mut().enumerate() {
-                    let src = &m[(4 * i + j) * stride + p0..];
-                    if valid == LANES {
-                        *mij = load(src);
-                    } else {
-                        mij[..valid].copy_from_slice(&src[..valid]);
-                    }
-                }
-            }
-            let mut cols = [[[0f32; LANES]; 3]; 4];
-            for (j, col) in cols.iter_mut().enumerate() {
-                *col = gt4([mv[0][j], mv[1][j], mv[2][j], mv[3][j]]);
-            }
-            let mut taps = [[[0f32; LANES]; 3]; 3];
-            for (r, row) in taps.iter_mut().enumerate() {
-                *row = gt4([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-            }
-            for (l, out) in dw[9 * p0..9 * (p0 + valid)].chunks_exact_mut(9).enumerate() {
-                for (r, row) in taps.iter().enumerate() {
-                    for (s, tap) in row.iter().enumerate() {
-                        out[3 * r + s] = tap[l];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`inverse_transform_weights_into`] a new `[O, C, 3, 3]` buffer of `pairs` kernels.
-fn inverse_transform_weights(m: &[f32], stride: usize, pairs: usize) -> Vec<f32> {
-    // SAFETY: `inverse_transform_weights_into` writes the 9 taps of every kernel.
-    let mut dw = unsafe { uninit_vec(9 * pairs) };
-    inverse_transform_weights_into(m, stride, &mut dw);
-    dw
-}
-
-/// The distance between consecutive ones of the 16 transformed-weight matrices of `len`
-/// values: one cache line more than `len`, so that the 16 streams of the weight transforms
-/// do not all map to the same L1 sets (`O·C` is a power of two for ResNet's layers; the
-/// 512-channel forward spent 16 % of its time in the weight transform with the matrices
-/// packed, 13 % padded).
-fn matrix_stride(len: usize) -> usize {
-    len + 16
-}
-
 simd_fn! {
     /// `V = Bᵀ d B` of the input tiles of tile rows `rows` of `imgs` images (`x_imgs`, NCHW),
-    /// into 16 matrices `[C × T]` at `v[ξ·stride..]`, `Bᵀ` as in [`bt`]. Every block
-    /// stores all [`LANES`] values, so the last block of a tile row writes up to
-    /// `LANES − 1` values past it; the loops run over rows `c` in increasing order and
-    /// within a row over increasing `t`, so each such spill lands on values that are
-    /// written afterwards (the next tile row, the next matrix row) or on the slack of
-    /// `stride ≥ C·T + LANES` after the last row. The tile of output
+    /// into 16 matrices `[C × T]` at `v[ξ·stride..]` (`stride ≥ C·T + LANES`: a block of
+    /// tiles at the end of a matrix row writes up to `LANES − 1` values past it, which the
+    /// next block, the next row or the slack takes), `Bᵀ` as in [`bt`]. The tile of output
     /// tile `(ty, tx)` covers input rows `2ty − 1 ..= 2ty + 2` and columns
     /// `2tx − 1 ..= 2tx + 2`. Each plane is first copied into `pad` with a zero border,
     /// each padded row `q` (input row `q − 1`) split into its even and odd padded columns
@@ -514,6 +386,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     if g.n * o * ohw == 0 || chw == 0 {
         return vec![0f32; g.n * o * ohw];
     }
+    let u = transform_weights(g, weight);
     let tiling = Tiling::new(g);
     // SAFETY: the tasks below cover `out` (chunks of whole groups of images); each task's
     // bands cover all tile rows of its images, and the output transform of a band writes
@@ -527,36 +400,32 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let par = gemm_parallelism(tasks.len());
     let t_max = tiling.max_tiles();
     let (v_stride, m_stride) = (g.c * t_max + LANES, o * t_max + LANES);
-    let (u_len, u_stride) = (o * g.c, matrix_stride(o * g.c));
-    with_weight_scratch(POSITIONS * u_stride, |u| {
-        transform_weights_into(weight, u, u_stride);
-        let u = &*u;
-        par_map(tasks, |(out_g, x_g)| {
-            let imgs = x_g.len() / chw;
-            let mut pad = vec![0f32; plane_scratch(g)];
-            with_scratch(POSITIONS * v_stride, POSITIONS * m_stride, |v, m| {
-                for rows in tiling.bands(imgs) {
-                    let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
-                    transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
-                    for xi in 0..POSITIONS {
-                        let lhs = Mat {
-                            data: &u[xi * u_stride..][..u_len],
-                            rs: g.c,
-                            cs: 1,
-                        };
-                        let rhs = Mat {
-                            data: &v[xi * v_stride..][..g.c * t_len],
-                            rs: t_len,
-                            cs: 1,
-                        };
-                        let dst = &mut m[xi * m_stride..][..o * t_len];
-                        let layout = DstLayout::RowMajor(t_len);
-                        matmul((o, t_len, g.c), dst, layout, false, lhs, rhs, par);
-                    }
-                    transform_output(g, m, m_stride, imgs, rows, out_g, &mut pad);
+    let u_len = o * g.c;
+    par_map(tasks, |(out_g, x_g)| {
+        let imgs = x_g.len() / chw;
+        let mut pad = vec![0f32; plane_scratch(g)];
+        with_scratch(POSITIONS * v_stride, POSITIONS * m_stride, |v, m| {
+            for rows in tiling.bands(imgs) {
+                let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
+                for xi in 0..POSITIONS {
+                    let lhs = Mat {
+                        data: &u[xi * u_len..][..u_len],
+                        rs: g.c,
+                        cs: 1,
+                    };
+                    let rhs = Mat {
+                        data: &v[xi * v_stride..][..g.c * t_len],
+                        rs: t_len,
+                        cs: 1,
+                    };
+                    let dst = &mut m[xi * m_stride..][..o * t_len];
+                    let layout = DstLayout::RowMajor(t_len);
+                    matmul((o, t_len, g.c), dst, layout, false, lhs, rhs, par);
                 }
-            })
-        });
+                transform_output(g, m, m_stride, imgs, rows, out_g, &mut pad);
+            }
+        })
     });
     out
 }
@@ -564,8 +433,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 simd_fn! {
     /// `A dY Aᵀ` of the 2×2 output-gradient tiles of tile rows `rows` of `imgs` images
     /// (`dy_imgs`, `[O, OH, OW]` each), into 16 matrices `[O × T]` at `d[ξ·stride..]`
-    /// (`stride ≥ O·T + LANES`; whole blocks stored, rows `o` and tiles in increasing order,
-    /// as in [`transform_input`]), `A` as in [`a2`]; gradients
+    /// (`stride ≥ O·T + LANES`, as in [`transform_input`]), `A` as in [`a2`]; gradients
     /// outside the map are zero (each plane is first copied into `pad`, zero outside the
     /// map, each row split into its even and odd columns, whole blocks wide).
     fn transform_output_grad(
@@ -616,6 +484,29 @@ simd_fn! {
     }
 }
 
+/// `dW = Gᵀ M G` of the summed products `m` (16 matrices `[O × C]`), as `[O, C, 3, 3]`.
+fn inverse_transform_weights(g: &Geometry, m: &[f32]) -> Vec<f32> {
+    let oc_n = g.o * g.c;
+    // SAFETY: the loop writes the 9 taps of every (o, c) pair, i.e. all 9·O·C values.
+    let mut dw = unsafe { uninit_vec(9 * oc_n) };
+    let gt = |v: [f32; 4]| {
+        [
+            v[0] + 0.5 * (v[1] + v[2]),
+            0.5 * (v[1] - v[2]),
+            0.5 * (v[1] + v[2]) + v[3],
+        ]
+    };
+    for (oc, taps) in dw.chunks_exact_mut(9).enumerate() {
+        let cols: [[f32; 3]; 4] =
+            std::array::from_fn(|j| gt(std::array::from_fn(|i| m[(4 * i + j) * oc_n + oc])));
+        for r in 0..3 {
+            let row = gt(std::array::from_fn(|j| cols[j][r]));
+            taps[3 * r..3 * r + 3].copy_from_slice(&row);
+        }
+    }
+    dw
+}
+
 /// Weight gradient `[O, C, 3, 3]` of a [`supports`] geometry, summed over the batch.
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
@@ -630,55 +521,50 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let par = gemm_parallelism(tasks.len());
     let t_max = tiling.max_tiles();
     let (v_stride, d_stride) = (g.c * t_max + LANES, o * t_max + LANES);
-    let acc_stride = matrix_stride(oc_n);
-    let acc_len = POSITIONS * acc_stride;
-    with_weight_scratch(tasks.len() * acc_len, |partials| {
-        let jobs: Vec<_> = tasks
-            .into_iter()
-            .zip(partials.chunks_mut(acc_len))
-            .collect();
-        par_map(jobs, |((x_chunk, dy_chunk), acc)| {
-            // The chunk holds at least one image, so its first band's 16 GEMMs (`accumulate`
-            // false) write every value of `acc` before later ones read it.
-            let mut pad = vec![0f32; plane_scratch(g)];
-            with_scratch(POSITIONS * v_stride, POSITIONS * d_stride, |v, dt| {
-                let mut accumulate = false;
-                for (x_g, dy_g) in x_chunk
-                    .chunks(tiling.group * chw)
-                    .zip(dy_chunk.chunks(tiling.group * o * ohw))
-                {
-                    let imgs = x_g.len() / chw;
-                    for rows in tiling.bands(imgs) {
-                        let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
-                        transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
-                        transform_output_grad(g, dy_g, imgs, rows, dt, d_stride, &mut pad);
-                        for xi in 0..POSITIONS {
-                            let lhs = Mat {
-                                data: &dt[xi * d_stride..][..o * t_len],
-                                rs: t_len,
-                                cs: 1,
-                            };
-                            // Vᵀ: element (t, c) at c·T + t.
-                            let rhs = Mat {
-                                data: &v[xi * v_stride..][..g.c * t_len],
-                                rs: 1,
-                                cs: t_len,
-                            };
-                            let dst = &mut acc[xi * acc_stride..][..oc_n];
-                            let layout = DstLayout::RowMajor(g.c);
-                            matmul((o, g.c, t_len), dst, layout, accumulate, lhs, rhs, par);
-                        }
-                        accumulate = true;
+    let partials = par_map(tasks, |(x_chunk, dy_chunk)| {
+        // SAFETY: the chunk holds at least one image, so its first band's 16 GEMMs
+        // (`accumulate` false) write every value of `acc` before later ones read it.
+        let mut acc = unsafe { uninit_vec(POSITIONS * oc_n) };
+        let mut pad = vec![0f32; plane_scratch(g)];
+        with_scratch(POSITIONS * v_stride, POSITIONS * d_stride, |v, dt| {
+            let mut accumulate = false;
+            for (x_g, dy_g) in x_chunk
+                .chunks(tiling.group * chw)
+                .zip(dy_chunk.chunks(tiling.group * o * ohw))
+            {
+                let imgs = x_g.len() / chw;
+                for rows in tiling.bands(imgs) {
+                    let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                    transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
+                    transform_output_grad(g, dy_g, imgs, rows, dt, d_stride, &mut pad);
+                    for xi in 0..POSITIONS {
+                        let lhs = Mat {
+                            data: &dt[xi * d_stride..][..o * t_len],
+                            rs: t_len,
+                            cs: 1,
+                        };
+                        // Vᵀ: element (t, c) at c·T + t.
+                        let rhs = Mat {
+                            data: &v[xi * v_stride..][..g.c * t_len],
+                            rs: 1,
+                            cs: t_len,
+                        };
+                        let dst = &mut acc[xi * oc_n..][..oc_n];
+                        let layout = DstLayout::RowMajor(g.c);
+                        matmul((o, g.c, t_len), dst, layout, accumulate, lhs, rhs, par);
                     }
+                    accumulate = true;
                 }
-            });
-        });
-        let (total, rest) = partials.split_at_mut(acc_len);
-        for part in rest.chunks_exact(acc_len) {
-            for (t, p) in total.iter_mut().zip(part) {
-                *t += p;
             }
+        });
+        acc
+    });
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; POSITIONS * oc_n]);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(&part) {
+            *t += p;
         }
-        inverse_transform_weights(total, acc_stride, oc_n)
-    })
+    }
+    inverse_transform_weights(g, &total)
 }
