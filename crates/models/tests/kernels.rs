@@ -283,6 +283,10 @@ fn winograd_matches_im2col_and_candle() {
             );
         }
     }
+    // No output channels: empty outputs, no panic.
+    let g = Geometry::new(&[2, 3, 4, 5], &[0, 3, 3, 3], 1, 1).unwrap();
+    assert!(winograd::forward(&g, &[0.5; 120], &[]).is_empty());
+    assert!(winograd::backward_weight(&g, &[0.5; 120], &[]).is_empty());
 }
 
 #[test]

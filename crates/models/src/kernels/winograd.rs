@@ -511,7 +511,7 @@ fn inverse_transform_weights(g: &Geometry, m: &[f32]) -> Vec<f32> {
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
     let oc_n = o * g.c;
-    if g.n == 0 || chw == 0 || ohw == 0 {
+    if g.n == 0 || chw == 0 || ohw == 0 || o == 0 {
         return vec![0f32; 9 * oc_n];
     }
     let tiling = Tiling::new(g);
