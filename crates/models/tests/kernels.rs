@@ -6,6 +6,8 @@
 //! `ops::batch_norm_composite`.
 
 use candle_core::{DType, Device, Tensor, Var};
+use pixreg_models::kernels::conv::{self, Geometry};
+use pixreg_models::kernels::winograd;
 use pixreg_models::ops::{self, BatchNormStats};
 use rand::distr::{Distribution, Uniform};
 use rand::SeedableRng;
@@ -80,9 +82,12 @@ fn assert_same_gradients(
 /// `(N, C, H, W, O, k, stride, padding)`.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-/// The last three have at least 512 output positions per image, so single images are processed
-/// in bands of output rows (the last band shorter).
-const CONV_CASES: [ConvCase; 16] = [
+/// `(2, 2, 23, 29, …)`, `(1, 2, 50, 45, …)` and `(2, 1, 33, 31, …)` have at least 512 output
+/// positions per image, so single images are processed in bands of output rows (the last band
+/// shorter). The last two are 3×3 stride-1 "same" convolutions with at least 16 channels, which
+/// take the Winograd kernels (forward, input and weight gradient): odd maps, the second with
+/// more than 256 tiles per image, hence bands of tile rows.
+const CONV_CASES: [ConvCase; 18] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -99,6 +104,8 @@ const CONV_CASES: [ConvCase; 16] = [
     (2, 2, 23, 29, 3, 3, 1, 1),
     (1, 2, 50, 45, 3, 3, 2, 1),
     (2, 1, 33, 31, 4, 7, 1, 3),
+    (3, 16, 7, 9, 17, 3, 1, 1),
+    (1, 16, 33, 35, 16, 3, 1, 1),
 ];
 
 #[test]
@@ -177,6 +184,109 @@ fn conv2d_backward_matches_candle_autograd_and_the_adjoint() {
         compared_with_candle >= 8,
         "only {compared_with_candle} cases compared with candle"
     );
+}
+
+/// 3×3 stride-1 padding-1 shapes `(N, C, H, W, O)` for the Winograd kernels called directly
+/// (the convolution picks them for at least 16 channels only): one channel, 1×1 and 1×W maps,
+/// odd and even sizes, tile rows of one partial block and of two blocks, groups of images,
+/// and an image of more than 256 tiles (bands of tile rows, the last one shorter).
+const WINOGRAD_CASES: [(usize, usize, usize, usize, usize); 8] = [
+    (1, 1, 5, 6, 1),
+    (2, 3, 7, 9, 4),
+    (3, 2, 1, 1, 3),
+    (2, 1, 1, 17, 2),
+    (5, 4, 2, 3, 1),
+    (3, 3, 20, 19, 2),
+    (1, 2, 40, 37, 3),
+    (6, 5, 4, 4, 6),
+];
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn from_vec(v: Vec<f32>, dims: &[usize]) -> Tensor {
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+/// The kernel `[C, O, 3, 3]` of a stride-1 input gradient computed as a forward convolution:
+/// `w` (`[O, C, 3, 3]`) with the channels swapped and each kernel flipped in both directions.
+fn flip_transpose(w: &Tensor) -> Vec<f32> {
+    let (o, c) = (w.dims()[0], w.dims()[1]);
+    let v = to_vec(w);
+    let mut flipped = vec![0f32; v.len()];
+    for oc in 0..o {
+        for ic in 0..c {
+            for tap in 0..9 {
+                flipped[(ic * o + oc) * 9 + 8 - tap] = v[(oc * c + ic) * 9 + tap];
+            }
+        }
+    }
+    flipped
+}
+
+#[test]
+fn winograd_matches_im2col_and_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for &(n, c, h, w, o) in &WINOGRAD_CASES {
+        let case = format!("{:?}", (n, c, h, w, o));
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, 3, 3])).unwrap();
+        let dy = random(&mut rng, &[n, o, h, w]);
+        let reference = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
+        let grads = (&reference * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (xv, wv, dyv) = (to_vec(&x), to_vec(&wt), to_vec(&dy));
+        let g = Geometry::new(x.dims(), wt.dims(), 1, 1).unwrap();
+        assert!(winograd::supports(&g), "{case}");
+        // The input gradient as the forward convolution of dY that `conv` runs for it.
+        let gt = Geometry::new(dy.dims(), &[c, o, 3, 3], 1, 1).unwrap();
+        let flipped = flip_transpose(&wt);
+        let checks = [
+            (
+                "forward",
+                winograd::forward(&g, &xv, &wv),
+                conv::forward_im2col(&g, &xv, &wv),
+                &reference,
+            ),
+            (
+                "dx",
+                winograd::forward(&gt, &dyv, &flipped),
+                conv::forward_im2col(&gt, &dyv, &flipped),
+                grads.get(&x).unwrap(),
+            ),
+            (
+                "dw",
+                winograd::backward_weight(&g, &xv, &dyv),
+                conv::backward_weight_im2col(&g, &xv, &dyv),
+                grads.get(&wt).unwrap(),
+            ),
+        ];
+        for (what, fast, im2col, candle) in checks {
+            let fast = from_vec(fast, candle.dims());
+            let im2col = from_vec(im2col, candle.dims());
+            assert_close(
+                &format!("winograd {what} vs im2col {case}"),
+                &fast,
+                &im2col,
+                TOL,
+            );
+            assert_close(
+                &format!("winograd {what} vs candle {case}"),
+                &fast,
+                candle,
+                TOL,
+            );
+        }
+    }
+    // No output channels: empty outputs, no panic.
+    let g = Geometry::new(&[2, 3, 4, 5], &[0, 3, 3, 3], 1, 1).unwrap();
+    assert!(winograd::forward(&g, &[0.5; 120], &[]).is_empty());
+    assert!(winograd::backward_weight(&g, &[0.5; 120], &[]).is_empty());
 }
 
 #[test]

@@ -5,8 +5,13 @@
 //! im2col matrices sit side by side (`[C·kh·kw, G·OH·OW]`, so the GEMMs of
 //! small late-stage feature maps stay wide enough to be efficient). A 1×1 stride-1 unpadded
 //! convolution of a single image uses the image itself as its column matrix.
+//!
+//! 3×3 stride-1 padding-1 convolutions with at least 16 channels (13 of ResNet18's 16 3×3
+//! convolutions) run the Winograd kernels of [`super::winograd`] instead, forward, input
+//! gradient (a forward convolution, see [`Geometry`]'s `input_gradient_as_conv`) and weight
+//! gradient; [`forward_im2col`] and [`backward_weight_im2col`] are the im2col versions.
 
-use super::{f32_data, par_map, threads, uninit_vec, with_scratch};
+use super::{f32_data, par_map, threads, uninit_vec, winograd, with_scratch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
@@ -341,10 +346,10 @@ simd_fn! {
 
 /// A read-only strided matrix: element `(r, c)` at `data[r·rs + c·cs]`.
 #[derive(Debug, Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+pub(super) struct Mat<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 impl Mat<'_> {
@@ -355,7 +360,7 @@ impl Mat<'_> {
 
 /// How a GEMM destination `m×n` is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DstLayout {
+pub(super) enum DstLayout {
     /// Element `(i, j)` at `i·row_stride + j` (`row_stride ≥ n`: a block of a wider matrix).
     RowMajor(usize),
     /// Element `(i, j)` at `j·m + i` (the layout `gemm`'s microkernels write natively: for the
@@ -365,7 +370,7 @@ enum DstLayout {
 }
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, `dst` stored as `layout` says.
-fn matmul(
+pub(super) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     layout: DstLayout,
@@ -458,7 +463,7 @@ fn bands(g: &Geometry, imgs: usize) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// GEMM parallelism inside a task: the whole pool when there is a single task.
-fn gemm_parallelism(tasks: usize) -> Parallelism {
+pub(super) fn gemm_parallelism(tasks: usize) -> Parallelism {
     let threads = threads();
     if tasks == 1 && threads > 1 {
         Parallelism::Rayon(threads)
@@ -508,8 +513,17 @@ fn scratch_sizes(g: &Geometry, group: usize, rows: usize) -> (usize, usize) {
     (cols, staging)
 }
 
-/// Forward convolution into a new `[N, O, OH, OW]` buffer.
+/// Forward convolution into a new `[N, O, OH, OW]` buffer: Winograd where
+/// [`winograd::suits`] says it is faster, otherwise im2col + GEMM.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    if winograd::suits(g) {
+        return winograd::forward(g, x, weight);
+    }
+    forward_im2col(g, x, weight)
+}
+
+/// Forward convolution by im2col + GEMM, into a new `[N, O, OH, OW]` buffer.
+pub fn forward_im2col(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     if g.n * o * ohw == 0 || chw == 0 {
         return vec![0f32; g.n * o * ohw];
@@ -641,8 +655,18 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// Gradient with respect to the weight, `[O, C, kh, kw]`, summed over the batch.
+/// Gradient with respect to the weight, `[O, C, kh, kw]`, summed over the batch: Winograd
+/// where [`winograd::suits`] says it is faster, otherwise GEMMs over im2col matrices.
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if winograd::suits(g) {
+        return winograd::backward_weight(g, x, dy);
+    }
+    backward_weight_im2col(g, x, dy)
+}
+
+/// Gradient with respect to the weight, `[O, C, kh, kw]`, summed over the batch, by GEMMs
+/// `dY·colᵀ` over im2col matrices.
+pub fn backward_weight_im2col(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     if g.n == 0 || chw == 0 || ohw == 0 {
         return vec![0f32; o * k];

@@ -1,0 +1,570 @@
+//! Winograd F(2×2, 3×3) convolution for 3×3, stride-1, padding-1 geometries (ResNet's
+//! "same" 3×3 convolutions): forward and weight gradient. The input gradient of such a
+//! convolution is itself one (`conv::backward_input` runs it as a forward convolution of
+//! `dY` with the flipped, transposed kernel), so it takes this path too.
+//!
+//! Why: the im2col GEMMs already run near the core's peak, so the remaining lever is fewer
+//! multiplications. Each 2×2 block of outputs ("tile") is computed from its 4×4 input tile
+//! as `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`: 16 products per input/output channel pair instead of
+//! 36, i.e. 16 GEMMs `[O × C]·[C × T]` over a band of `T` tiles in place of one
+//! `[O × 9C]·[9C × 4T]` GEMM (2.25× fewer flops), plus cheap linear transforms of the
+//! input tiles, the weights and the output tiles.
+//!
+//! The weight gradient is the adjoint of the same identity,
+//! `dW = Gᵀ[Σₜ (A dYₜ Aᵀ) ⊙ (Bᵀ dₜ B)]G`: the same input transform, a transform of the 2×2
+//! `dY` tiles, 16 GEMMs `[O × T]·[T × C]` accumulated over the batch and one inverse
+//! transform of the `[O × C]` sums.
+//!
+//! Layouts (all row-major float32): transformed input `V` as 16 matrices `[C × T]`,
+//! transformed weights `U` as 16 matrices `[O × C]`, GEMM results as 16 matrices `[O × T]`;
+//! tile `t` of a band is `(image, tile row, tile column)` in row-major order, so the
+//! transforms read and write contiguous runs along a tile row. Tiles that overhang an odd
+//! map read zeros (the padding) and their outputs outside the map are dropped.
+//!
+//! Transformed values are sums of up to 16 inputs (exact coefficients ±1, ±½), so the results
+//! differ from im2col's by rounding only (≈ 1e-6 relative; tested against im2col and candle).
+
+use super::conv::{gemm_parallelism, matmul, DstLayout, Geometry, Mat};
+use super::{par_map, threads, uninit_vec, with_scratch};
+
+/// Tiles a band aims for (the `n` of its forward GEMMs, the `k` of its weight-gradient
+/// GEMMs), as [`super::conv`]'s `GROUP_COLUMNS` for im2col. 128 was the best of 64–1024 on
+/// one core (64 images; 64→64 at 32×32 weight gradient 33 ms against 36 at 256 and 40 at 512
+/// tiles, 512→512 at 4×4 forward 26 ms against 27–33; the forwards at 32×32 to 8×8 within
+/// 1 ms of each other).
+const BAND_TILES: usize = 128;
+
+/// Positions of the 4×4 transformed tile (the number of GEMMs per band).
+const POSITIONS: usize = 16;
+
+/// Whether `g` is a convolution this module computes: 3×3 kernel, stride 1, padding 1.
+pub fn supports(g: &Geometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.oh == g.h && g.ow == g.w
+}
+
+/// Whether [`super::conv`] uses this module for `g` (its forward, input gradient and weight
+/// gradient): supported geometries with at least 16 input and output channels.
+///
+/// Why 16: below it the transforms, whose cost grows with `C + O` where the GEMMs' grows with
+/// `C·O`, outweigh the saved multiplications. Measured on one core, 64 images, forward and
+/// weight gradient (ms, Winograd against im2col): 8 channels at 32×32 1.6/1.5 against
+/// 1.4/2.5, 4 channels 0.7/0.6 against 0.5/0.5; 16 channels at 16×16 1.0/1.2 against 1.0/1.1,
+/// at 32×32 3.8/4.2 against 4.0/4.7; 64 channels at 32×32 29/35 against 42/41, 512 channels at
+/// 4×4 25/24 against 35/38 (see `docs/performance.md`).
+pub fn suits(g: &Geometry) -> bool {
+    supports(g) && g.c.min(g.o) >= 16
+}
+
+/// How the batch is cut into bands of tiles.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    /// Tile columns per image, `⌈OW/2⌉`.
+    tw: usize,
+    /// Tile rows per image, `⌈OH/2⌉`.
+    th: usize,
+    /// Images per task: enough for about [`BAND_TILES`] tiles, at most an equal share of the
+    /// batch per thread.
+    group: usize,
+    /// Tile rows per band of a single image (all of them unless an image has at least
+    /// 2·[`BAND_TILES`] tiles, so that large maps keep their scratch matrices in L2).
+    band_rows: usize,
+}
+
+impl Tiling {
+    fn new(g: &Geometry) -> Self {
+        let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
+        let per_image = (tw * th).max(1);
+        let share = g.n.div_ceil(threads()).max(1);
+        let group = BAND_TILES.div_ceil(per_image).clamp(1, share);
+        let band_rows = if per_image >= 2 * BAND_TILES {
+            (BAND_TILES / tw.max(1)).clamp(1, th)
+        } else {
+            th
+        };
+        Self {
+            tw,
+            th,
+            group,
+            band_rows,
+        }
+    }
+
+    /// The bands `(lo, hi)` of tile rows a group of `imgs` images is processed in.
+    fn bands(&self, imgs: usize) -> impl Iterator<Item = (usize, usize)> {
+        let step = if imgs == 1 { self.band_rows } else { self.th }.max(1);
+        let th = self.th;
+        (0..th)
+            .step_by(step)
+            .map(move |lo| (lo, (lo + step).min(th)))
+    }
+
+    /// Tiles of the largest band.
+    fn max_tiles(&self) -> usize {
+        if self.group == 1 {
+            self.band_rows * self.tw
+        } else {
+            self.group * self.th * self.tw
+        }
+    }
+}
+
+/// `U = G g Gᵀ` of every `[O, C, 3, 3]` kernel, as 16 matrices `[O × C]`, with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+fn transform_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let (o_n, c_n) = (g.o, g.c);
+    // SAFETY: the loop writes position ξ of every (o, c) pair, i.e. all 16·O·C values.
+    let mut u = unsafe { uninit_vec(POSITIONS * o_n * c_n) };
+    let gmul = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    for (oc, k) in weight.chunks_exact(9).enumerate() {
+        let cols: [[f32; 4]; 3] = [
+            gmul(k[0], k[3], k[6]),
+            gmul(k[1], k[4], k[7]),
+            gmul(k[2], k[5], k[8]),
+        ];
+        for i in 0..4 {
+            let row = gmul(cols[0][i], cols[1][i], cols[2][i]);
+            for (j, &value) in row.iter().enumerate() {
+                u[(4 * i + j) * o_n * c_n + oc] = value;
+            }
+        }
+    }
+    u
+}
+
+/// Tiles the transforms handle at once, one per lane of a fixed-size array (so that the
+/// compiler turns each transform step into a few vector instructions: loops over the 2–16
+/// tiles of a tile row are too short for its loop vectoriser).
+const LANES: usize = 8;
+
+/// One value per tile of a block.
+type Lanes = [f32; LANES];
+
+// The helpers below are plain loops over fixed-size arrays, not `array::from_fn`/`map`:
+// those were left as calls inside the AVX-512 versions of the transforms (measured: a fifth
+// of the forward time).
+
+#[inline(always)]
+fn add(a: Lanes, b: Lanes) -> Lanes {
+    let mut r = a;
+    for l in 0..LANES {
+        r[l] += b[l];
+    }
+    r
+}
+
+#[inline(always)]
+fn sub(a: Lanes, b: Lanes) -> Lanes {
+    let mut r = a;
+    for l in 0..LANES {
+        r[l] -= b[l];
+    }
+    r
+}
+
+#[inline(always)]
+fn neg(a: Lanes) -> Lanes {
+    let mut r = a;
+    for v in &mut r {
+        *v = -*v;
+    }
+    r
+}
+
+/// `Bᵀ d` of a 4-vector, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
+#[inline(always)]
+fn bt(d: [Lanes; 4]) -> [Lanes; 4] {
+    [
+        sub(d[0], d[2]),
+        add(d[1], d[2]),
+        sub(d[2], d[1]),
+        sub(d[1], d[3]),
+    ]
+}
+
+/// `Aᵀ m` of a 4-vector, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`.
+#[inline(always)]
+fn at(m: [Lanes; 4]) -> [Lanes; 2] {
+    [add(add(m[0], m[1]), m[2]), sub(sub(m[1], m[2]), m[3])]
+}
+
+/// `A y` of a 2-vector (`A` the transpose of [`at`]'s `Aᵀ`).
+#[inline(always)]
+fn a2(y: [Lanes; 2]) -> [Lanes; 4] {
+    [y[0], add(y[0], y[1]), sub(y[0], y[1]), neg(y[1])]
+}
+
+/// Applies [`bt`] to the columns and then to the rows of a 4×4 block (`Bᵀ d B`).
+#[inline(always)]
+fn bt2(d: [[Lanes; 4]; 4]) -> [[Lanes; 4]; 4] {
+    let mut cols = d;
+    for j in 0..4 {
+        let c = bt([d[0][j], d[1][j], d[2][j], d[3][j]]);
+        for i in 0..4 {
+            cols[i][j] = c[i];
+        }
+    }
+    let mut v = cols;
+    for i in 0..4 {
+        v[i] = bt(cols[i]);
+    }
+    v
+}
+
+/// Tiles of a tile row rounded up to whole blocks of [`LANES`]: the length of each half of a
+/// row in the transforms' deinterleaved planes, so that every block reads fixed-size runs.
+fn padded_tiles(tw: usize) -> usize {
+    tw.div_ceil(LANES) * LANES
+}
+
+/// Scratch values of one task's deinterleaved planes and output rows (see
+/// [`transform_input`], [`transform_output`], [`transform_output_grad`]).
+fn plane_scratch(g: &Geometry) -> usize {
+    let (th, half) = (g.oh.div_ceil(2), padded_tiles(g.ow.div_ceil(2)) + 1);
+    (2 * th + 2) * 2 * half
+}
+
+/// `even[k] = row[2k]`, `odd[k] = row[2k + 1]` for the values of `row`.
+#[inline(always)]
+fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let half = row.len() / 2;
+    let (even, odd) = (&mut even[..row.len().div_ceil(2)], &mut odd[..half]);
+    for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if row.len() % 2 == 1 {
+        even[half] = row[row.len() - 1];
+    }
+}
+
+/// `row[2k] = even[k]`, `row[2k + 1] = odd[k]` for the values of `row`.
+#[inline(always)]
+fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
+    let half = row.len() / 2;
+    let (even, odd) = (&even[..row.len().div_ceil(2)], &odd[..half]);
+    for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+        pair[0] = e;
+        pair[1] = o;
+    }
+    if row.len() % 2 == 1 {
+        row[2 * half] = even[half];
+    }
+}
+
+/// `run[..LANES]` as a block.
+#[inline(always)]
+fn load(run: &[f32]) -> Lanes {
+    let mut r = [0f32; LANES];
+    r.copy_from_slice(&run[..LANES]);
+    r
+}
+
+simd_fn! {
+    /// `V = Bᵀ d B` of the input tiles of tile rows `rows` of `imgs` images (`x_imgs`, NCHW),
+    /// into 16 matrices `[C × T]` at `v[ξ·stride..]` (`stride ≥ C·T + LANES`: a block of
+    /// tiles at the end of a matrix row writes up to `LANES − 1` values past it, which the
+    /// next block, the next row or the slack takes), `Bᵀ` as in [`bt`]. The tile of output
+    /// tile `(ty, tx)` covers input rows `2ty − 1 ..= 2ty + 2` and columns
+    /// `2tx − 1 ..= 2tx + 2`. Each plane is first copied into `pad` with a zero border,
+    /// each padded row `q` (input row `q − 1`) split into its even and odd padded columns
+    /// (`e[k]` = column `2k − 1`, `o[k]` = column `2k`), so that the four columns of the
+    /// tiles of a block are the contiguous runs `e[tx..]`, `o[tx..]`, `e[tx + 1..]`,
+    /// `o[tx + 1..]`.
+    fn transform_input(
+        g: &Geometry,
+        x_imgs: &[f32],
+        imgs: usize,
+        rows: (usize, usize),
+        v: &mut [f32],
+        stride: usize,
+        pad: &mut [f32],
+    ) {
+        let (c_n, h, w) = (g.c, g.h, g.w);
+        let tw = w.div_ceil(2);
+        let half = padded_tiles(tw) + 1;
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        // Only the interior is ever written: the border stays zero.
+        let pad = &mut pad[..(2 * h.div_ceil(2) + 2) * 2 * half];
+        pad.fill(0.0);
+        let (y0, y1) = ((2 * rows.0).saturating_sub(1), (2 * rows.1 + 1).min(h));
+        for c in 0..c_n {
+            for img in 0..imgs {
+                let plane = &x_imgs[(img * c_n + c) * h * w..][..h * w];
+                for y in y0..y1 {
+                    let (e, o) = pad[(y + 1) * 2 * half..][..2 * half].split_at_mut(half);
+                    deinterleave(&plane[y * w..][..w], o, &mut e[1..]);
+                }
+                for ty in rows.0..rows.1 {
+                    let t_row = c * t_len + (img * band + ty - rows.0) * tw;
+                    for tx0 in (0..tw).step_by(LANES) {
+                        // d[k][j]: padded row 2ty + k, padded column 2(tx0 + l) + j.
+                        let mut d = [[[0f32; LANES]; 4]; 4];
+                        for (k, dk) in d.iter_mut().enumerate() {
+                            let (e, o) = pad[(2 * ty + k) * 2 * half..][..2 * half].split_at(half);
+                            *dk = [
+                                load(&e[tx0..]),
+                                load(&o[tx0..]),
+                                load(&e[tx0 + 1..]),
+                                load(&o[tx0 + 1..]),
+                            ];
+                        }
+                        for (i, vi) in bt2(d).into_iter().enumerate() {
+                            for (j, value) in vi.into_iter().enumerate() {
+                                v[(4 * i + j) * stride + t_row + tx0..][..LANES]
+                                    .copy_from_slice(&value);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `Y = Aᵀ M A` of the GEMM results (16 matrices `[O × T]` at `m[ξ·stride..]`,
+    /// `stride ≥ O·T + LANES`: blocks read up to `LANES − 1` values past a row) of tile rows
+    /// `rows` of `imgs` images, into their `[O, OH, OW]` outputs (`out_imgs`), `Aᵀ` as in
+    /// [`at`]; the even and odd columns of each output row are assembled in `rows_buf` and
+    /// its `OW` values interleaved into the output, so outputs outside the map are dropped.
+    fn transform_output(
+        g: &Geometry,
+        m: &[f32],
+        stride: usize,
+        imgs: usize,
+        rows: (usize, usize),
+        out_imgs: &mut [f32],
+        rows_buf: &mut [f32],
+    ) {
+        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+        let tw = ow.div_ceil(2);
+        let rw = padded_tiles(tw);
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        let rows_buf = &mut rows_buf[..4 * rw];
+        for oc in 0..o_n {
+            for img in 0..imgs {
+                let plane = &mut out_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+                for ty in rows.0..rows.1 {
+                    let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
+                    for tx0 in (0..tw).step_by(LANES) {
+                        let mut mv = [[[0f32; LANES]; 4]; 4];
+                        for (i, mi) in mv.iter_mut().enumerate() {
+                            for (j, mij) in mi.iter_mut().enumerate() {
+                                let src = &m[(4 * i + j) * stride + t_row + tx0..][..LANES];
+                                mij.copy_from_slice(src);
+                            }
+                        }
+                        // Aᵀ over i (per column j), then A over j.
+                        let mut s = [[[0f32; LANES]; 2]; 4];
+                        for (j, sj) in s.iter_mut().enumerate() {
+                            *sj = at([mv[0][j], mv[1][j], mv[2][j], mv[3][j]]);
+                        }
+                        for r in 0..2 {
+                            let [y0, y1] = at([s[0][r], s[1][r], s[2][r], s[3][r]]);
+                            rows_buf[2 * r * rw + tx0..][..LANES].copy_from_slice(&y0);
+                            rows_buf[(2 * r + 1) * rw + tx0..][..LANES].copy_from_slice(&y1);
+                        }
+                    }
+                    for r in 0..2 {
+                        let oy = 2 * ty + r;
+                        if oy < oh {
+                            let (even, odd) = rows_buf[2 * r * rw..][..2 * rw].split_at(rw);
+                            interleave(even, odd, &mut plane[oy * ow..][..ow]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
+    if g.n * o * ohw == 0 || chw == 0 {
+        return vec![0f32; g.n * o * ohw];
+    }
+    let u = transform_weights(g, weight);
+    let tiling = Tiling::new(g);
+    // SAFETY: the tasks below cover `out` (chunks of whole groups of images); each task's
+    // bands cover all tile rows of its images, and the output transform of a band writes
+    // every output of its tile rows (both rows of each tile that lie inside the map, all
+    // `OW` columns) before `out` is returned.
+    let mut out = unsafe { uninit_vec(g.n * o * ohw) };
+    let tasks: Vec<_> = out
+        .chunks_mut(tiling.group * o * ohw)
+        .zip(x.chunks(tiling.group * chw))
+        .collect();
+    let par = gemm_parallelism(tasks.len());
+    let t_max = tiling.max_tiles();
+    let (v_stride, m_stride) = (g.c * t_max + LANES, o * t_max + LANES);
+    let u_len = o * g.c;
+    par_map(tasks, |(out_g, x_g)| {
+        let imgs = x_g.len() / chw;
+        let mut pad = vec![0f32; plane_scratch(g)];
+        with_scratch(POSITIONS * v_stride, POSITIONS * m_stride, |v, m| {
+            for rows in tiling.bands(imgs) {
+                let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
+                for xi in 0..POSITIONS {
+                    let lhs = Mat {
+                        data: &u[xi * u_len..][..u_len],
+                        rs: g.c,
+                        cs: 1,
+                    };
+                    let rhs = Mat {
+                        data: &v[xi * v_stride..][..g.c * t_len],
+                        rs: t_len,
+                        cs: 1,
+                    };
+                    let dst = &mut m[xi * m_stride..][..o * t_len];
+                    let layout = DstLayout::RowMajor(t_len);
+                    matmul((o, t_len, g.c), dst, layout, false, lhs, rhs, par);
+                }
+                transform_output(g, m, m_stride, imgs, rows, out_g, &mut pad);
+            }
+        })
+    });
+    out
+}
+
+simd_fn! {
+    /// `A dY Aᵀ` of the 2×2 output-gradient tiles of tile rows `rows` of `imgs` images
+    /// (`dy_imgs`, `[O, OH, OW]` each), into 16 matrices `[O × T]` at `d[ξ·stride..]`
+    /// (`stride ≥ O·T + LANES`, as in [`transform_input`]), `A` as in [`a2`]; gradients
+    /// outside the map are zero (each plane is first copied into `pad`, zero outside the
+    /// map, each row split into its even and odd columns, whole blocks wide).
+    fn transform_output_grad(
+        g: &Geometry,
+        dy_imgs: &[f32],
+        imgs: usize,
+        rows: (usize, usize),
+        d: &mut [f32],
+        stride: usize,
+        pad: &mut [f32],
+    ) {
+        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+        let tw = ow.div_ceil(2);
+        let rw = padded_tiles(tw);
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        let pad = &mut pad[..2 * oh.div_ceil(2) * 2 * rw];
+        pad.fill(0.0);
+        let (y0, y1) = (2 * rows.0, (2 * rows.1).min(oh));
+        for oc in 0..o_n {
+            for img in 0..imgs {
+                let plane = &dy_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+                for y in y0..y1 {
+                    let (even, odd) = pad[y * 2 * rw..][..2 * rw].split_at_mut(rw);
+                    deinterleave(&plane[y * ow..][..ow], even, odd);
+                }
+                for ty in rows.0..rows.1 {
+                    let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
+                    for tx0 in (0..tw).step_by(LANES) {
+                        // dy[r][c]: output row 2ty + r, column 2(tx0 + l) + c.
+                        let mut dy = [[[0f32; LANES]; 2]; 2];
+                        for (r, dyr) in dy.iter_mut().enumerate() {
+                            let (even, odd) = pad[(2 * ty + r) * 2 * rw..][..2 * rw].split_at(rw);
+                            *dyr = [load(&even[tx0..]), load(&odd[tx0..])];
+                        }
+                        // A over r (per column c), then Aᵀ over c.
+                        let cols = [a2([dy[0][0], dy[1][0]]), a2([dy[0][1], dy[1][1]])];
+                        for i in 0..4 {
+                            for (j, value) in a2([cols[0][i], cols[1][i]]).into_iter().enumerate() {
+                                d[(4 * i + j) * stride + t_row + tx0..][..LANES]
+                                    .copy_from_slice(&value);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dW = Gᵀ M G` of the summed products `m` (16 matrices `[O × C]`), as `[O, C, 3, 3]`.
+fn inverse_transform_weights(g: &Geometry, m: &[f32]) -> Vec<f32> {
+    let oc_n = g.o * g.c;
+    // SAFETY: the loop writes the 9 taps of every (o, c) pair, i.e. all 9·O·C values.
+    let mut dw = unsafe { uninit_vec(9 * oc_n) };
+    let gt = |v: [f32; 4]| {
+        [
+            v[0] + 0.5 * (v[1] + v[2]),
+            0.5 * (v[1] - v[2]),
+            0.5 * (v[1] + v[2]) + v[3],
+        ]
+    };
+    for (oc, taps) in dw.chunks_exact_mut(9).enumerate() {
+        let cols: [[f32; 3]; 4] =
+            std::array::from_fn(|j| gt(std::array::from_fn(|i| m[(4 * i + j) * oc_n + oc])));
+        for r in 0..3 {
+            let row = gt(std::array::from_fn(|j| cols[j][r]));
+            taps[3 * r..3 * r + 3].copy_from_slice(&row);
+        }
+    }
+    dw
+}
+
+/// Weight gradient `[O, C, 3, 3]` of a [`supports`] geometry, summed over the batch.
+pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
+    let oc_n = o * g.c;
+    if g.n == 0 || chw == 0 || ohw == 0 || o == 0 {
+        return vec![0f32; 9 * oc_n];
+    }
+    let tiling = Tiling::new(g);
+    // One task per thread, each accumulating its share of the batch into its own sums.
+    let per = g.n.div_ceil(threads()).max(1);
+    let tasks: Vec<_> = x.chunks(per * chw).zip(dy.chunks(per * o * ohw)).collect();
+    let par = gemm_parallelism(tasks.len());
+    let t_max = tiling.max_tiles();
+    let (v_stride, d_stride) = (g.c * t_max + LANES, o * t_max + LANES);
+    let partials = par_map(tasks, |(x_chunk, dy_chunk)| {
+        // SAFETY: the chunk holds at least one image, so its first band's 16 GEMMs
+        // (`accumulate` false) write every value of `acc` before later ones read it.
+        let mut acc = unsafe { uninit_vec(POSITIONS * oc_n) };
+        let mut pad = vec![0f32; plane_scratch(g)];
+        with_scratch(POSITIONS * v_stride, POSITIONS * d_stride, |v, dt| {
+            let mut accumulate = false;
+            for (x_g, dy_g) in x_chunk
+                .chunks(tiling.group * chw)
+                .zip(dy_chunk.chunks(tiling.group * o * ohw))
+            {
+                let imgs = x_g.len() / chw;
+                for rows in tiling.bands(imgs) {
+                    let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                    transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
+                    transform_output_grad(g, dy_g, imgs, rows, dt, d_stride, &mut pad);
+                    for xi in 0..POSITIONS {
+                        let lhs = Mat {
+                            data: &dt[xi * d_stride..][..o * t_len],
+                            rs: t_len,
+                            cs: 1,
+                        };
+                        // Vᵀ: element (t, c) at c·T + t.
+                        let rhs = Mat {
+                            data: &v[xi * v_stride..][..g.c * t_len],
+                            rs: 1,
+                            cs: t_len,
+                        };
+                        let dst = &mut acc[xi * oc_n..][..oc_n];
+                        let layout = DstLayout::RowMajor(g.c);
+                        matmul((o, g.c, t_len), dst, layout, accumulate, lhs, rhs, par);
+                    }
+                    accumulate = true;
+                }
+            }
+        });
+        acc
+    });
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; POSITIONS * oc_n]);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(&part) {
+            *t += p;
+        }
+    }
+    inverse_transform_weights(g, &total)
+}
