@@ -1,7 +1,8 @@
 //! Winograd F(2×2, 3×3) convolution for 3×3, stride-1, padding-1 geometries (ResNet's
-//! "same" 3×3 convolutions): forward and weight gradient. The input gradient of such a
-//! convolution is itself one (`conv::backward_input` runs it as a forward convolution of
-//! `dY` with the flipped, transposed kernel), so it takes this path too.
+//! "same" 3×3 convolutions): forward, input gradient and weight gradient. The input gradient
+//! of such a convolution is itself one, the forward convolution of `dY` with the flipped,
+//! transposed kernel, whose transformed weights are a permutation of the forward's
+//! ([`backward_input`]).
 //!
 //! Why: the im2col GEMMs already run near the core's peak, so the remaining lever is fewer
 //! multiplications. Each 2×2 block of outputs ("tile") is computed from its 4×4 input tile
@@ -382,11 +383,54 @@ simd_fn! {
 
 /// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let u = transform_weights(g, weight);
+    let u_len = g.o * g.c;
+    convolve(g, x, |xi| Mat {
+        data: &u[xi * u_len..][..u_len],
+        rs: g.c,
+        cs: 1,
+    })
+}
+
+/// The permutation of a transformed tile's rows (and columns) that flipping a 3×3 kernel
+/// induces: `G J = P G` for the reversal `J` of the three taps, `P` swapping rows 0 and 3 of
+/// `G` (its rows 1 and 2 are palindromes), so `G (J g J) Gᵀ = P (G g Gᵀ) Pᵀ`.
+const FLIP: [usize; 4] = [3, 1, 2, 0];
+
+/// Input gradient `[N, C, H, W]` of a [`supports`] geometry `g`, from the output gradient
+/// `dy` (`[N, O, OH, OW]`): the forward convolution of `dy` with the flipped, transposed
+/// kernel (padding 1 again), whose transformed matrices are those of the forward's kernel
+/// permuted and transposed, `U'[i][j] = U[p(i)][p(j)]ᵀ` with `p` = [`FLIP`].
+///
+/// Why: the GEMMs read the transpose through its strides, so the flipped kernel is neither
+/// built nor transformed (the flip and the second weight transform were ≈ 4 % of a base-64
+/// training step).
+pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    let u = transform_weights(g, weight);
+    let u_len = g.o * g.c;
+    let gt = Geometry {
+        c: g.o,
+        o: g.c,
+        ..*g
+    };
+    convolve(&gt, dy, |xi| {
+        let src = 4 * FLIP[xi / 4] + FLIP[xi % 4];
+        // Uᵀ: element (c, o) of `[C × O]` at o·C + c.
+        Mat {
+            data: &u[src * u_len..][..u_len],
+            rs: 1,
+            cs: g.c,
+        }
+    })
+}
+
+/// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer, with
+/// `u(ξ)` the transformed weights of position ξ as an `[O × C]` matrix.
+fn convolve<'u>(g: &Geometry, x: &[f32], u: impl Fn(usize) -> Mat<'u> + Sync) -> Vec<f32> {
     let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
     if g.n * o * ohw == 0 || chw == 0 {
         return vec![0f32; g.n * o * ohw];
     }
-    let u = transform_weights(g, weight);
     let tiling = Tiling::new(g);
     // SAFETY: the tasks below cover `out` (chunks of whole groups of images); each task's
     // bands cover all tile rows of its images, and the output transform of a band writes
@@ -400,7 +444,6 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let par = gemm_parallelism(tasks.len());
     let t_max = tiling.max_tiles();
     let (v_stride, m_stride) = (g.c * t_max + LANES, o * t_max + LANES);
-    let u_len = o * g.c;
     par_map(tasks, |(out_g, x_g)| {
         let imgs = x_g.len() / chw;
         let mut pad = vec![0f32; plane_scratch(g)];
@@ -409,11 +452,6 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
                 transform_input(g, x_g, imgs, rows, v, v_stride, &mut pad);
                 for xi in 0..POSITIONS {
-                    let lhs = Mat {
-                        data: &u[xi * u_len..][..u_len],
-                        rs: g.c,
-                        cs: 1,
-                    };
                     let rhs = Mat {
                         data: &v[xi * v_stride..][..g.c * t_len],
                         rs: t_len,
@@ -421,7 +459,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                     };
                     let dst = &mut m[xi * m_stride..][..o * t_len];
                     let layout = DstLayout::RowMajor(t_len);
-                    matmul((o, t_len, g.c), dst, layout, false, lhs, rhs, par);
+                    matmul((o, t_len, g.c), dst, layout, false, u(xi), rhs, par);
                 }
                 transform_output(g, m, m_stride, imgs, rows, out_g, &mut pad);
             }
@@ -567,4 +605,46 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     inverse_transform_weights(g, &total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identity [`backward_input`] rests on: the transformed flipped, transposed kernel
+    /// is the forward's transformed kernel with rows and columns of each tile permuted by
+    /// [`FLIP`] and the channel matrices transposed (equal up to the order of the additions).
+    #[test]
+    fn flipped_kernel_transforms_to_the_permuted_transpose() {
+        let (o_n, c_n) = (3, 5);
+        let weight: Vec<f32> = (0..o_n * c_n * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut flipped = vec![0f32; weight.len()];
+        for o in 0..o_n {
+            for c in 0..c_n {
+                for tap in 0..9 {
+                    flipped[(c * o_n + o) * 9 + 8 - tap] = weight[(o * c_n + c) * 9 + tap];
+                }
+            }
+        }
+        let g = Geometry::new(&[1, c_n, 4, 4], &[o_n, c_n, 3, 3], 1, 1).unwrap();
+        let gt = Geometry::new(&[1, o_n, 4, 4], &[c_n, o_n, 3, 3], 1, 1).unwrap();
+        let (u, u_flipped) = (
+            transform_weights(&g, &weight),
+            transform_weights(&gt, &flipped),
+        );
+        for i in 0..4 {
+            for j in 0..4 {
+                let src = 4 * FLIP[i] + FLIP[j];
+                for c in 0..c_n {
+                    for o in 0..o_n {
+                        let want = u_flipped[((4 * i + j) * c_n + c) * o_n + o];
+                        let got = u[(src * o_n + o) * c_n + c];
+                        assert!((want - got).abs() <= 1e-6 * want.abs().max(1.0), "{i} {j}");
+                    }
+                }
+            }
+        }
+    }
 }
