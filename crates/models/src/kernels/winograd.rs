@@ -217,8 +217,9 @@ fn padded_tiles(tw: usize) -> usize {
     tw.div_ceil(LANES) * LANES
 }
 
-/// Scratch values of one task's deinterleaved planes and output rows (see
-/// [`transform_input`], [`transform_output`], [`transform_output_grad`]).
+/// Scratch values of one image's padded, deinterleaved plane (a task's `pad` holds one per
+/// image of its group, see [`transform_input`]), also enough for the output rows of
+/// [`transform_output`] and the planes of [`transform_output_grad`].
 fn plane_scratch(g: &Geometry) -> usize {
     let (th, half) = (g.oh.div_ceil(2), padded_tiles(g.ow.div_ceil(2)) + 1);
     (2 * th + 2) * 2 * half
@@ -260,18 +261,122 @@ fn load(run: &[f32]) -> Lanes {
     r
 }
 
-simd_fn! {
-    /// `V = Bᵀ d B` of the input tiles of tile rows `rows` of `imgs` images (`x_imgs`, NCHW),
-    /// into 16 matrices `[C × T]` at `v[ξ·stride..]` (`stride ≥ C·T + LANES`: a block of
-    /// tiles at the end of a matrix row writes up to `LANES − 1` values past it, which the
-    /// next block, the next row or the slack takes), `Bᵀ` as in [`bt`]. The tile of output
-    /// tile `(ty, tx)` covers input rows `2ty − 1 ..= 2ty + 2` and columns
-    /// `2tx − 1 ..= 2tx + 2`. Each plane is first copied into `pad` with a zero border,
-    /// each padded row `q` (input row `q − 1`) split into its even and odd padded columns
-    /// (`e[k]` = column `2k − 1`, `o[k]` = column `2k`), so that the four columns of the
-    /// tiles of a block are the contiguous runs `e[tx..]`, `o[tx..]`, `e[tx + 1..]`,
-    /// `o[tx + 1..]`.
-    fn transform_input(
+/// [`transform_input`] without explicit SIMD: blocks of [`LANES`] tiles along a tile row,
+/// each `(channel, image)` plane padded on its own into `pad`. Writes up to `LANES − 1`
+/// values past the end of a matrix row (`stride ≥ C·T + LANES`: the next block, the next row
+/// or the slack takes them). The fallback for CPUs without AVX-512 (and the reference the
+/// AVX-512 version is tested against).
+fn transform_input_portable(
+    g: &Geometry,
+    x_imgs: &[f32],
+    imgs: usize,
+    rows: (usize, usize),
+    v: &mut [f32],
+    stride: usize,
+    pad: &mut [f32],
+) {
+    let (c_n, h, w) = (g.c, g.h, g.w);
+    let tw = w.div_ceil(2);
+    let half = padded_tiles(tw) + 1;
+    let band = rows.1 - rows.0;
+    let t_len = imgs * band * tw;
+    // Only the interior is ever written: the border stays zero.
+    let pad = &mut pad[..(2 * h.div_ceil(2) + 2) * 2 * half];
+    pad.fill(0.0);
+    let (y0, y1) = ((2 * rows.0).saturating_sub(1), (2 * rows.1 + 1).min(h));
+    for c in 0..c_n {
+        for img in 0..imgs {
+            let plane = &x_imgs[(img * c_n + c) * h * w..][..h * w];
+            for y in y0..y1 {
+                let (e, o) = pad[(y + 1) * 2 * half..][..2 * half].split_at_mut(half);
+                deinterleave(&plane[y * w..][..w], o, &mut e[1..]);
+            }
+            for ty in rows.0..rows.1 {
+                let t_row = c * t_len + (img * band + ty - rows.0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    // d[k][j]: padded row 2ty + k, padded column 2(tx0 + l) + j.
+                    let mut d = [[[0f32; LANES]; 4]; 4];
+                    for (k, dk) in d.iter_mut().enumerate() {
+                        let (e, o) = pad[(2 * ty + k) * 2 * half..][..2 * half].split_at(half);
+                        *dk = [
+                            load(&e[tx0..]),
+                            load(&o[tx0..]),
+                            load(&e[tx0 + 1..]),
+                            load(&o[tx0 + 1..]),
+                        ];
+                    }
+                    for (i, vi) in bt2(d).into_iter().enumerate() {
+                        for (j, value) in vi.into_iter().enumerate() {
+                            v[(4 * i + j) * stride + t_row + tx0..][..LANES]
+                                .copy_from_slice(&value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `V = Bᵀ d B` of the input tiles of tile rows `rows` of `imgs` images (`x_imgs`, NCHW),
+/// into 16 matrices `[C × T]` at `v[ξ·stride..]` (`stride ≥ C·T + LANES`), `Bᵀ` as in
+/// [`bt`]. The tile of output tile `(ty, tx)` covers input rows `2ty − 1 ..= 2ty + 2` and
+/// columns `2tx − 1 ..= 2tx + 2`. Each plane is first copied into `pad` with a zero border,
+/// each padded row `q` (input row `q − 1`) split into its even and odd padded columns
+/// (`e[k]` = column `2k − 1`, `o[k]` = column `2k`), so that the four columns of the tiles of
+/// a block are the contiguous runs `e[tx..]`, `o[tx..]`, `e[tx + 1..]`, `o[tx + 1..]`; `pad`
+/// holds [`plane_scratch`] values per image.
+fn transform_input(
+    g: &Geometry,
+    x_imgs: &[f32],
+    imgs: usize,
+    rows: (usize, usize),
+    v: &mut [f32],
+    stride: usize,
+    pad: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: AVX-512F was detected on this CPU.
+        return unsafe { input_avx512::transform_input(g, x_imgs, imgs, rows, v, stride, pad) };
+    }
+    transform_input_portable(g, x_imgs, imgs, rows, v, stride, pad)
+}
+
+/// The AVX-512 input transform: 16 tiles per block of vectors, the same additions and
+/// subtractions in the same order as [`bt2`] (so bit-identical results).
+///
+/// Why: the portable loop runs blocks of 8 tiles along one tile row (16-lane arrays made LLVM
+/// spill the 4×4 blocks), so maps of 16×16 and smaller filled 8, 4 or 2 lanes of a block.
+/// Here a block is 16 consecutive tiles of a channel's band in `V`'s order, spanning tile rows
+/// and images: all `imgs` planes of a channel are padded side by side, and each of the 16
+/// input vectors of a block is gathered by one masked load per tile-row run it covers.
+#[cfg(target_arch = "x86_64")]
+mod input_avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Tiles per block, the lanes of a vector.
+    const BLOCK: usize = 16;
+
+    /// Lanes of a block that come from one tile row: lane `l` of `mask` reads padded value
+    /// `off + l` (plus the offset of the tap's row and column within the plane).
+    struct Run {
+        mask: __mmask16,
+        off: isize,
+    }
+
+    /// Lanes `lo..hi` as a mask.
+    fn lanes(lo: usize, hi: usize) -> __mmask16 {
+        ((1u32 << hi) - (1u32 << lo)) as __mmask16
+    }
+
+    /// [`transform_input`] (same arguments, `v` written only inside each matrix's `C·T`
+    /// values).
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_input(
         g: &Geometry,
         x_imgs: &[f32],
         imgs: usize,
@@ -283,39 +388,87 @@ simd_fn! {
         let (c_n, h, w) = (g.c, g.h, g.w);
         let tw = w.div_ceil(2);
         let half = padded_tiles(tw) + 1;
+        let plane = plane_scratch(g);
         let band = rows.1 - rows.0;
         let t_len = imgs * band * tw;
-        // Only the interior is ever written: the border stays zero.
-        let pad = &mut pad[..(2 * h.div_ceil(2) + 2) * 2 * half];
+        // Image `i`'s padded plane at `i·plane`, laid out as the portable version's; only the
+        // interiors are ever written, the borders stay zero.
+        let pad = &mut pad[..imgs * plane];
         pad.fill(0.0);
+        assert!(
+            rows.1 <= h.div_ceil(2) && v.len() >= (POSITIONS - 1) * stride + c_n * t_len,
+            "winograd: input transform out of bounds"
+        );
+        // The runs of each block (the same for every channel): `starts[b]..starts[b + 1]`.
+        let mut runs = Vec::new();
+        let mut starts = vec![0];
+        for t0 in (0..t_len).step_by(BLOCK) {
+            let n = BLOCK.min(t_len - t0);
+            let mut l = 0;
+            while l < n {
+                let (r, tx) = ((t0 + l) / tw, (t0 + l) % tw);
+                let len = (tw - tx).min(n - l);
+                let ty = rows.0 + r % band;
+                let first = (r / band) * plane + 2 * ty * 2 * half + tx;
+                runs.push(Run {
+                    mask: lanes(l, l + len),
+                    off: first as isize - l as isize,
+                });
+                l += len;
+            }
+            starts.push(runs.len());
+        }
         let (y0, y1) = ((2 * rows.0).saturating_sub(1), (2 * rows.1 + 1).min(h));
+        // Where tap column j of a tile reads in a padded row: e[tx], o[tx], e[tx + 1], o[tx + 1].
+        let cols = [0, half, 1, half + 1];
         for c in 0..c_n {
             for img in 0..imgs {
-                let plane = &x_imgs[(img * c_n + c) * h * w..][..h * w];
+                let src = &x_imgs[(img * c_n + c) * h * w..][..h * w];
+                let dst = &mut pad[img * plane..][..plane];
                 for y in y0..y1 {
-                    let (e, o) = pad[(y + 1) * 2 * half..][..2 * half].split_at_mut(half);
-                    deinterleave(&plane[y * w..][..w], o, &mut e[1..]);
+                    let (e, o) = dst[(y + 1) * 2 * half..][..2 * half].split_at_mut(half);
+                    deinterleave(&src[y * w..][..w], o, &mut e[1..]);
                 }
-                for ty in rows.0..rows.1 {
-                    let t_row = c * t_len + (img * band + ty - rows.0) * tw;
-                    for tx0 in (0..tw).step_by(LANES) {
-                        // d[k][j]: padded row 2ty + k, padded column 2(tx0 + l) + j.
-                        let mut d = [[[0f32; LANES]; 4]; 4];
-                        for (k, dk) in d.iter_mut().enumerate() {
-                            let (e, o) = pad[(2 * ty + k) * 2 * half..][..2 * half].split_at(half);
-                            *dk = [
-                                load(&e[tx0..]),
-                                load(&o[tx0..]),
-                                load(&e[tx0 + 1..]),
-                                load(&o[tx0 + 1..]),
-                            ];
+            }
+            let base = pad.as_ptr();
+            for (b, t0) in (0..t_len).step_by(BLOCK).enumerate() {
+                let mut d = [[_mm512_setzero_ps(); 4]; 4];
+                for run in &runs[starts[b]..starts[b + 1]] {
+                    for (k, dk) in d.iter_mut().enumerate() {
+                        for (j, dkj) in dk.iter_mut().enumerate() {
+                            let at = run.off + (k * 2 * half + cols[j]) as isize;
+                            // SAFETY: lane l of the mask is a tile `(image, tile row ty, tile
+                            // column tx)` of the band, reading padded row 2ty + k ≤ 2·⌈H/2⌉ + 1
+                            // of its image's plane and column ≤ half + tx + 1 ≤ 2·half − 1 of
+                            // that row (tx < ⌈W/2⌉ < half), so `at + l` lies inside `pad`;
+                            // masked-off lanes are not read (the pointer is formed with
+                            // wrapping arithmetic, as it may point before `pad`).
+                            *dkj = unsafe {
+                                _mm512_mask_loadu_ps(*dkj, run.mask, base.wrapping_offset(at))
+                            };
                         }
-                        for (i, vi) in bt2(d).into_iter().enumerate() {
-                            for (j, value) in vi.into_iter().enumerate() {
-                                v[(4 * i + j) * stride + t_row + tx0..][..LANES]
-                                    .copy_from_slice(&value);
-                            }
-                        }
+                    }
+                }
+                let mut cols_t = d;
+                for j in 0..4 {
+                    cols_t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                    cols_t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                    cols_t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                    cols_t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+                }
+                let mask = lanes(0, BLOCK.min(t_len - t0));
+                for (i, ci) in cols_t.iter().enumerate() {
+                    let vi = [
+                        _mm512_sub_ps(ci[0], ci[2]),
+                        _mm512_add_ps(ci[1], ci[2]),
+                        _mm512_sub_ps(ci[2], ci[1]),
+                        _mm512_sub_ps(ci[1], ci[3]),
+                    ];
+                    for (j, value) in vi.into_iter().enumerate() {
+                        let at = (4 * i + j) * stride + c * t_len + t0;
+                        // SAFETY: the masked lanes are `at..at + min(16, T − t0)`, inside
+                        // matrix 4i + j's `C·T` values (t0 < T, checked against `v` above).
+                        unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), mask, value) };
                     }
                 }
             }
@@ -446,7 +599,7 @@ fn convolve<'u>(g: &Geometry, x: &[f32], u: impl Fn(usize) -> Mat<'u> + Sync) ->
     let (v_stride, m_stride) = (g.c * t_max + LANES, o * t_max + LANES);
     par_map(tasks, |(out_g, x_g)| {
         let imgs = x_g.len() / chw;
-        let mut pad = vec![0f32; plane_scratch(g)];
+        let mut pad = vec![0f32; tiling.group * plane_scratch(g)];
         with_scratch(POSITIONS * v_stride, POSITIONS * m_stride, |v, m| {
             for rows in tiling.bands(imgs) {
                 let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
@@ -563,7 +716,7 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         // SAFETY: the chunk holds at least one image, so its first band's 16 GEMMs
         // (`accumulate` false) write every value of `acc` before later ones read it.
         let mut acc = unsafe { uninit_vec(POSITIONS * oc_n) };
-        let mut pad = vec![0f32; plane_scratch(g)];
+        let mut pad = vec![0f32; tiling.group * plane_scratch(g)];
         with_scratch(POSITIONS * v_stride, POSITIONS * d_stride, |v, dt| {
             let mut accumulate = false;
             for (x_g, dy_g) in x_chunk
@@ -610,6 +763,60 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX-512 input transform writes the same bits as the portable one, for maps whose
+    /// tile rows fill 1–16 lanes or spill over blocks, groups of images and bands of rows.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_input_transform_is_bit_identical_to_the_portable_one() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let shapes = [
+            (3, 2, 5, 6),
+            (2, 3, 7, 9),
+            (5, 4, 2, 3),
+            (3, 1, 1, 17),
+            (3, 3, 20, 19),
+            (1, 2, 40, 37),
+            (6, 5, 4, 4),
+            (40, 2, 8, 8),
+            (20, 3, 16, 16),
+            (2, 2, 32, 32),
+            (1, 2, 70, 66),
+        ];
+        for (n, c, h, w) in shapes {
+            let g = Geometry::new(&[n, c, h, w], &[2, c, 3, 3], 1, 1).unwrap();
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 37.0)
+                .collect();
+            let tiling = Tiling::new(&g);
+            let stride = c * tiling.max_tiles() + LANES;
+            let mut pad = vec![0f32; tiling.group * plane_scratch(&g)];
+            for x_g in x.chunks(tiling.group * c * h * w) {
+                let imgs = x_g.len() / (c * h * w);
+                for rows in tiling.bands(imgs) {
+                    let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                    let (mut want, mut got) = (vec![7.0; 16 * stride], vec![-3.0; 16 * stride]);
+                    transform_input_portable(&g, x_g, imgs, rows, &mut want, stride, &mut pad);
+                    // SAFETY: AVX-512 was detected above.
+                    unsafe {
+                        input_avx512::transform_input(
+                            &g, x_g, imgs, rows, &mut got, stride, &mut pad,
+                        )
+                    };
+                    for xi in 0..POSITIONS {
+                        let (a, b) = (
+                            &want[xi * stride..][..c * t_len],
+                            &got[xi * stride..][..c * t_len],
+                        );
+                        let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(same, "{:?} {rows:?} position {xi}", (n, c, h, w));
+                    }
+                }
+            }
+        }
+    }
 
     /// The identity [`backward_input`] rests on: the transformed flipped, transposed kernel
     /// is the forward's transformed kernel with rows and columns of each tile permuted by
