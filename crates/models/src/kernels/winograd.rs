@@ -337,21 +337,22 @@ fn transform_input(
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {
         // SAFETY: AVX-512F was detected on this CPU.
-        return unsafe { input_avx512::transform_input(g, x_imgs, imgs, rows, v, stride, pad) };
+        return unsafe { avx512::transform_input(g, x_imgs, imgs, rows, v, stride, pad) };
     }
     transform_input_portable(g, x_imgs, imgs, rows, v, stride, pad)
 }
 
-/// The AVX-512 input transform: 16 tiles per block of vectors, the same additions and
-/// subtractions in the same order as [`bt2`] (so bit-identical results).
+/// The AVX-512 input and output-gradient transforms: 16 tiles per block of vectors, the same
+/// additions and subtractions in the same order as the portable loops (so bit-identical
+/// results).
 ///
-/// Why: the portable loop runs blocks of 8 tiles along one tile row (16-lane arrays made LLVM
+/// Why: the portable loops run blocks of 8 tiles along one tile row (16-lane arrays made LLVM
 /// spill the 4×4 blocks), so maps of 16×16 and smaller filled 8, 4 or 2 lanes of a block.
 /// Here a block is 16 consecutive tiles of a channel's band in `V`'s order, spanning tile rows
-/// and images: all `imgs` planes of a channel are padded side by side, and each of the 16
-/// input vectors of a block is gathered by one masked load per tile-row run it covers.
+/// and images: all `imgs` planes of a channel are padded side by side, and each input vector
+/// of a block is gathered by one masked load per tile-row run it covers.
 #[cfg(target_arch = "x86_64")]
-mod input_avx512 {
+mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
@@ -368,6 +369,40 @@ mod input_avx512 {
     /// Lanes `lo..hi` as a mask.
     fn lanes(lo: usize, hi: usize) -> __mmask16 {
         ((1u32 << hi) - (1u32 << lo)) as __mmask16
+    }
+
+    /// The runs of each block of 16 tiles of a band (tile rows `rows` of `imgs` images,
+    /// `tw` tiles per tile row), the same for every channel: block `b`'s are
+    /// `runs[starts[b]..starts[b + 1]]`. Image `i`'s padded plane starts at `i·plane`, and
+    /// the runs point at padded row `2ty` (of `row` values), column `tx` of their first tile.
+    fn block_runs(
+        imgs: usize,
+        rows: (usize, usize),
+        tw: usize,
+        plane: usize,
+        row: usize,
+    ) -> (Vec<Run>, Vec<usize>) {
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        let mut runs = Vec::new();
+        let mut starts = vec![0];
+        for t0 in (0..t_len).step_by(BLOCK) {
+            let n = BLOCK.min(t_len - t0);
+            let mut l = 0;
+            while l < n {
+                let (r, tx) = ((t0 + l) / tw, (t0 + l) % tw);
+                let len = (tw - tx).min(n - l);
+                let ty = rows.0 + r % band;
+                let first = (r / band) * plane + 2 * ty * row + tx;
+                runs.push(Run {
+                    mask: lanes(l, l + len),
+                    off: first as isize - l as isize,
+                });
+                l += len;
+            }
+            starts.push(runs.len());
+        }
+        (runs, starts)
     }
 
     /// [`transform_input`] (same arguments, `v` written only inside each matrix's `C·T`
@@ -399,25 +434,7 @@ mod input_avx512 {
             rows.1 <= h.div_ceil(2) && v.len() >= (POSITIONS - 1) * stride + c_n * t_len,
             "winograd: input transform out of bounds"
         );
-        // The runs of each block (the same for every channel): `starts[b]..starts[b + 1]`.
-        let mut runs = Vec::new();
-        let mut starts = vec![0];
-        for t0 in (0..t_len).step_by(BLOCK) {
-            let n = BLOCK.min(t_len - t0);
-            let mut l = 0;
-            while l < n {
-                let (r, tx) = ((t0 + l) / tw, (t0 + l) % tw);
-                let len = (tw - tx).min(n - l);
-                let ty = rows.0 + r % band;
-                let first = (r / band) * plane + 2 * ty * 2 * half + tx;
-                runs.push(Run {
-                    mask: lanes(l, l + len),
-                    off: first as isize - l as isize,
-                });
-                l += len;
-            }
-            starts.push(runs.len());
-        }
+        let (runs, starts) = block_runs(imgs, rows, tw, plane, 2 * half);
         let (y0, y1) = ((2 * rows.0).saturating_sub(1), (2 * rows.1 + 1).min(h));
         // Where tap column j of a tile reads in a padded row: e[tx], o[tx], e[tx + 1], o[tx + 1].
         let cols = [0, half, 1, half + 1];
@@ -469,6 +486,91 @@ mod input_avx512 {
                         // SAFETY: the masked lanes are `at..at + min(16, T − t0)`, inside
                         // matrix 4i + j's `C·T` values (t0 < T, checked against `v` above).
                         unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), mask, value) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// `A y` of a 2-vector of vectors, as [`a2`] (negation by flipping the sign bit, as
+    /// float negation does).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn a2v(y0: __m512, y1: __m512) -> [__m512; 4] {
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(y1), sign));
+        [y0, _mm512_add_ps(y0, y1), _mm512_sub_ps(y0, y1), neg]
+    }
+
+    /// [`transform_output_grad`] (same arguments, `d` written only inside each matrix's
+    /// `O·T` values).
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_output_grad(
+        g: &Geometry,
+        dy_imgs: &[f32],
+        imgs: usize,
+        rows: (usize, usize),
+        d: &mut [f32],
+        stride: usize,
+        pad: &mut [f32],
+    ) {
+        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+        let tw = ow.div_ceil(2);
+        let rw = padded_tiles(tw);
+        let plane = 2 * oh.div_ceil(2) * 2 * rw;
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        // Image `i`'s plane at `i·plane`, laid out as the portable version's (zero outside
+        // the map).
+        let pad = &mut pad[..imgs * plane];
+        pad.fill(0.0);
+        assert!(
+            rows.1 <= oh.div_ceil(2) && d.len() >= (POSITIONS - 1) * stride + o_n * t_len,
+            "winograd: output-gradient transform out of bounds"
+        );
+        let (runs, starts) = block_runs(imgs, rows, tw, plane, 2 * rw);
+        let (y0, y1) = (2 * rows.0, (2 * rows.1).min(oh));
+        for oc in 0..o_n {
+            for img in 0..imgs {
+                let src = &dy_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+                let dst = &mut pad[img * plane..][..plane];
+                for y in y0..y1 {
+                    let (even, odd) = dst[y * 2 * rw..][..2 * rw].split_at_mut(rw);
+                    deinterleave(&src[y * ow..][..ow], even, odd);
+                }
+            }
+            let base = pad.as_ptr();
+            for (b, t0) in (0..t_len).step_by(BLOCK).enumerate() {
+                // dy[r][c]: output row 2ty + r, column 2tx + c.
+                let mut dy = [[_mm512_setzero_ps(); 2]; 2];
+                for run in &runs[starts[b]..starts[b + 1]] {
+                    for (r, dyr) in dy.iter_mut().enumerate() {
+                        for (c, dyrc) in dyr.iter_mut().enumerate() {
+                            let at = run.off + (r * 2 * rw + c * rw) as isize;
+                            // SAFETY: lane l of the mask is a tile `(image, tile row ty, tile
+                            // column tx)` of the band, reading row 2ty + r < 2·⌈OH/2⌉ of its
+                            // image's plane and column ≤ rw + tx < 2·rw of that row
+                            // (tx < ⌈OW/2⌉ ≤ rw), so `at + l` lies inside `pad`; masked-off
+                            // lanes are not read (the pointer is formed with wrapping
+                            // arithmetic, as it may point before `pad`).
+                            *dyrc = unsafe {
+                                _mm512_mask_loadu_ps(*dyrc, run.mask, base.wrapping_offset(at))
+                            };
+                        }
+                    }
+                }
+                // A over r (per column c), then Aᵀ over c.
+                let cols = [a2v(dy[0][0], dy[1][0]), a2v(dy[0][1], dy[1][1])];
+                let mask = lanes(0, BLOCK.min(t_len - t0));
+                for (i, (c0, c1)) in cols[0].into_iter().zip(cols[1]).enumerate() {
+                    for (j, value) in a2v(c0, c1).into_iter().enumerate() {
+                        let at = (4 * i + j) * stride + oc * t_len + t0;
+                        // SAFETY: the masked lanes are `at..at + min(16, T − t0)`, inside
+                        // matrix 4i + j's `O·T` values (t0 < T, checked against `d` above).
+                        unsafe { _mm512_mask_storeu_ps(d.as_mut_ptr().add(at), mask, value) };
                     }
                 }
             }
@@ -621,58 +723,76 @@ fn convolve<'u>(g: &Geometry, x: &[f32], u: impl Fn(usize) -> Mat<'u> + Sync) ->
     out
 }
 
-simd_fn! {
-    /// `A dY Aᵀ` of the 2×2 output-gradient tiles of tile rows `rows` of `imgs` images
-    /// (`dy_imgs`, `[O, OH, OW]` each), into 16 matrices `[O × T]` at `d[ξ·stride..]`
-    /// (`stride ≥ O·T + LANES`, as in [`transform_input`]), `A` as in [`a2`]; gradients
-    /// outside the map are zero (each plane is first copied into `pad`, zero outside the
-    /// map, each row split into its even and odd columns, whole blocks wide).
-    fn transform_output_grad(
-        g: &Geometry,
-        dy_imgs: &[f32],
-        imgs: usize,
-        rows: (usize, usize),
-        d: &mut [f32],
-        stride: usize,
-        pad: &mut [f32],
-    ) {
-        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
-        let tw = ow.div_ceil(2);
-        let rw = padded_tiles(tw);
-        let band = rows.1 - rows.0;
-        let t_len = imgs * band * tw;
-        let pad = &mut pad[..2 * oh.div_ceil(2) * 2 * rw];
-        pad.fill(0.0);
-        let (y0, y1) = (2 * rows.0, (2 * rows.1).min(oh));
-        for oc in 0..o_n {
-            for img in 0..imgs {
-                let plane = &dy_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
-                for y in y0..y1 {
-                    let (even, odd) = pad[y * 2 * rw..][..2 * rw].split_at_mut(rw);
-                    deinterleave(&plane[y * ow..][..ow], even, odd);
-                }
-                for ty in rows.0..rows.1 {
-                    let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
-                    for tx0 in (0..tw).step_by(LANES) {
-                        // dy[r][c]: output row 2ty + r, column 2(tx0 + l) + c.
-                        let mut dy = [[[0f32; LANES]; 2]; 2];
-                        for (r, dyr) in dy.iter_mut().enumerate() {
-                            let (even, odd) = pad[(2 * ty + r) * 2 * rw..][..2 * rw].split_at(rw);
-                            *dyr = [load(&even[tx0..]), load(&odd[tx0..])];
-                        }
-                        // A over r (per column c), then Aᵀ over c.
-                        let cols = [a2([dy[0][0], dy[1][0]]), a2([dy[0][1], dy[1][1]])];
-                        for i in 0..4 {
-                            for (j, value) in a2([cols[0][i], cols[1][i]]).into_iter().enumerate() {
-                                d[(4 * i + j) * stride + t_row + tx0..][..LANES]
-                                    .copy_from_slice(&value);
-                            }
+/// [`transform_output_grad`] without explicit SIMD: blocks of [`LANES`] tiles along a tile
+/// row, each `(channel, image)` plane on its own in `pad`. The fallback for CPUs without
+/// AVX-512 (and the reference the AVX-512 version is tested against).
+fn transform_output_grad_portable(
+    g: &Geometry,
+    dy_imgs: &[f32],
+    imgs: usize,
+    rows: (usize, usize),
+    d: &mut [f32],
+    stride: usize,
+    pad: &mut [f32],
+) {
+    let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+    let tw = ow.div_ceil(2);
+    let rw = padded_tiles(tw);
+    let band = rows.1 - rows.0;
+    let t_len = imgs * band * tw;
+    let pad = &mut pad[..2 * oh.div_ceil(2) * 2 * rw];
+    pad.fill(0.0);
+    let (y0, y1) = (2 * rows.0, (2 * rows.1).min(oh));
+    for oc in 0..o_n {
+        for img in 0..imgs {
+            let plane = &dy_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+            for y in y0..y1 {
+                let (even, odd) = pad[y * 2 * rw..][..2 * rw].split_at_mut(rw);
+                deinterleave(&plane[y * ow..][..ow], even, odd);
+            }
+            for ty in rows.0..rows.1 {
+                let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    // dy[r][c]: output row 2ty + r, column 2(tx0 + l) + c.
+                    let mut dy = [[[0f32; LANES]; 2]; 2];
+                    for (r, dyr) in dy.iter_mut().enumerate() {
+                        let (even, odd) = pad[(2 * ty + r) * 2 * rw..][..2 * rw].split_at(rw);
+                        *dyr = [load(&even[tx0..]), load(&odd[tx0..])];
+                    }
+                    // A over r (per column c), then Aᵀ over c.
+                    let cols = [a2([dy[0][0], dy[1][0]]), a2([dy[0][1], dy[1][1]])];
+                    for i in 0..4 {
+                        for (j, value) in a2([cols[0][i], cols[1][i]]).into_iter().enumerate() {
+                            d[(4 * i + j) * stride + t_row + tx0..][..LANES]
+                                .copy_from_slice(&value);
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `A dY Aᵀ` of the 2×2 output-gradient tiles of tile rows `rows` of `imgs` images
+/// (`dy_imgs`, `[O, OH, OW]` each), into 16 matrices `[O × T]` at `d[ξ·stride..]`
+/// (`stride ≥ O·T + LANES`, as in [`transform_input`]), `A` as in [`a2`]; gradients
+/// outside the map are zero (each plane is first copied into `pad`, zero outside the
+/// map, each row split into its even and odd columns, whole blocks wide); `pad` holds [`plane_scratch`] values per image.
+fn transform_output_grad(
+    g: &Geometry,
+    dy_imgs: &[f32],
+    imgs: usize,
+    rows: (usize, usize),
+    d: &mut [f32],
+    stride: usize,
+    pad: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: AVX-512F was detected on this CPU.
+        return unsafe { avx512::transform_output_grad(g, dy_imgs, imgs, rows, d, stride, pad) };
+    }
+    transform_output_grad_portable(g, dy_imgs, imgs, rows, d, stride, pad)
 }
 
 /// `dW = Gᵀ M G` of the summed products `m` (16 matrices `[O × C]`), as `[O, C, 3, 3]`.
@@ -764,11 +884,21 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// The AVX-512 input transform writes the same bits as the portable one, for maps whose
-    /// tile rows fill 1–16 lanes or spill over blocks, groups of images and bands of rows.
+    /// Whether the `len` values of each of the 16 matrices at `a[ξ·stride..]` and
+    /// `b[ξ·stride..]` have the same bits.
+    fn same_matrices(a: &[f32], b: &[f32], stride: usize, len: usize) -> bool {
+        (0..POSITIONS).all(|xi| {
+            let (a, b) = (&a[xi * stride..][..len], &b[xi * stride..][..len]);
+            a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+        })
+    }
+
+    /// The AVX-512 input and output-gradient transforms write the same bits as the portable
+    /// ones, for maps whose tile rows fill 1–16 lanes or spill over blocks, groups of images
+    /// and bands of rows.
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn avx512_input_transform_is_bit_identical_to_the_portable_one() {
+    fn avx512_transforms_are_bit_identical_to_the_portable_ones() {
         if !super::super::has_avx512() {
             return;
         }
@@ -785,34 +915,46 @@ mod tests {
             (2, 2, 32, 32),
             (1, 2, 70, 66),
         ];
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + seed) % 1009) as f32 / 37.0 - 13.0)
+                .collect()
+        };
         for (n, c, h, w) in shapes {
-            let g = Geometry::new(&[n, c, h, w], &[2, c, 3, 3], 1, 1).unwrap();
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 37.0)
-                .collect();
+            let o = c + 1;
+            let g = Geometry::new(&[n, c, h, w], &[o, c, 3, 3], 1, 1).unwrap();
+            let (x, dy) = (values(n * c * h * w, 1), values(n * o * h * w, 2));
             let tiling = Tiling::new(&g);
-            let stride = c * tiling.max_tiles() + LANES;
+            let stride = c.max(o) * tiling.max_tiles() + LANES;
             let mut pad = vec![0f32; tiling.group * plane_scratch(&g)];
-            for x_g in x.chunks(tiling.group * c * h * w) {
+            let groups = x
+                .chunks(tiling.group * c * h * w)
+                .zip(dy.chunks(tiling.group * o * h * w));
+            for (x_g, dy_g) in groups {
                 let imgs = x_g.len() / (c * h * w);
                 for rows in tiling.bands(imgs) {
                     let t_len = imgs * (rows.1 - rows.0) * tiling.tw;
+                    let case = format!("{:?} {rows:?}", (n, c, h, w));
                     let (mut want, mut got) = (vec![7.0; 16 * stride], vec![-3.0; 16 * stride]);
                     transform_input_portable(&g, x_g, imgs, rows, &mut want, stride, &mut pad);
                     // SAFETY: AVX-512 was detected above.
                     unsafe {
-                        input_avx512::transform_input(
-                            &g, x_g, imgs, rows, &mut got, stride, &mut pad,
+                        avx512::transform_input(&g, x_g, imgs, rows, &mut got, stride, &mut pad)
+                    };
+                    assert!(
+                        same_matrices(&want, &got, stride, c * t_len),
+                        "input {case}"
+                    );
+                    transform_output_grad_portable(
+                        &g, dy_g, imgs, rows, &mut want, stride, &mut pad,
+                    );
+                    // SAFETY: as above.
+                    unsafe {
+                        avx512::transform_output_grad(
+                            &g, dy_g, imgs, rows, &mut got, stride, &mut pad,
                         )
                     };
-                    for xi in 0..POSITIONS {
-                        let (a, b) = (
-                            &want[xi * stride..][..c * t_len],
-                            &got[xi * stride..][..c * t_len],
-                        );
-                        let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-                        assert!(same, "{:?} {rows:?} position {xi}", (n, c, h, w));
-                    }
+                    assert!(same_matrices(&want, &got, stride, o * t_len), "dY {case}");
                 }
             }
         }
