@@ -342,15 +342,16 @@ fn transform_input(
     transform_input_portable(g, x_imgs, imgs, rows, v, stride, pad)
 }
 
-/// The AVX-512 input and output-gradient transforms: 16 tiles per block of vectors, the same
-/// additions and subtractions in the same order as the portable loops (so bit-identical
-/// results).
+/// The AVX-512 input, output and output-gradient transforms: 16 tiles per block of vectors,
+/// the same additions and subtractions in the same order as the portable loops (so
+/// bit-identical results).
 ///
 /// Why: the portable loops run blocks of 8 tiles along one tile row (16-lane arrays made LLVM
 /// spill the 4×4 blocks), so maps of 16×16 and smaller filled 8, 4 or 2 lanes of a block.
 /// Here a block is 16 consecutive tiles of a channel's band in `V`'s order, spanning tile rows
 /// and images: all `imgs` planes of a channel are padded side by side, and each input vector
-/// of a block is gathered by one masked load per tile-row run it covers.
+/// of a block is gathered by one masked load per tile-row run it covers (each output vector
+/// scattered by one masked store per run).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::*;
@@ -492,6 +493,92 @@ mod avx512 {
         }
     }
 
+    /// `Aᵀ m` of a 4-vector of vectors, as [`at`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn atv(m: [__m512; 4]) -> [__m512; 2] {
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]),
+            _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]),
+        ]
+    }
+
+    /// [`transform_output`] (same arguments, `m` read only inside each matrix's `O·T` values).
+    /// The tiles' 2×2 outputs are stored into per-image planes in `rows_buf`, each output row
+    /// split into its even and odd columns (`rw` each, as the output-gradient transform's
+    /// `pad`), by one masked store per tile-row run, and each row then interleaved into the
+    /// output.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_output(
+        g: &Geometry,
+        m: &[f32],
+        stride: usize,
+        imgs: usize,
+        rows: (usize, usize),
+        out_imgs: &mut [f32],
+        rows_buf: &mut [f32],
+    ) {
+        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+        let tw = ow.div_ceil(2);
+        let rw = padded_tiles(tw);
+        let plane = 2 * oh.div_ceil(2) * 2 * rw;
+        let band = rows.1 - rows.0;
+        let t_len = imgs * band * tw;
+        let buf = &mut rows_buf[..imgs * plane];
+        assert!(
+            rows.1 <= oh.div_ceil(2) && m.len() >= (POSITIONS - 1) * stride + o_n * t_len,
+            "winograd: output transform out of bounds"
+        );
+        let (runs, starts) = block_runs(imgs, rows, tw, plane, 2 * rw);
+        for oc in 0..o_n {
+            let base = buf.as_mut_ptr();
+            for (b, t0) in (0..t_len).step_by(BLOCK).enumerate() {
+                let mask = lanes(0, BLOCK.min(t_len - t0));
+                let mut mv = [[_mm512_setzero_ps(); 4]; 4];
+                for (i, mi) in mv.iter_mut().enumerate() {
+                    for (j, mij) in mi.iter_mut().enumerate() {
+                        let at = (4 * i + j) * stride + oc * t_len + t0;
+                        // SAFETY: the masked lanes are `at..at + min(16, T − t0)`, inside
+                        // matrix 4i + j's `O·T` values (t0 < T, checked against `m` above).
+                        *mij = unsafe { _mm512_maskz_loadu_ps(mask, m.as_ptr().add(at)) };
+                    }
+                }
+                // Aᵀ over i (per column j), then A over j.
+                let s: [[__m512; 2]; 4] =
+                    std::array::from_fn(|j| atv([mv[0][j], mv[1][j], mv[2][j], mv[3][j]]));
+                let y: [[__m512; 2]; 2] =
+                    std::array::from_fn(|r| atv([s[0][r], s[1][r], s[2][r], s[3][r]]));
+                for (r, y) in y.iter().enumerate() {
+                    for run in &runs[starts[b]..starts[b + 1]] {
+                        for (c, &value) in y.iter().enumerate() {
+                            let at = run.off + (r * 2 * rw + c * rw) as isize;
+                            // SAFETY: lane l of the mask is a tile `(image, tile row ty, tile
+                            // column tx)` of the band, writing row 2ty + r < 2·⌈OH/2⌉ of its
+                            // image's plane and column ≤ rw + tx < 2·rw of that row
+                            // (tx < ⌈OW/2⌉ ≤ rw), so `at + l` lies inside `buf`; masked-off
+                            // lanes are not written (the pointer is formed with wrapping
+                            // arithmetic, as it may point before `buf`).
+                            unsafe {
+                                _mm512_mask_storeu_ps(base.wrapping_offset(at), run.mask, value)
+                            };
+                        }
+                    }
+                }
+            }
+            for img in 0..imgs {
+                let src = &buf[img * plane..][..plane];
+                let dst = &mut out_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+                for y in 2 * rows.0..(2 * rows.1).min(oh) {
+                    let (even, odd) = src[y * 2 * rw..][..2 * rw].split_at(rw);
+                    interleave(even, odd, &mut dst[y * ow..][..ow]);
+                }
+            }
+        }
+    }
+
     /// `A y` of a 2-vector of vectors, as [`a2`] (negation by flipping the sign bit, as
     /// float negation does).
     #[inline]
@@ -578,62 +665,82 @@ mod avx512 {
     }
 }
 
-simd_fn! {
-    /// `Y = Aᵀ M A` of the GEMM results (16 matrices `[O × T]` at `m[ξ·stride..]`,
-    /// `stride ≥ O·T + LANES`: blocks read up to `LANES − 1` values past a row) of tile rows
-    /// `rows` of `imgs` images, into their `[O, OH, OW]` outputs (`out_imgs`), `Aᵀ` as in
-    /// [`at`]; the even and odd columns of each output row are assembled in `rows_buf` and
-    /// its `OW` values interleaved into the output, so outputs outside the map are dropped.
-    fn transform_output(
-        g: &Geometry,
-        m: &[f32],
-        stride: usize,
-        imgs: usize,
-        rows: (usize, usize),
-        out_imgs: &mut [f32],
-        rows_buf: &mut [f32],
-    ) {
-        let (o_n, oh, ow) = (g.o, g.oh, g.ow);
-        let tw = ow.div_ceil(2);
-        let rw = padded_tiles(tw);
-        let band = rows.1 - rows.0;
-        let t_len = imgs * band * tw;
-        let rows_buf = &mut rows_buf[..4 * rw];
-        for oc in 0..o_n {
-            for img in 0..imgs {
-                let plane = &mut out_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
-                for ty in rows.0..rows.1 {
-                    let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
-                    for tx0 in (0..tw).step_by(LANES) {
-                        let mut mv = [[[0f32; LANES]; 4]; 4];
-                        for (i, mi) in mv.iter_mut().enumerate() {
-                            for (j, mij) in mi.iter_mut().enumerate() {
-                                let src = &m[(4 * i + j) * stride + t_row + tx0..][..LANES];
-                                mij.copy_from_slice(src);
-                            }
-                        }
-                        // Aᵀ over i (per column j), then A over j.
-                        let mut s = [[[0f32; LANES]; 2]; 4];
-                        for (j, sj) in s.iter_mut().enumerate() {
-                            *sj = at([mv[0][j], mv[1][j], mv[2][j], mv[3][j]]);
-                        }
-                        for r in 0..2 {
-                            let [y0, y1] = at([s[0][r], s[1][r], s[2][r], s[3][r]]);
-                            rows_buf[2 * r * rw + tx0..][..LANES].copy_from_slice(&y0);
-                            rows_buf[(2 * r + 1) * rw + tx0..][..LANES].copy_from_slice(&y1);
+/// [`transform_output`] without explicit SIMD: blocks of [`LANES`] tiles along a tile row,
+/// each output row assembled in `rows_buf` (reads up to `LANES − 1` values past the end of a
+/// matrix row: `stride ≥ O·T + LANES`). The fallback for CPUs without AVX-512 (and the
+/// reference the AVX-512 version is tested against).
+fn transform_output_portable(
+    g: &Geometry,
+    m: &[f32],
+    stride: usize,
+    imgs: usize,
+    rows: (usize, usize),
+    out_imgs: &mut [f32],
+    rows_buf: &mut [f32],
+) {
+    let (o_n, oh, ow) = (g.o, g.oh, g.ow);
+    let tw = ow.div_ceil(2);
+    let rw = padded_tiles(tw);
+    let band = rows.1 - rows.0;
+    let t_len = imgs * band * tw;
+    let rows_buf = &mut rows_buf[..4 * rw];
+    for oc in 0..o_n {
+        for img in 0..imgs {
+            let plane = &mut out_imgs[(img * o_n + oc) * oh * ow..][..oh * ow];
+            for ty in rows.0..rows.1 {
+                let t_row = oc * t_len + (img * band + ty - rows.0) * tw;
+                for tx0 in (0..tw).step_by(LANES) {
+                    let mut mv = [[[0f32; LANES]; 4]; 4];
+                    for (i, mi) in mv.iter_mut().enumerate() {
+                        for (j, mij) in mi.iter_mut().enumerate() {
+                            let src = &m[(4 * i + j) * stride + t_row + tx0..][..LANES];
+                            mij.copy_from_slice(src);
                         }
                     }
+                    // Aᵀ over i (per column j), then A over j.
+                    let mut s = [[[0f32; LANES]; 2]; 4];
+                    for (j, sj) in s.iter_mut().enumerate() {
+                        *sj = at([mv[0][j], mv[1][j], mv[2][j], mv[3][j]]);
+                    }
                     for r in 0..2 {
-                        let oy = 2 * ty + r;
-                        if oy < oh {
-                            let (even, odd) = rows_buf[2 * r * rw..][..2 * rw].split_at(rw);
-                            interleave(even, odd, &mut plane[oy * ow..][..ow]);
-                        }
+                        let [y0, y1] = at([s[0][r], s[1][r], s[2][r], s[3][r]]);
+                        rows_buf[2 * r * rw + tx0..][..LANES].copy_from_slice(&y0);
+                        rows_buf[(2 * r + 1) * rw + tx0..][..LANES].copy_from_slice(&y1);
+                    }
+                }
+                for r in 0..2 {
+                    let oy = 2 * ty + r;
+                    if oy < oh {
+                        let (even, odd) = rows_buf[2 * r * rw..][..2 * rw].split_at(rw);
+                        interleave(even, odd, &mut plane[oy * ow..][..ow]);
                     }
                 }
             }
         }
     }
+}
+
+/// `Y = Aᵀ M A` of the GEMM results (16 matrices `[O × T]` at `m[ξ·stride..]`,
+/// `stride ≥ O·T + LANES`) of tile rows
+/// `rows` of `imgs` images, into their `[O, OH, OW]` outputs (`out_imgs`), `Aᵀ` as in
+/// [`at`]; the even and odd columns of each output row are assembled in `rows_buf` and
+/// its `OW` values interleaved into the output, so outputs outside the map are dropped; `rows_buf` holds
+/// [`plane_scratch`] values per image.
+fn transform_output(
+    g: &Geometry,
+    m: &[f32],
+    stride: usize,
+    imgs: usize,
+    rows: (usize, usize),
+    out_imgs: &mut [f32],
+    rows_buf: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: AVX-512F was detected on this CPU.
+        return unsafe { avx512::transform_output(g, m, stride, imgs, rows, out_imgs, rows_buf) };
+    }
+    transform_output_portable(g, m, stride, imgs, rows, out_imgs, rows_buf)
 }
 
 /// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer.
@@ -893,8 +1000,8 @@ mod tests {
         })
     }
 
-    /// The AVX-512 input and output-gradient transforms write the same bits as the portable
-    /// ones, for maps whose tile rows fill 1–16 lanes or spill over blocks, groups of images
+    /// The AVX-512 input, output and output-gradient transforms write the same bits as the
+    /// portable ones, for maps whose tile rows fill 1–16 lanes or spill over blocks, groups of images
     /// and bands of rows.
     #[test]
     #[cfg(target_arch = "x86_64")]
@@ -955,6 +1062,23 @@ mod tests {
                         )
                     };
                     assert!(same_matrices(&want, &got, stride, o * t_len), "dY {case}");
+                    let products = values(16 * stride, 3);
+                    let (mut want, mut got) =
+                        (vec![5.0; imgs * o * h * w], vec![5.0; imgs * o * h * w]);
+                    transform_output_portable(
+                        &g, &products, stride, imgs, rows, &mut want, &mut pad,
+                    );
+                    // SAFETY: as above.
+                    unsafe {
+                        avx512::transform_output(
+                            &g, &products, stride, imgs, rows, &mut got, &mut pad,
+                        )
+                    };
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "output {case}");
                 }
             }
         }
