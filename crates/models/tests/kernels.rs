@@ -243,7 +243,7 @@ fn winograd_matches_im2col_and_candle() {
         let (xv, wv, dyv) = (to_vec(&x), to_vec(&wt), to_vec(&dy));
         let g = Geometry::new(x.dims(), wt.dims(), 1, 1).unwrap();
         assert!(winograd::supports(&g), "{case}");
-        // The input gradient as the forward convolution of dY that `conv` runs for it.
+        // The input gradient as a forward convolution of dY with the flipped kernel.
         let gt = Geometry::new(dy.dims(), &[c, o, 3, 3], 1, 1).unwrap();
         let flipped = flip_transpose(&wt);
         let checks = [
@@ -255,7 +255,7 @@ fn winograd_matches_im2col_and_candle() {
             ),
             (
                 "dx",
-                winograd::forward(&gt, &dyv, &flipped),
+                winograd::backward_input(&g, &dyv, &wv),
                 conv::forward_im2col(&gt, &dyv, &flipped),
                 grads.get(&x).unwrap(),
             ),
@@ -287,6 +287,7 @@ fn winograd_matches_im2col_and_candle() {
     let g = Geometry::new(&[2, 3, 4, 5], &[0, 3, 3, 3], 1, 1).unwrap();
     assert!(winograd::forward(&g, &[0.5; 120], &[]).is_empty());
     assert!(winograd::backward_weight(&g, &[0.5; 120], &[]).is_empty());
+    assert_eq!(winograd::backward_input(&g, &[], &[]), vec![0.0; 120]);
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //!
 //! 3×3 stride-1 padding-1 convolutions with at least 16 channels (13 of ResNet18's 16 3×3
 //! convolutions) run the Winograd kernels of [`super::winograd`] instead, forward, input
-//! gradient (a forward convolution, see [`Geometry`]'s `input_gradient_as_conv`) and weight
-//! gradient; [`forward_im2col`] and [`backward_weight_im2col`] are the im2col versions.
+//! gradient (a forward convolution with the flipped kernel, as [`Geometry`]'s
+//! `input_gradient_as_conv`) and weight gradient; [`forward_im2col`] and [`backward_weight_im2col`] are the im2col versions.
 
 use super::{f32_data, par_map, threads, uninit_vec, winograd, with_scratch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
@@ -583,6 +583,9 @@ pub fn forward_im2col(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 
 /// Gradient with respect to the input, `[N, C, H, W]`, from the output gradient `dy`.
 pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    if winograd::suits(g) {
+        return winograd::backward_input(g, dy, weight);
+    }
     if let Some(gt) = g.input_gradient_as_conv() {
         return forward(&gt, dy, &flip_transpose(g, weight));
     }

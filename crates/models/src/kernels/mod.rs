@@ -11,7 +11,7 @@
 //!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images, GEMMs by the `gemm` crate
 //!   (AVX-512 kernels selected at run time, portable fallback otherwise). 3×3 stride-1
 //!   "same" convolutions with at least 16 channels go to [`winograd`] instead.
-//! * [`winograd`]: Winograd F(2×2, 3×3) forward and weight gradient (2.25× fewer
+//! * [`winograd`]: Winograd F(2×2, 3×3) forward, input and weight gradients (2.25× fewer
 //!   multiplications than im2col; 16 GEMMs over transformed tiles per band).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
 //!   passes backward) with PyTorch's CPU accuracy (float64 sums), the per-channel affine used
