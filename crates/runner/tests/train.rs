@@ -7,7 +7,7 @@ use std::process::Command;
 use pixreg_runner::config::ExperimentConfig;
 use pixreg_runner::data::DataSource;
 use pixreg_runner::run_dir::RunStatus;
-use pixreg_runner::train::{train, TrainOptions};
+use pixreg_runner::train::{train, TrainOptions, TrainOutcome};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
 const SMOKE: &str = concat!(
@@ -180,43 +180,14 @@ fn tiny_config() -> ExperimentConfig {
 
 #[test]
 fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
-    let config = tiny_config();
-    let quiet = TrainOptions {
-        quiet: true,
-        max_epochs: None,
-    };
-    let straight = tempfile::tempdir().unwrap();
-    let full = train(&config, straight.path(), &DataSource::offline(DATA), quiet).unwrap();
-    assert_eq!(full.state.status, RunStatus::Trained);
-
-    let split = tempfile::tempdir().unwrap();
-    let first = train(
-        &config,
-        split.path(),
-        &DataSource::offline(DATA),
-        TrainOptions {
-            quiet: true,
-            max_epochs: Some(1),
-        },
-    )
-    .unwrap();
-    assert_eq!(first.state.completed_epochs, 1);
-    assert_eq!(first.state.status, RunStatus::Running);
-    let resumed = train(&config, split.path(), &DataSource::offline(DATA), quiet).unwrap();
-    assert_eq!(resumed.state.completed_epochs, 3);
-
-    for file in [
-        "checkpoints/last.safetensors",
-        "optimizer.safetensors",
-        "checkpoints/best.safetensors",
-    ] {
-        let a = std::fs::read(full.run.root().join(file)).unwrap();
-        let b = std::fs::read(resumed.run.root().join(file)).unwrap();
-        assert!(
-            a == b,
-            "{file} differs between the straight and the resumed run"
-        );
-    }
+    let runs = assert_resumes_exactly(&tiny_config());
+    let (full, resumed) = (&runs.full, &runs.resumed);
+    let best = "checkpoints/best.safetensors";
+    assert!(
+        std::fs::read(full.run.root().join(best)).unwrap()
+            == std::fs::read(resumed.run.root().join(best)).unwrap(),
+        "{best} differs between the straight and the resumed run"
+    );
     assert_eq!(full.state.sampler, resumed.state.sampler);
     let metrics = |dir: &Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -232,17 +203,27 @@ fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
     assert_eq!(metrics(full.run.root()), metrics(resumed.run.root()));
 }
 
-/// Trains `config` straight and as 1 + rest epochs; asserts identical files and returns the
-/// straight run's folder (kept alive by the returned temp dir).
-fn assert_resumes_exactly(config: &ExperimentConfig) -> (tempfile::TempDir, std::path::PathBuf) {
+/// A run trained straight and the same run trained as 1 epoch, then resumed to the end; the
+/// temporary folders live as long as this value.
+struct StraightAndResumed {
+    full: TrainOutcome,
+    resumed: TrainOutcome,
+    _folders: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Trains `config` (≥ 2 epochs) straight and as 1 + rest epochs; asserts the interrupted run
+/// stopped after one epoch, both finished, and the last checkpoint and optimizer state are
+/// byte-identical.
+fn assert_resumes_exactly(config: &ExperimentConfig) -> StraightAndResumed {
     let quiet = TrainOptions {
         quiet: true,
         max_epochs: None,
     };
     let straight = tempfile::tempdir().unwrap();
     let full = train(config, straight.path(), &DataSource::offline(DATA), quiet).unwrap();
+    assert_eq!(full.state.status, RunStatus::Trained);
     let split = tempfile::tempdir().unwrap();
-    train(
+    let first = train(
         config,
         split.path(),
         &DataSource::offline(DATA),
@@ -252,7 +233,10 @@ fn assert_resumes_exactly(config: &ExperimentConfig) -> (tempfile::TempDir, std:
         },
     )
     .unwrap();
+    assert_eq!(first.state.completed_epochs, 1);
+    assert_eq!(first.state.status, RunStatus::Running);
     let resumed = train(config, split.path(), &DataSource::offline(DATA), quiet).unwrap();
+    assert_eq!(resumed.state.completed_epochs, config.training.epochs);
     for file in ["checkpoints/last.safetensors", "optimizer.safetensors"] {
         let a = std::fs::read(full.run.root().join(file)).unwrap();
         let b = std::fs::read(resumed.run.root().join(file)).unwrap();
@@ -261,8 +245,11 @@ fn assert_resumes_exactly(config: &ExperimentConfig) -> (tempfile::TempDir, std:
             "{file} differs between the straight and the resumed run"
         );
     }
-    let root = full.run.root().to_path_buf();
-    (straight, root)
+    StraightAndResumed {
+        full,
+        resumed,
+        _folders: (straight, split),
+    }
 }
 
 #[test]
@@ -294,7 +281,8 @@ fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
     ] {
         let text = toml::to_string(&plain).unwrap();
         let config = ExperimentConfig::from_toml(&text, &[defense.to_string()]).unwrap();
-        let (_keep, root) = assert_resumes_exactly(&config);
+        let runs = assert_resumes_exactly(&config);
+        let root = runs.full.run.root();
         let log = std::fs::read_to_string(root.join("log.txt")).unwrap();
         assert!(
             log.contains(logged),
