@@ -65,6 +65,16 @@ fn setup() -> (tempfile::TempDir, Paths) {
     (tmp, paths)
 }
 
+/// Execution options of these tests: no progress bar, never `--force`.
+fn quiet_options(jobs: usize, train: bool) -> ExecOptions {
+    ExecOptions {
+        jobs,
+        force: false,
+        progress_bar: false,
+        train,
+    }
+}
+
 #[test]
 fn plan_dedupes_and_orders_surrogates_first() {
     let (_tmp, paths) = setup();
@@ -105,17 +115,7 @@ fn assembles_mean_and_std_over_seeds() {
     let plan = common::plan_table("table1", "smoke", Some(2), &paths.data_dir);
     fake_all(&plan, &paths.runs_dir);
     // Every run is finished with its FGSM: nothing to spawn, so the missing binary is fine.
-    let report = execute(
-        &plan,
-        &paths,
-        ExecOptions {
-            jobs: 2,
-            force: false,
-            progress_bar: false,
-            train: true,
-        },
-    )
-    .unwrap();
+    let report = execute(&plan, &paths, quiet_options(2, true)).unwrap();
     assert_eq!(report.reused.len(), plan.runs.len());
     assert!(report.failures.is_empty() && report.eval_failures.is_empty());
     let table = assemble(&plan, &paths, &report);
@@ -181,17 +181,7 @@ fn failed_run_is_reported_and_the_table_still_assembles() {
     std::fs::write(&stub, "#!/bin/sh\necho 'simulated crash' >&2\nexit 3\n").unwrap();
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     paths.pixreg = stub;
-    let report = execute(
-        &plan,
-        &paths,
-        ExecOptions {
-            jobs: 1,
-            force: false,
-            progress_bar: false,
-            train: true,
-        },
-    )
-    .unwrap();
+    let report = execute(&plan, &paths, quiet_options(1, true)).unwrap();
     let why = report.failures.get(&broken.id).expect("failure recorded");
     assert!(why.contains(".xtask.log"), "{why}");
     let log = std::fs::read_to_string(paths.log_file(&broken.id)).unwrap();
@@ -214,17 +204,7 @@ fn failed_run_is_reported_and_the_table_still_assembles() {
 fn no_train_marks_unfinished_runs() {
     let (_tmp, paths) = setup();
     let plan = common::plan_table("table1", "smoke", None, &paths.data_dir);
-    let report: ExecReport = execute(
-        &plan,
-        &paths,
-        ExecOptions {
-            jobs: 1,
-            force: false,
-            progress_bar: false,
-            train: false,
-        },
-    )
-    .unwrap();
+    let report: ExecReport = execute(&plan, &paths, quiet_options(1, false)).unwrap();
     assert_eq!(report.failures.len(), plan.runs.len());
     let table = assemble(&plan, &paths, &report);
     let cell = &table.rows[0].variants[0].columns[0].summary;
@@ -420,17 +400,7 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
         pixreg: stub,
         ..paths.clone()
     };
-    let report = execute(
-        &single,
-        &stubbed,
-        ExecOptions {
-            jobs: 1,
-            force: false,
-            progress_bar: false,
-            train: false,
-        },
-    )
-    .unwrap();
+    let report = execute(&single, &stubbed, quiet_options(1, false)).unwrap();
     assert!(report.failures.is_empty() && report.eval_failures.is_empty());
     let args = std::fs::read_to_string(&args_file).unwrap();
     assert!(args.starts_with("eval --run "), "{args}");
