@@ -10,6 +10,9 @@
 //! The last line printed is one JSON object (`median_ms`, `median_cpu_ms`, `peak_rss_mb`, and
 //! with `--pytorch` the PyTorch report and the wall-time, CPU-time and RSS ratios). Thread
 //! counts follow `RAYON_NUM_THREADS` (pixreg and candle) and `OMP_NUM_THREADS` (PyTorch).
+//! Like `pixreg`, the benchmarks keep freed heap memory in the process
+//! ([`pixreg_models::heap`]; `heap` in the JSON says what was done, and
+//! `PIXREG_KEEP_MALLOC_DEFAULTS=1` measures glibc's defaults instead).
 //! Results are in `docs/performance.md`.
 
 use std::path::Path;
@@ -17,6 +20,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use pixreg_models::bench::{self, TrainStepBench};
+use pixreg_models::heap::HeapOutcome;
 use pixreg_models::{Arch, ModelConfig};
 
 /// The benchmarks.
@@ -84,13 +88,14 @@ pub struct OpsArgs {
 
 /// Runs a benchmark command.
 pub fn run(cmd: &BenchCommand) -> Result<()> {
+    let heap = pixreg_models::heap::retain_freed_memory();
     match cmd {
-        BenchCommand::TrainStep(args) => train_step(args),
+        BenchCommand::TrainStep(args) => train_step(args, heap),
         BenchCommand::Ops(args) => ops(args),
     }
 }
 
-fn train_step(args: &TrainStepArgs) -> Result<()> {
+fn train_step(args: &TrainStepArgs, heap: HeapOutcome) -> Result<()> {
     let in_shape: [usize; 3] = args
         .in_shape
         .clone()
@@ -111,6 +116,7 @@ fn train_step(args: &TrainStepArgs) -> Result<()> {
         println!("pixreg step {i}: {ms:.1} ms");
     }
     let mut json = bench::to_json(&report)?;
+    json["heap"] = heap.to_string().into();
     if args.pytorch {
         let torch = pytorch(args)?;
         if let Some(torch) = torch {

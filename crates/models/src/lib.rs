@@ -38,6 +38,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod heap;
 pub mod kernels;
 pub mod layers;
 pub mod loss;

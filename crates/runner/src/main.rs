@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let heap = pixreg_models::heap::retain_freed_memory();
+    tracing::debug!("heap: {heap}");
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Rsa(args) => rsa_cmd::run(args),
