@@ -28,6 +28,7 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::pair_kernels::{self, CenteredCosine};
 use crate::{Error, Result};
 
 /// The reference's cosine-similarity epsilon (`torch.nn.functional.cosine_similarity` default).
@@ -51,12 +52,23 @@ fn check_feature_pair(a: &Tensor, b: &Tensor) -> Result<()> {
 /// spatial positions, returned as a detached `[C]` tensor.
 pub fn batch_channel_mean(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_feature_pair(a, b)?;
+    if pair_kernels::applies(a) && b.dtype() == a.dtype() {
+        return Ok(pair_kernels::channel_mean(a, b)?);
+    }
+    batch_channel_mean_composite(a, b)
+}
+
+/// [`batch_channel_mean`] composed from candle ops (any device and float type).
+pub(crate) fn batch_channel_mean_composite(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let both = Tensor::cat(&[a.detach(), b.detach()], 0)?;
-    let channels = both.dim(1)?;
+    let (images, channels) = (both.dim(0)?, both.dim(1)?);
+    let positions = match images * channels {
+        0 => 0,
+        n => both.elem_count() / n,
+    };
     // [2k, C, S] -> sum over S then over the images.
-    let per_image = both.flatten_from(2)?.sum(2)?;
-    let count = (both.elem_count() / channels) as f64;
-    Ok((per_image.sum(0)? / count)?)
+    let per_image = both.reshape((images, channels, positions))?.sum(2)?;
+    Ok((per_image.sum(0)? / (images * positions) as f64)?)
 }
 
 /// One running-mean step of the similarity head: `beta·running + (1 − beta)·m`, where `m` is
@@ -105,7 +117,31 @@ pub fn rowwise_cosine(a: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
 /// Centred cosine similarity of each pair `(a_i, b_i)`: both feature maps minus the per-channel
 /// `mean` (a constant), flattened over channels and space, compared with [`rowwise_cosine`]
 /// (eps [`COSINE_EPS`]). Returns `[k]`.
+///
+/// On the CPU in float32 this is one fused kernel with its own backward pass (one pass over
+/// the features each way, in parallel over pairs, see `pair_kernels`); elsewhere the candle
+/// composition below, which the kernel is tested against.
 pub fn centered_cosine(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    check_feature_pair(a, b)?;
+    if pair_kernels::applies(a) && a.dtype() == b.dtype() && mean.dtype() == a.dtype() {
+        let channels = a.dim(1)?;
+        if mean.dims() != [channels] {
+            return Err(Error::InvalidArgument(format!(
+                "the mean has shape {:?} but the features have {channels} channels",
+                mean.dims()
+            )));
+        }
+        return Ok(a.contiguous()?.apply_op3(
+            &b.contiguous()?,
+            &mean.detach().contiguous()?,
+            CenteredCosine::new(COSINE_EPS),
+        )?);
+    }
+    centered_cosine_composite(a, b, mean)
+}
+
+/// [`centered_cosine`] composed from candle ops (any device and float type).
+pub(crate) fn centered_cosine_composite(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> {
     check_feature_pair(a, b)?;
     let m = channel_broadcast(mean, a.rank())?;
     let ac = a.broadcast_sub(&m)?.flatten_from(1)?;

@@ -1,0 +1,441 @@
+//! CPU kernels of the similarity head: the centred cosine of feature pairs (one pass forward,
+//! one pass backward) and the per-channel mean of a pair batch.
+//!
+//! Why: composed from candle ops, one layer's centred cosine is about a dozen full passes
+//! over both feature maps forward and twice that backward (each op's gradient plus candle's
+//! zero tensor and add per gradient), all single-threaded on the thread that runs the
+//! backward pass while the convolution kernels' threads wait. For the paper's model (five
+//! layers, 16 pairs of 32×32 images) that was ≈ 160 ms of a training step on one thread.
+//!
+//! Layout: float32 feature maps `[k, C, S…]` (contiguous; `S` the product of the trailing
+//! dimensions, 1 for `[k, C]`), a per-channel mean `[C]`. Sums are float32 within a channel's
+//! run in 16 lanes, float64 across channels and for the cosine itself.
+//!
+//! [`crate::model_side`] uses these on CPU float32 tensors and the candle composition
+//! elsewhere; the unit tests check one against the other.
+
+use std::sync::OnceLock;
+
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Lanes of the float32 partial sums (one AVX-512 register, four SSE ones).
+const LANES: usize = 16;
+
+/// Whether the kernels apply: float32 on the CPU.
+pub(crate) fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{what}: expected float32");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{what}: the kernel needs a contiguous tensor"),
+    }
+}
+
+/// `(k, C, S)` of a `[k, C, S…]` shape.
+fn kcs(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
+    match dims {
+        [k, c, rest @ ..] => Ok((*k, *c, rest.iter().product())),
+        _ => bail!("feature maps need shape [k, C, ...], got {dims:?}"),
+    }
+}
+
+/// `(Σ a'², Σ b'², Σ a'·b')` of one pair, `x' = x − mean[channel]`.
+fn pair_sums(a: &[f32], b: &[f32], mean: &[f32], s: usize) -> [f64; 3] {
+    let mut total = [0f64; 3];
+    for ((ar, br), &m) in a.chunks_exact(s).zip(b.chunks_exact(s)).zip(mean) {
+        let (mut aa, mut bb, mut ab) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        let (a_blocks, b_blocks) = (ar.chunks_exact(LANES), br.chunks_exact(LANES));
+        let (a_tail, b_tail) = (a_blocks.remainder(), b_blocks.remainder());
+        for (xa, xb) in a_blocks.zip(b_blocks) {
+            for l in 0..LANES {
+                let (x, y) = (xa[l] - m, xb[l] - m);
+                aa[l] += x * x;
+                bb[l] += y * y;
+                ab[l] += x * y;
+            }
+        }
+        for (&x, &y) in a_tail.iter().zip(b_tail) {
+            let (x, y) = (x - m, y - m);
+            aa[0] += x * x;
+            bb[0] += y * y;
+            ab[0] += x * y;
+        }
+        for (t, lanes) in total.iter_mut().zip([aa, bb, ab]) {
+            *t += lanes.iter().map(|&v| f64::from(v)).sum::<f64>();
+        }
+    }
+    total
+}
+
+/// What the forward pass keeps for the backward pass, per pair.
+#[derive(Debug, Clone, Copy)]
+struct PairStats {
+    /// `max(‖a'‖, eps)`, `max(‖b'‖, eps)`.
+    norms: [f64; 2],
+    /// Whether each norm was above `eps` (otherwise it is the constant `eps`).
+    unclamped: [bool; 2],
+    /// The cosine.
+    cosine: f64,
+}
+
+/// `(a, b, mean) ↦ [k]` centred cosines, PyTorch's `cosine_similarity` semantics (each side
+/// divided by `max(‖x'‖, eps)`); gradients for `a` and `b` (the mean is a constant).
+#[derive(Debug)]
+pub(crate) struct CenteredCosine {
+    eps: f64,
+    stats: OnceLock<Vec<PairStats>>,
+}
+
+impl CenteredCosine {
+    pub(crate) fn new(eps: f64) -> Self {
+        Self {
+            eps,
+            stats: OnceLock::new(),
+        }
+    }
+}
+
+impl CustomOp3 for CenteredCosine {
+    fn name(&self) -> &'static str {
+        "rsa-centered-cosine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+        sm: &CpuStorage,
+        lm: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (k, c, s) = kcs(la.dims())?;
+        if la.dims() != lb.dims() || lm.dims() != [c] {
+            bail!(
+                "centred cosine: shapes {:?}, {:?} and mean {:?} do not match",
+                la.dims(),
+                lb.dims(),
+                lm.dims()
+            );
+        }
+        let a = f32_data(sa, la, "centred cosine: a")?;
+        let b = f32_data(sb, lb, "centred cosine: b")?;
+        let mean = f32_data(sm, lm, "centred cosine: mean")?;
+        let eps = self.eps;
+        let stats: Vec<PairStats> = if c * s == 0 {
+            vec![
+                PairStats {
+                    norms: [eps; 2],
+                    unclamped: [false; 2],
+                    cosine: 0.0,
+                };
+                k
+            ]
+        } else {
+            a.par_chunks(c * s)
+                .zip(b.par_chunks(c * s))
+                .map(|(pa, pb)| {
+                    let [aa, bb, ab] = pair_sums(pa, pb, mean, s);
+                    let (na, nb) = (aa.sqrt(), bb.sqrt());
+                    let norms = [na.max(eps), nb.max(eps)];
+                    PairStats {
+                        norms,
+                        unclamped: [na > eps, nb > eps],
+                        cosine: ab / (norms[0] * norms[1]),
+                    }
+                })
+                .collect()
+        };
+        let out: Vec<f32> = stats.iter().map(|p| p.cosine as f32).collect();
+        if self.stats.set(stats).is_err() {
+            bail!("centred cosine: the op ran its forward pass twice");
+        }
+        Ok((CpuStorage::F32(out), Shape::from(k)))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        mean: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(stats) = self.stats.get() else {
+            bail!("centred cosine backward: the forward pass did not run");
+        };
+        let (want_a, want_b) = (a.track_op(), b.track_op());
+        if !want_a && !want_b {
+            return Ok((None, None, None));
+        }
+        let (_, c, s) = kcs(a.dims())?;
+        let grad: Vec<f32> = grad.to_vec1()?;
+        let (a, b, mean) = (a.contiguous()?, b.contiguous()?, mean.contiguous()?);
+        let (a_guard, a_layout) = a.storage_and_layout();
+        let (b_guard, b_layout) = b.storage_and_layout();
+        let (m_guard, m_layout) = mean.storage_and_layout();
+        let (da, db) = match (&*a_guard, &*b_guard, &*m_guard) {
+            (
+                candle_core::Storage::Cpu(sa),
+                candle_core::Storage::Cpu(sb),
+                candle_core::Storage::Cpu(sm),
+            ) => {
+                let av = f32_data(sa, a_layout, "centred cosine backward: a")?;
+                let bv = f32_data(sb, b_layout, "centred cosine backward: b")?;
+                let mv = f32_data(sm, m_layout, "centred cosine backward: mean")?;
+                if grad.len() != stats.len() || av.len() != stats.len() * c * s {
+                    bail!("centred cosine backward: gradient and inputs do not match the forward");
+                }
+                pair_gradients(av, bv, mv, s, stats, &grad, [want_a, want_b])
+            }
+            _ => bail!("centred cosine backward: the kernel runs on the CPU only"),
+        };
+        let to_tensor = |g: Option<Vec<f32>>| {
+            g.map(|g| Tensor::from_vec(g, a.shape(), a.device()))
+                .transpose()
+        };
+        Ok((to_tensor(da)?, to_tensor(db)?, None))
+    }
+}
+
+/// `∂cos/∂a' = b'/(‖a'‖‖b'‖) − cos·a'/‖a'‖²` (second term absent where the norm is the
+/// constant `eps`), and symmetrically for `b`, each scaled by the pair's output gradient.
+fn pair_gradients(
+    a: &[f32],
+    b: &[f32],
+    mean: &[f32],
+    s: usize,
+    stats: &[PairStats],
+    grad: &[f32],
+    want: [bool; 2],
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let d = a.len() / stats.len().max(1);
+    let coefficients: Vec<[f32; 4]> = stats
+        .iter()
+        .zip(grad)
+        .map(|(p, &g)| {
+            let g = f64::from(g);
+            let [na, nb] = p.norms;
+            let cross = g / (na * nb);
+            let own = |n: f64, unclamped: bool| {
+                if unclamped {
+                    g * p.cosine / (n * n)
+                } else {
+                    0.0
+                }
+            };
+            [
+                cross as f32,
+                own(na, p.unclamped[0]) as f32,
+                cross as f32,
+                own(nb, p.unclamped[1]) as f32,
+            ]
+        })
+        .collect();
+    // Writes `dx = u·other' − v·own'` over every value of the pair.
+    let fill = |out: &mut [f32], own: &[f32], other: &[f32], u: f32, v: f32| {
+        for (((o, x), y), &m) in out
+            .chunks_exact_mut(s)
+            .zip(own.chunks_exact(s))
+            .zip(other.chunks_exact(s))
+            .zip(mean)
+        {
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = u * (y - m) - v * (x - m);
+            }
+        }
+    };
+    let side = |own: &[f32], other: &[f32], first: usize| {
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(d)
+            .zip(own.par_chunks(d).zip(other.par_chunks(d)))
+            .zip(&coefficients)
+            .for_each(|((o, (x, y)), co)| fill(o, x, y, co[first], co[first + 1]));
+        out
+    };
+    let da = want[0].then(|| side(a, b, 0));
+    let db = want[1].then(|| side(b, a, 2));
+    (da, db)
+}
+
+/// Per-channel mean of `a` and `b` together (`[k, C, S…]` each, float32 on the CPU) over
+/// images and trailing positions, float64 sums: `[C]`.
+pub(crate) fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let (k, c, s) = kcs(a.dims())?;
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let (a_guard, a_layout) = a.storage_and_layout();
+    let (b_guard, b_layout) = b.storage_and_layout();
+    let means = match (&*a_guard, &*b_guard) {
+        (candle_core::Storage::Cpu(sa), candle_core::Storage::Cpu(sb)) => {
+            let av = f32_data(sa, a_layout, "channel mean: a")?;
+            let bv = f32_data(sb, b_layout, "channel mean: b")?;
+            let count = (2 * k * s) as f64;
+            (0..c)
+                .into_par_iter()
+                .map(|ch| {
+                    let sum: f64 = (0..k)
+                        .flat_map(|img| [av, bv].map(|v| &v[(img * c + ch) * s..][..s]))
+                        .map(|run| run.iter().map(|&x| f64::from(x)).sum::<f64>())
+                        .sum();
+                    (sum / count) as f32
+                })
+                .collect::<Vec<f32>>()
+        }
+        _ => bail!("channel mean: the kernel runs on the CPU only"),
+    };
+    Tensor::from_vec(means, c, a.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+    use crate::model_side::{
+        batch_channel_mean_composite, centered_cosine, centered_cosine_composite,
+    };
+
+    fn assert_close(what: &str, fast: &Tensor, reference: &Tensor, tol: f32) {
+        let (f, r): (Vec<f32>, Vec<f32>) = (
+            fast.flatten_all().unwrap().to_vec1().unwrap(),
+            reference.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(f.len(), r.len(), "{what}: lengths");
+        let scale = r.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in f.iter().zip(&r).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * scale,
+                "{what}[{i}]: fast {x}, candle {y} (scale {scale})"
+            );
+        }
+    }
+
+    /// Cosines and both gradients of the kernel against the candle composition, with a
+    /// random upstream gradient so that every pair's coefficient differs.
+    fn check(dims: &[usize], seed: u64) {
+        let dev = Device::Cpu;
+        let c = dims[1];
+        let shifted = |t: Tensor, by: f64| (t + by).unwrap();
+        let a =
+            Var::from_tensor(&shifted(Tensor::randn(0f32, 1.0, dims, &dev).unwrap(), 0.3)).unwrap();
+        let b = Var::from_tensor(&shifted(
+            Tensor::randn(0f32, 1.0, dims, &dev).unwrap(),
+            seed as f64 * 0.1,
+        ))
+        .unwrap();
+        let mean = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
+        let up = Tensor::randn(0f32, 1.0, dims[0], &dev).unwrap();
+        let fast = centered_cosine(a.as_tensor(), b.as_tensor(), &mean).unwrap();
+        let reference = centered_cosine_composite(a.as_tensor(), b.as_tensor(), &mean).unwrap();
+        assert_close("cosine", &fast, &reference, 1e-5);
+        let g_fast = (&fast * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ref = (&reference * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("da", &a), ("db", &b)] {
+            assert_close(
+                name,
+                g_fast.get(v.as_tensor()).unwrap(),
+                g_ref.get(v.as_tensor()).unwrap(),
+                1e-4,
+            );
+        }
+        let m_fast = batch_channel_mean_composite(a.as_tensor(), b.as_tensor()).unwrap();
+        let m_kernel = channel_mean(a.as_tensor(), b.as_tensor()).unwrap();
+        assert_close("channel mean", &m_kernel, &m_fast, 1e-5);
+    }
+
+    #[test]
+    fn centred_cosine_kernel_matches_the_candle_composition() {
+        for (i, dims) in [
+            vec![16, 64, 8, 8],
+            vec![1, 3, 5, 7],
+            vec![5, 17, 3, 3],
+            vec![4, 33],
+            vec![3, 2, 19],
+            vec![2, 512, 4, 4],
+        ]
+        .iter()
+        .enumerate()
+        {
+            check(dims, i as u64);
+        }
+    }
+
+    #[test]
+    fn a_constant_map_gets_the_clamped_norm_as_in_pytorch() {
+        // Pair 0: `a` equals the mean everywhere, so ‖a'‖ = 0 < eps: cosine 0, and the
+        // gradient of a is b'/(eps·‖b'‖) (no self term), finite.
+        let dev = Device::Cpu;
+        let mean = Tensor::new(&[0.5f32, -1.0], &dev).unwrap();
+        let a =
+            Var::from_tensor(&mean.reshape((1, 2, 1)).unwrap().repeat((1, 1, 3)).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 2, 3), &dev).unwrap()).unwrap();
+        let fast = centered_cosine(a.as_tensor(), b.as_tensor(), &mean).unwrap();
+        assert_eq!(fast.to_vec1::<f32>().unwrap(), vec![0.0]);
+        let grads = fast.sum_all().unwrap().backward().unwrap();
+        let da: Vec<f32> = grads
+            .get(a.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let bc: Vec<f32> = b
+            .as_tensor()
+            .broadcast_sub(&mean.reshape((1, 2, 1)).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let nb = bc.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        for (g, y) in da.iter().zip(&bc) {
+            let expected = f64::from(*y) / (crate::model_side::COSINE_EPS * nb);
+            assert!(g.is_finite() && (f64::from(*g) - expected).abs() <= 1e-5 * expected.abs());
+        }
+        let db: Vec<f32> = grads
+            .get(b.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            db.iter().all(|g| *g == 0.0),
+            "b's gradient is zero when a' is: {db:?}"
+        );
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let dev = Device::Cpu;
+        let a = Tensor::zeros((2, 3, 4), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros((2, 3, 5), DType::F32, &dev).unwrap();
+        let mean = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        assert!(centered_cosine(&a, &b, &mean).is_err());
+        let wrong_mean = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        assert!(centered_cosine(&a, &a, &wrong_mean).is_err());
+        assert!(
+            centered_cosine(&a.flatten_all().unwrap(), &a.flatten_all().unwrap(), &mean).is_err()
+        );
+    }
+}
