@@ -28,7 +28,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::pair_kernels::{self, CenteredCosine};
+use crate::pair_kernels::{self, CenteredCosine, CenteredCosineHalves};
 use crate::{Error, Result};
 
 /// The reference's cosine-similarity epsilon (`torch.nn.functional.cosine_similarity` default).
@@ -138,6 +138,37 @@ pub fn centered_cosine(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> 
         )?);
     }
     centered_cosine_composite(a, b, mean)
+}
+
+/// [`centered_cosine`] of the two halves of one batch of feature maps `[2k, C, ...]`: rows
+/// `i` and `k + i` are pair `i`. Returns `[k]`.
+///
+/// Why: a model that runs both sides of its pairs through the network in one pass gets their
+/// features as one tensor; splitting it with `narrow` would make candle's backward pass build
+/// a zero-padded full-size gradient for each half and add them up.
+pub fn centered_cosine_halves(pairs: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    let rows = pairs.dims().first().copied().unwrap_or(0);
+    if pairs.rank() < 2 || rows % 2 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "paired feature maps must have shape [2k, C, ...], got {:?}",
+            pairs.dims()
+        )));
+    }
+    if pair_kernels::applies(pairs) && mean.dtype() == pairs.dtype() {
+        let channels = pairs.dim(1)?;
+        if mean.dims() != [channels] {
+            return Err(Error::InvalidArgument(format!(
+                "the mean has shape {:?} but the features have {channels} channels",
+                mean.dims()
+            )));
+        }
+        return Ok(pairs.contiguous()?.apply_op2(
+            &mean.detach().contiguous()?,
+            CenteredCosineHalves::new(COSINE_EPS),
+        )?);
+    }
+    let k = rows / 2;
+    centered_cosine_composite(&pairs.narrow(0, 0, k)?, &pairs.narrow(0, k, k)?, mean)
 }
 
 /// [`centered_cosine`] composed from candle ops (any device and float type).

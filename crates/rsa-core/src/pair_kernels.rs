@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Lanes of the float32 partial sums (one AVX-512 register, four SSE ones).
@@ -77,6 +77,51 @@ fn pair_sums(a: &[f32], b: &[f32], mean: &[f32], s: usize) -> [f64; 3] {
     total
 }
 
+/// The [`PairStats`] of `k` pairs of `d`-value rows (`d = C·s`).
+fn pair_stats(
+    a: &[f32],
+    b: &[f32],
+    mean: &[f32],
+    k: usize,
+    d: usize,
+    s: usize,
+    eps: f64,
+) -> Vec<PairStats> {
+    if d == 0 {
+        let clamped = PairStats {
+            norms: [eps; 2],
+            unclamped: [false; 2],
+            cosine: 0.0,
+        };
+        return vec![clamped; k];
+    }
+    a.par_chunks(d)
+        .zip(b.par_chunks(d))
+        .map(|(pa, pb)| {
+            let [aa, bb, ab] = pair_sums(pa, pb, mean, s);
+            let (na, nb) = (aa.sqrt(), bb.sqrt());
+            let norms = [na.max(eps), nb.max(eps)];
+            PairStats {
+                norms,
+                unclamped: [na > eps, nb > eps],
+                cosine: ab / (norms[0] * norms[1]),
+            }
+        })
+        .collect()
+}
+
+/// Keeps `stats` for the backward pass; returns the cosines.
+fn publish(
+    slot: &OnceLock<Vec<PairStats>>,
+    stats: Vec<PairStats>,
+) -> candle_core::Result<Vec<f32>> {
+    let out = stats.iter().map(|p| p.cosine as f32).collect();
+    if slot.set(stats).is_err() {
+        bail!("centred cosine: the op ran its forward pass twice");
+    }
+    Ok(out)
+}
+
 /// What the forward pass keeps for the backward pass, per pair.
 #[derive(Debug, Clone, Copy)]
 struct PairStats {
@@ -131,35 +176,7 @@ impl CustomOp3 for CenteredCosine {
         let a = f32_data(sa, la, "centred cosine: a")?;
         let b = f32_data(sb, lb, "centred cosine: b")?;
         let mean = f32_data(sm, lm, "centred cosine: mean")?;
-        let eps = self.eps;
-        let stats: Vec<PairStats> = if c * s == 0 {
-            vec![
-                PairStats {
-                    norms: [eps; 2],
-                    unclamped: [false; 2],
-                    cosine: 0.0,
-                };
-                k
-            ]
-        } else {
-            a.par_chunks(c * s)
-                .zip(b.par_chunks(c * s))
-                .map(|(pa, pb)| {
-                    let [aa, bb, ab] = pair_sums(pa, pb, mean, s);
-                    let (na, nb) = (aa.sqrt(), bb.sqrt());
-                    let norms = [na.max(eps), nb.max(eps)];
-                    PairStats {
-                        norms,
-                        unclamped: [na > eps, nb > eps],
-                        cosine: ab / (norms[0] * norms[1]),
-                    }
-                })
-                .collect()
-        };
-        let out: Vec<f32> = stats.iter().map(|p| p.cosine as f32).collect();
-        if self.stats.set(stats).is_err() {
-            bail!("centred cosine: the op ran its forward pass twice");
-        }
+        let out = publish(&self.stats, pair_stats(a, b, mean, k, c * s, s, self.eps))?;
         Ok((CpuStorage::F32(out), Shape::from(k)))
     }
 
@@ -181,25 +198,27 @@ impl CustomOp3 for CenteredCosine {
         let (_, c, s) = kcs(a.dims())?;
         let grad: Vec<f32> = grad.to_vec1()?;
         let (a, b, mean) = (a.contiguous()?, b.contiguous()?, mean.contiguous()?);
-        let (a_guard, a_layout) = a.storage_and_layout();
-        let (b_guard, b_layout) = b.storage_and_layout();
-        let (m_guard, m_layout) = mean.storage_and_layout();
-        let (da, db) = match (&*a_guard, &*b_guard, &*m_guard) {
-            (
-                candle_core::Storage::Cpu(sa),
-                candle_core::Storage::Cpu(sb),
-                candle_core::Storage::Cpu(sm),
-            ) => {
-                let av = f32_data(sa, a_layout, "centred cosine backward: a")?;
-                let bv = f32_data(sb, b_layout, "centred cosine backward: b")?;
-                let mv = f32_data(sm, m_layout, "centred cosine backward: mean")?;
-                if grad.len() != stats.len() || av.len() != stats.len() * c * s {
-                    bail!("centred cosine backward: gradient and inputs do not match the forward");
-                }
-                pair_gradients(av, bv, mv, s, stats, &grad, [want_a, want_b])
-            }
-            _ => bail!("centred cosine backward: the kernel runs on the CPU only"),
-        };
+        let (da, db) = with_data(&a, "centred cosine backward: a", |av| {
+            with_data(&b, "centred cosine backward: b", |bv| {
+                with_data(&mean, "centred cosine backward: mean", |mv| {
+                    if grad.len() != stats.len() || av.len() != stats.len() * c * s {
+                        bail!(
+                            "centred cosine backward: gradient and inputs do not match the forward"
+                        );
+                    }
+                    let mut da = want_a.then(|| vec![0f32; av.len()]);
+                    let mut db = want_b.then(|| vec![0f32; av.len()]);
+                    pair_gradients_into(
+                        (av, bv, mv, s),
+                        stats,
+                        &grad,
+                        da.as_deref_mut(),
+                        db.as_deref_mut(),
+                    );
+                    Ok((da, db))
+                })
+            })
+        })?;
         let to_tensor = |g: Option<Vec<f32>>| {
             g.map(|g| Tensor::from_vec(g, a.shape(), a.device()))
                 .transpose()
@@ -208,18 +227,105 @@ impl CustomOp3 for CenteredCosine {
     }
 }
 
+/// `(x, mean) ↦ [k]`: the [`CenteredCosine`] of the halves of `x` (`[2k, C, …]`, pair `i` =
+/// rows `i` and `k + i`); gradient for `x` (zero where the norm clamps as in
+/// [`CenteredCosine`]), none for the mean.
+#[derive(Debug)]
+pub(crate) struct CenteredCosineHalves {
+    eps: f64,
+    stats: OnceLock<Vec<PairStats>>,
+}
+
+impl CenteredCosineHalves {
+    pub(crate) fn new(eps: f64) -> Self {
+        Self {
+            eps,
+            stats: OnceLock::new(),
+        }
+    }
+}
+
+/// `(k, C, S)` of one half of a `[2k, C, S…]` shape.
+fn half_kcs(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
+    let (n, c, s) = kcs(dims)?;
+    if n % 2 != 0 {
+        bail!("centred cosine of halves: {n} rows do not split into two halves");
+    }
+    Ok((n / 2, c, s))
+}
+
+impl CustomOp2 for CenteredCosineHalves {
+    fn name(&self) -> &'static str {
+        "rsa-centered-cosine-halves"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sm: &CpuStorage,
+        lm: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (k, c, s) = half_kcs(lx.dims())?;
+        if lm.dims() != [c] {
+            bail!(
+                "centred cosine of halves: mean {:?} does not match {:?}",
+                lm.dims(),
+                lx.dims()
+            );
+        }
+        let (a, b) = f32_data(sx, lx, "centred cosine of halves: features")?.split_at(k * c * s);
+        let mean = f32_data(sm, lm, "centred cosine of halves: mean")?;
+        let out = publish(&self.stats, pair_stats(a, b, mean, k, c * s, s, self.eps))?;
+        Ok((CpuStorage::F32(out), Shape::from(k)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        mean: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(stats) = self.stats.get() else {
+            bail!("centred cosine of halves backward: the forward pass did not run");
+        };
+        if !x.track_op() {
+            return Ok((None, None));
+        }
+        let (k, c, s) = half_kcs(x.dims())?;
+        let grad: Vec<f32> = grad.to_vec1()?;
+        let (x, mean) = (x.contiguous()?, mean.contiguous()?);
+        let dx = with_data(&x, "centred cosine of halves backward: features", |xv| {
+            with_data(&mean, "centred cosine of halves backward: mean", |mv| {
+                if grad.len() != stats.len() || xv.len() != 2 * stats.len() * c * s {
+                    bail!("centred cosine of halves backward: gradient and input do not match the forward");
+                }
+                let (a, b) = xv.split_at(k * c * s);
+                let mut dx = vec![0f32; xv.len()];
+                let (da, db) = dx.split_at_mut(k * c * s);
+                pair_gradients_into((a, b, mv, s), stats, &grad, Some(da), Some(db));
+                Ok(dx)
+            })
+        })?;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), None))
+    }
+}
+
 /// `∂cos/∂a' = b'/(‖a'‖‖b'‖) − cos·a'/‖a'‖²` (second term absent where the norm is the
-/// constant `eps`), and symmetrically for `b`, each scaled by the pair's output gradient.
-fn pair_gradients(
-    a: &[f32],
-    b: &[f32],
-    mean: &[f32],
-    s: usize,
+/// constant `eps`), and symmetrically for `b`, each scaled by the pair's output gradient,
+/// written into `da` and `db` (each as long as `a`) where given.
+fn pair_gradients_into(
+    (a, b, mean, s): (&[f32], &[f32], &[f32], usize),
     stats: &[PairStats],
     grad: &[f32],
-    want: [bool; 2],
-) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    da: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) {
     let d = a.len() / stats.len().max(1);
+    if d == 0 || s == 0 {
+        return;
+    }
     let coefficients: Vec<[f32; 4]> = stats
         .iter()
         .zip(grad)
@@ -255,17 +361,31 @@ fn pair_gradients(
             }
         }
     };
-    let side = |own: &[f32], other: &[f32], first: usize| {
-        let mut out = vec![0f32; a.len()];
+    let side = |out: &mut [f32], own: &[f32], other: &[f32], first: usize| {
         out.par_chunks_mut(d)
             .zip(own.par_chunks(d).zip(other.par_chunks(d)))
             .zip(&coefficients)
             .for_each(|((o, (x, y)), co)| fill(o, x, y, co[first], co[first + 1]));
-        out
     };
-    let da = want[0].then(|| side(a, b, 0));
-    let db = want[1].then(|| side(b, a, 2));
-    (da, db)
+    if let Some(da) = da {
+        side(da, a, b, 0);
+    }
+    if let Some(db) = db {
+        side(db, b, a, 2);
+    }
+}
+
+/// The CPU data of a contiguous float32 tensor, for `f`.
+fn with_data<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (guard, layout) = t.storage_and_layout();
+    match &*guard {
+        candle_core::Storage::Cpu(storage) => f(f32_data(storage, layout, what)?),
+        _ => bail!("{what}: the kernel runs on the CPU only"),
+    }
 }
 
 /// Per-channel mean of `a` and `b` together (`[k, C, S…]` each, float32 on the CPU) over
@@ -273,14 +393,10 @@ fn pair_gradients(
 pub(crate) fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let (k, c, s) = kcs(a.dims())?;
     let (a, b) = (a.contiguous()?, b.contiguous()?);
-    let (a_guard, a_layout) = a.storage_and_layout();
-    let (b_guard, b_layout) = b.storage_and_layout();
-    let means = match (&*a_guard, &*b_guard) {
-        (candle_core::Storage::Cpu(sa), candle_core::Storage::Cpu(sb)) => {
-            let av = f32_data(sa, a_layout, "channel mean: a")?;
-            let bv = f32_data(sb, b_layout, "channel mean: b")?;
-            let count = (2 * k * s) as f64;
-            (0..c)
+    let count = (2 * k * s) as f64;
+    let means = with_data(&a, "channel mean: a", |av| {
+        with_data(&b, "channel mean: b", |bv| {
+            Ok((0..c)
                 .into_par_iter()
                 .map(|ch| {
                     let sum: f64 = (0..k)
@@ -289,10 +405,9 @@ pub(crate) fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor
                         .sum();
                     (sum / count) as f32
                 })
-                .collect::<Vec<f32>>()
-        }
-        _ => bail!("channel mean: the kernel runs on the CPU only"),
-    };
+                .collect::<Vec<f32>>())
+        })
+    })?;
     Tensor::from_vec(means, c, a.device())
 }
 
@@ -303,6 +418,7 @@ mod tests {
     use super::*;
     use crate::model_side::{
         batch_channel_mean_composite, centered_cosine, centered_cosine_composite,
+        centered_cosine_halves,
     };
 
     fn assert_close(what: &str, fast: &Tensor, reference: &Tensor, tol: f32) {
@@ -378,6 +494,51 @@ mod tests {
         {
             check(dims, i as u64);
         }
+    }
+
+    #[test]
+    fn halves_kernel_matches_the_composition_on_narrowed_halves() {
+        let dev = Device::Cpu;
+        for dims in [
+            vec![32, 16, 4, 4],
+            vec![2, 3, 5],
+            vec![6, 7],
+            vec![10, 5, 3, 3],
+        ] {
+            let x = Var::randn(0.2f32, 1.0, dims.as_slice(), &dev).unwrap();
+            let k = dims[0] / 2;
+            let mean = Tensor::randn(0f32, 0.5, dims[1], &dev).unwrap();
+            let up = Tensor::randn(0f32, 1.0, k, &dev).unwrap();
+            let fast = centered_cosine_halves(x.as_tensor(), &mean).unwrap();
+            let (a, b) = (x.narrow(0, 0, k).unwrap(), x.narrow(0, k, k).unwrap());
+            let reference = centered_cosine_composite(&a, &b, &mean).unwrap();
+            assert_close("cosine of halves", &fast, &reference, 1e-5);
+            let g_fast = (&fast * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_ref = (&reference * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_close(
+                "dx of halves",
+                g_fast.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap(),
+                1e-4,
+            );
+        }
+        let mean = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        let odd = Tensor::zeros((3, 3, 2), DType::F32, &dev).unwrap();
+        assert!(centered_cosine_halves(&odd, &mean).is_err());
+        let even = Tensor::zeros((4, 3, 2), DType::F32, &dev).unwrap();
+        assert!(
+            centered_cosine_halves(&even, &Tensor::zeros(2, DType::F32, &dev).unwrap()).is_err()
+        );
     }
 
     #[test]
