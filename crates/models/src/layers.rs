@@ -130,24 +130,36 @@ impl BatchNorm2d {
     }
 
     /// Training mode applied to `conv(x)` (then a ReLU with `relu`), convolution and batch
-    /// norm fused into one kernel on the CPU ([`ops::conv2d_batch_norm_train`]); updates the
-    /// running statistics as [`BatchNorm2d::forward_train`].
-    pub fn forward_train_conv(&mut self, conv: &Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+    /// norm fused into one kernel on the CPU ([`ops::conv2d_batch_norm_train_segments`]); each
+    /// segment of `segments` (image counts, in order, adding up to the batch) is normalised
+    /// with its own statistics and updates the running statistics and the batch counter in
+    /// turn, exactly as if the segments had gone through [`BatchNorm2d::forward_train`] one
+    /// after the other.
+    pub fn forward_train_conv(
+        &mut self,
+        conv: &Conv2d,
+        x: &Tensor,
+        relu: bool,
+        segments: &[usize],
+    ) -> Result<Tensor> {
         let spec = ops::ConvSpec {
             weight: conv.weight.as_tensor(),
             stride: conv.stride,
             padding: conv.padding,
         };
-        let (y, moments) = ops::conv2d_batch_norm_train(
+        let (y, moments) = ops::conv2d_batch_norm_train_segments(
             x,
             spec,
             self.weight.as_tensor(),
             self.bias.as_tensor(),
             BN_EPS,
             relu,
+            segments,
         )?;
-        self.track(moments)?;
-        self.num_batches_tracked += 1;
+        for m in moments {
+            self.track(m)?;
+            self.num_batches_tracked += 1;
+        }
         Ok(y)
     }
 

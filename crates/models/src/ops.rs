@@ -53,12 +53,58 @@ pub fn conv2d_batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<(Tensor, BatchMoments)> {
+    let n = x.dims().first().copied().unwrap_or(0);
+    let (y, mut moments) =
+        conv2d_batch_norm_train_segments(x, conv, weight, bias, eps, relu, &[n])?;
+    let moments = moments
+        .pop()
+        .ok_or_else(|| Error::Input("batch norm: training mode produced no statistics".into()))?;
+    Ok((y, moments))
+}
+
+/// [`conv2d_batch_norm_train`] with the batch split into `segments` (image counts, in order,
+/// adding up to the batch size), each normalised with its own batch statistics exactly as if
+/// it had been a batch of its own; returns the output and each segment's moments.
+///
+/// Why: several batches that go through the same layers in training mode (the two halves
+/// of the pair forward) can share one convolution per layer.
+pub fn conv2d_batch_norm_train_segments(
+    x: &Tensor,
+    conv: ConvSpec<'_>,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+    segments: &[usize],
+) -> Result<(Tensor, Vec<BatchMoments>)> {
+    let n = x.dims().first().copied().unwrap_or(0);
+    if segments.is_empty() || segments.iter().sum::<usize>() != n {
+        return Err(Error::Input(format!(
+            "batch-norm segments {segments:?} must add up to the batch of {n} images"
+        )));
+    }
     if !kernels::applies(&[x, conv.weight, weight, bias]) {
         let z = conv2d(x, conv.weight, conv.stride, conv.padding)?;
-        let (y, moments) = batch_norm_then(&z, weight, bias, eps, BatchNormStats::Batch, relu)?;
-        let moments = moments.ok_or_else(|| {
-            Error::Input("batch norm: training mode produced no statistics".into())
-        })?;
+        let mut outputs = Vec::with_capacity(segments.len());
+        let mut moments = Vec::with_capacity(segments.len());
+        let mut start = 0;
+        for &k in segments {
+            let part = if segments.len() == 1 {
+                z.clone()
+            } else {
+                z.narrow(0, start, k)?
+            };
+            start += k;
+            let (y, m) = batch_norm_then(&part, weight, bias, eps, BatchNormStats::Batch, relu)?;
+            outputs.push(y);
+            moments.push(m.ok_or_else(|| {
+                Error::Input("batch norm: training mode produced no statistics".into())
+            })?);
+        }
+        let y = match outputs.as_slice() {
+            [single] => single.clone(),
+            _ => Tensor::cat(&outputs, 0)?,
+        };
         return Ok((y, moments));
     }
     let g = Geometry::new(x.dims(), conv.weight.dims(), conv.stride, conv.padding)
@@ -71,14 +117,14 @@ pub fn conv2d_batch_norm_train(
             g.o
         )));
     }
-    if g.n * g.oh * g.ow < 2 {
+    if segments.iter().any(|&k| k * g.oh * g.ow < 2) {
         return Err(Error::Input(format!(
             "batch norm in training mode needs more than one value per channel, got a \
-             convolution output of {:?}",
+             convolution output of {:?} in segments of {segments:?} images",
             [g.n, g.o, g.oh, g.ow]
         )));
     }
-    let op = ConvBatchNormTrain::new(conv.stride, conv.padding, eps, relu);
+    let op = ConvBatchNormTrain::new(conv.stride, conv.padding, eps, relu, segments.to_vec());
     let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
     let y = x
         .contiguous()?
@@ -86,10 +132,15 @@ pub fn conv2d_batch_norm_train(
     let stats = op.stats().ok_or_else(|| {
         Error::Input("conv + batch norm: the kernel produced no statistics".into())
     })?;
-    let moments = BatchMoments {
-        mean: Tensor::from_slice(&stats.mean, g.o, x.device())?,
-        var_unbiased: Tensor::from_slice(&stats.var_unbiased, g.o, x.device())?,
-    };
+    let moments = stats
+        .iter()
+        .map(|s| {
+            Ok(BatchMoments {
+                mean: Tensor::from_slice(&s.mean, g.o, x.device())?,
+                var_unbiased: Tensor::from_slice(&s.var_unbiased, g.o, x.device())?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((y, moments))
 }
 

@@ -13,6 +13,11 @@ pub const SIMILARITY_BETA: f64 = 0.9;
 /// Number of layers compared by the pair forward: the stem and the four sections.
 pub const NUM_LAYERS: usize = 5;
 
+/// How a forward pass through the layers runs: `None` in evaluation mode; `Some(segments)` in
+/// training mode, the batch split into `segments` (image counts, in order) that every batch
+/// norm normalises with their own statistics, as if each had been a forward pass of its own.
+type Mode<'a> = Option<&'a [usize]>;
+
 /// A conv → BN pair (the `nn.Sequential(conv, bn)` pieces of the reference).
 #[derive(Debug, Clone)]
 struct ConvBn {
@@ -37,19 +42,19 @@ impl ConvBn {
     }
 
     /// Training mode runs the convolution and the batch norm as one fused op.
-    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            return self.bn.forward_train_conv(&self.conv, x, false);
+    fn forward(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        match mode {
+            Some(segments) => self.bn.forward_train_conv(&self.conv, x, false, segments),
+            None => self.forward_eval(x),
         }
-        self.forward_eval(x)
     }
 
-    /// `relu(forward(x, train))`, with the ReLU fused too in training mode.
-    fn forward_relu(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            return self.bn.forward_train_conv(&self.conv, x, true);
+    /// `relu(forward(x, mode))`, with the ReLU fused too in training mode.
+    fn forward_relu(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        match mode {
+            Some(segments) => self.bn.forward_train_conv(&self.conv, x, true, segments),
+            None => ops::relu(&self.forward_eval(x)?),
         }
-        ops::relu(&self.forward_eval(x)?)
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -114,14 +119,14 @@ impl ResBlock {
 
     /// The ReLUs of `layer1`/`layer2` are applied to the previous layer's output, so they are
     /// fused with the batch norm before them; the final ReLU with the residual add.
-    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.layer0.forward_relu(x, train)?;
+    fn forward(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        let out = self.layer0.forward_relu(x, mode)?;
         let out = match &mut self.layer2 {
-            Some(layer2) => layer2.forward(&self.layer1.forward_relu(&out, train)?, train)?,
-            None => self.layer1.forward(&out, train)?,
+            Some(layer2) => layer2.forward(&self.layer1.forward_relu(&out, mode)?, mode)?,
+            None => self.layer1.forward(&out, mode)?,
         };
         let skip = match &mut self.shortcut {
-            Some(s) => s.forward(x, train)?,
+            Some(s) => s.forward(x, mode)?,
             None => x.clone(),
         };
         ops::add_relu(&out, &skip)
@@ -182,13 +187,13 @@ impl Core {
     }
 
     /// The five features (stem and sections 1-4, all post-ReLU).
-    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+    fn forward(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Vec<Tensor>> {
         let mut features = Vec::with_capacity(NUM_LAYERS);
-        let mut h = self.stem.forward_relu(x, train)?;
+        let mut h = self.stem.forward_relu(x, mode)?;
         features.push(h.clone());
         for section in &mut self.sections {
             for block in section.iter_mut() {
-                h = block.forward(&h, train)?;
+                h = block.forward(&h, mode)?;
             }
             features.push(h.clone());
         }
@@ -327,8 +332,8 @@ impl ResNet {
     /// (training mode updates the BN running statistics).
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         self.check_images(x, "images")?;
-        let train = self.training;
-        let features = self.core.forward(x, train)?;
+        let whole = [x.dim(0)?];
+        let features = self.core.forward(x, self.training.then_some(&whole[..]))?;
         self.head(&features)
     }
 
@@ -346,9 +351,10 @@ impl ResNet {
         Ok(self.forward_pair_detailed(a, b)?.scores)
     }
 
-    /// The pair forward with its per-layer cosines. The core runs on `a` and on `b`
-    /// separately (in training mode each pass uses its own batch statistics and updates the
-    /// BN running statistics); then, for each layer, `running_mean ← β·running_mean +
+    /// The pair forward with its per-layer cosines. The core runs on `a` and on `b` as the
+    /// reference's two passes do (in training mode each uses its own batch statistics and
+    /// updates the BN running statistics, `a` first), here as one pass over both whose batch
+    /// norms treat the halves separately; then, for each layer, `running_mean ← β·running_mean +
     /// (1−β)·mean(features of a and b)` (also in eval mode, as the reference) and the
     /// features centred with the updated mean are compared by cosine; the layer cosines are
     /// combined with `softmax(layer_weight)`.
@@ -362,18 +368,21 @@ impl ResNet {
                 b.dims()
             )));
         }
-        let train = self.training;
-        let fa = self.core.forward(a, train)?;
-        let fb = self.core.forward(b, train)?;
+        // Both sides in one pass: in training mode each half keeps its own batch-norm
+        // statistics and running-statistics update (a first, then b), as two passes would.
+        let k = a.dim(0)?;
+        let halves = [k, k];
+        let mode = self.training.then_some(&halves[..]);
+        let features = self.core.forward(&Tensor::cat(&[a, b], 0)?, mode)?;
         let mut layer_scores = Vec::with_capacity(NUM_LAYERS);
-        for (l, (xa, xb)) in fa.iter().zip(&fb).enumerate() {
+        for (l, f) in features.iter().enumerate() {
             let mean = rsa_core::model_side::update_running_mean(
                 &self.running_means[l],
-                xa,
-                xb,
+                &f.narrow(0, 0, k)?,
+                &f.narrow(0, k, k)?,
                 SIMILARITY_BETA,
             )?;
-            layer_scores.push(rsa_core::model_side::centered_cosine(xa, xb, &mean)?);
+            layer_scores.push(rsa_core::model_side::centered_cosine_halves(f, &mean)?);
             self.running_means[l] = mean;
         }
         let scores = rsa_core::model_side::combine_layer_scores(

@@ -584,6 +584,123 @@ fn fused_conv_batch_norm_matches_the_unfused_composition() {
 }
 
 #[test]
+fn segmented_conv_batch_norm_matches_separate_passes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    // (case, segments): several sizes, a one-image segment, the Winograd path (16 channels).
+    let cases: [(ConvCase, &[usize]); 5] = [
+        ((4, 3, 9, 8, 4, 3, 2, 1), &[2, 2]),
+        ((5, 3, 7, 5, 2, 3, 1, 0), &[1, 3, 1]),
+        ((7, 3, 5, 5, 4, 3, 2, 1), &[4, 3]),
+        ((6, 16, 7, 9, 17, 3, 1, 1), &[3, 3]),
+        ((2, 4, 6, 7, 5, 1, 1, 0), &[2]),
+    ];
+    for (case_index, &((n, c, h, w, o, k, s, p), segments)) in cases.iter().enumerate() {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let relu = case_index % 2 == 1;
+        let case = format!(
+            "{:?} segments {segments:?} relu {relu}",
+            (n, c, h, w, o, k, s, p)
+        );
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let gamma = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let beta = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
+        let g = random(&mut rng, &[n, o, oh, ow]);
+        let spec = ops::ConvSpec {
+            weight: wt.as_tensor(),
+            stride: s,
+            padding: p,
+        };
+        let (fast, fast_m) =
+            ops::conv2d_batch_norm_train_segments(&x, spec, &gamma, &beta, 1e-5, relu, segments)
+                .unwrap();
+        assert_eq!(fast_m.len(), segments.len(), "{case}");
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for (&len, m) in segments.iter().zip(&fast_m) {
+            let part = x.narrow(0, start, len).unwrap();
+            start += len;
+            let (y, ref_m) =
+                ops::conv2d_batch_norm_train(&part, spec, &gamma, &beta, 1e-5, relu).unwrap();
+            assert_close(&format!("mean {case}"), &m.mean, &ref_m.mean, 1e-6);
+            assert_close(
+                &format!("var {case}"),
+                &m.var_unbiased,
+                &ref_m.var_unbiased,
+                1e-6,
+            );
+            parts.push(y);
+        }
+        let reference = Tensor::cat(&parts, 0).unwrap();
+        assert_close(
+            &format!("segmented conv+bn y {case}"),
+            &fast,
+            &reference,
+            1e-6,
+        );
+        assert_same_gradients(
+            &format!("segmented conv+bn {case}"),
+            &fast,
+            &reference,
+            &g,
+            &[
+                ("dx", &x),
+                ("dw", &wt),
+                ("dgamma", &gamma),
+                ("dbeta", &beta),
+            ],
+            TOL,
+        );
+        // The composition off the fast path (float64 takes candle's ops) agrees.
+        let as64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let (x64, w64) = (as64(&x), as64(&wt));
+        let spec64 = ops::ConvSpec {
+            weight: &w64,
+            stride: s,
+            padding: p,
+        };
+        let (slow, slow_m) = ops::conv2d_batch_norm_train_segments(
+            &x64,
+            spec64,
+            &as64(&gamma),
+            &as64(&beta),
+            1e-5,
+            relu,
+            segments,
+        )
+        .unwrap();
+        assert_eq!(slow_m.len(), segments.len(), "{case}");
+        assert_close(&format!("composite y {case}"), &as64(&fast), &slow, 1e-4);
+    }
+    let x = random(&mut rng, &[3, 2, 4, 4]);
+    let wt = random(&mut rng, &[2, 2, 3, 3]);
+    let ones = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+    let spec = ops::ConvSpec {
+        weight: &wt,
+        stride: 1,
+        padding: 1,
+    };
+    for bad in [&[1usize, 1][..], &[2, 2], &[]] {
+        assert!(
+            ops::conv2d_batch_norm_train_segments(&x, spec, &ones, &ones, 1e-5, false, bad)
+                .is_err(),
+            "segments {bad:?} of 3 images"
+        );
+    }
+    // A 1×1 output map: a one-image segment has one value per channel.
+    let spec = ops::ConvSpec {
+        weight: &wt,
+        stride: 1,
+        padding: 0,
+    };
+    let x = random(&mut rng, &[3, 2, 3, 3]);
+    assert!(
+        ops::conv2d_batch_norm_train_segments(&x, spec, &ones, &ones, 1e-5, false, &[1, 2])
+            .is_err()
+    );
+}
+
+#[test]
 fn add_relu_matches_the_unfused_composition() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     for shape in [[2, 3, 5, 7], [1, 1, 1, 1], [4, 9, 6, 5], [64, 16, 4, 4]] {

@@ -6,28 +6,35 @@
 //! here the batch-norm backward hands `dz` straight to the convolution's backward kernels.
 //! The arithmetic is exactly that of [`super::conv`] followed by [`super::norm`]'s
 //! `BatchNormTrain`.
+//!
+//! The batch can be split into segments of consecutive images, each normalised with its own
+//! batch statistics, as if each had gone through the layer on its own: the pair forward runs
+//! its two halves through the network in one pass that way, with one convolution per layer
+//! instead of two (fewer, larger kernel calls; one weight gradient instead of two for candle
+//! to add up).
 
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::conv::{self, Geometry};
-use super::f32_data;
 use super::norm::{self, BatchStats};
+use super::{f32_data, uninit_vec};
 
 /// What the forward pass keeps for the backward pass.
 #[derive(Debug)]
 struct Saved {
     /// The convolution's output (the batch norm's input), `[N, O, OH, OW]`.
     z: Vec<f32>,
-    /// Its batch statistics.
-    stats: BatchStats,
+    /// The batch statistics of each segment.
+    stats: Vec<BatchStats>,
 }
 
 /// `bn(conv2d(x, w))` (then `relu` with `relu`) on `(x, w, [γ; β])`, training mode; `[γ; β]`
 /// is the batch norm's weight and bias concatenated (`[2·O]`: a custom op takes at most three
-/// tensors). The batch statistics are published in [`ConvBatchNormTrain::stats`] once the op
-/// has run.
+/// tensors). Each segment of images (`segments`, image counts in order; one segment: the whole
+/// batch) is normalised with its own statistics, which are published in
+/// [`ConvBatchNormTrain::stats`] once the op has run.
 #[derive(Debug, Clone)]
 pub struct ConvBatchNormTrain {
     /// Convolution stride (both directions).
@@ -38,24 +45,60 @@ pub struct ConvBatchNormTrain {
     pub eps: f64,
     /// Whether a ReLU follows the batch norm.
     pub relu: bool,
+    /// Images per batch-norm segment, in order (they must add up to the batch size).
+    pub segments: Vec<usize>,
     saved: Arc<OnceLock<Saved>>,
 }
 
 impl ConvBatchNormTrain {
-    /// A new op (it can be applied once).
-    pub fn new(stride: usize, padding: usize, eps: f64, relu: bool) -> Self {
+    /// A new op (it can be applied once) normalising the images in `segments` (image counts)
+    /// separately.
+    pub fn new(stride: usize, padding: usize, eps: f64, relu: bool, segments: Vec<usize>) -> Self {
         Self {
             stride,
             padding,
             eps,
             relu,
+            segments,
             saved: Arc::new(OnceLock::new()),
         }
     }
 
-    /// The batch statistics of the convolution's output, once the op has run.
-    pub fn stats(&self) -> Option<&BatchStats> {
-        self.saved.get().map(|s| &s.stats)
+    /// The batch statistics of each segment of the convolution's output, once the op has run.
+    pub fn stats(&self) -> Option<&[BatchStats]> {
+        self.saved.get().map(|s| s.stats.as_slice())
+    }
+
+    /// Value ranges of the segments in an `[N, O, OH, OW]` buffer of `plane` = `O·OH·OW`
+    /// values per image; an error unless they cover the `n` images, each with more than one
+    /// value per channel.
+    fn segment_ranges(
+        &self,
+        n: usize,
+        plane: usize,
+        hw: usize,
+    ) -> candle_core::Result<Vec<std::ops::Range<usize>>> {
+        if self.segments.iter().sum::<usize>() != n {
+            bail!(
+                "conv + batch norm: segments {:?} do not add up to the batch of {n}",
+                self.segments
+            );
+        }
+        if self.segments.iter().any(|&k| k * hw < 2) {
+            bail!(
+                "batch norm: training mode needs more than one value per channel in every segment"
+            );
+        }
+        let mut start = 0;
+        Ok(self
+            .segments
+            .iter()
+            .map(|&k| {
+                let range = start * plane..(start + k) * plane;
+                start += k;
+                range
+            })
+            .collect())
     }
 }
 
@@ -94,16 +137,29 @@ impl CustomOp3 for ConvBatchNormTrain {
             );
         }
         let hw = g.oh * g.ow;
-        if g.n * hw < 2 {
-            bail!("batch norm: training mode needs more than one value per channel");
-        }
+        let ranges = self.segment_ranges(g.n, g.o * hw, hw)?;
         let x = f32_data(s1, l1, "conv2d input")?;
         let w = f32_data(s2, l2, "conv2d weight")?;
         let (gamma, beta) = f32_data(s3, l3, "batch norm weight and bias")?.split_at(g.o);
         let z = conv::forward(&g, x, w);
-        let stats = norm::batch_stats(&z, g.o, hw, self.eps);
-        let (alpha, shift) = norm::fold(&stats, gamma, beta);
-        let y = norm::channel_affine(&z, &alpha, Some(&shift), self.relu, hw);
+        // SAFETY: the segments cover `y` (checked above), and `channel_affine_into` writes every
+        // value of its segment (`hw` and `O` are positive: each segment has ≥ 2 values per
+        // channel), before `y` is returned.
+        let mut y = unsafe { uninit_vec(z.len()) };
+        let mut stats = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let seg_stats = norm::batch_stats(&z[range.clone()], g.o, hw, self.eps);
+            let (alpha, shift) = norm::fold(&seg_stats, gamma, beta);
+            norm::channel_affine_into(
+                &z[range.clone()],
+                &alpha,
+                Some(&shift),
+                self.relu,
+                hw,
+                &mut y[range],
+            );
+            stats.push(seg_stats);
+        }
         if self.saved.set(Saved { z, stats }).is_err() {
             bail!("conv + batch norm: an op instance can only be applied once");
         }
@@ -132,7 +188,12 @@ impl CustomOp3 for ConvBatchNormTrain {
                 grad.dims()
             );
         }
-        let dz = {
+        let hw = g.oh * g.ow;
+        let ranges = self.segment_ranges(g.n, g.o * hw, hw)?;
+        if ranges.len() != saved.stats.len() {
+            bail!("conv + batch norm backward: the segments changed since the forward pass");
+        }
+        let (dz, dgamma, dbeta) = {
             let (g_guard, g_layout) = grad.storage_and_layout();
             let (y_guard, y_layout) = res.storage_and_layout();
             let dy = tensor_data(&g_guard, g_layout, "output gradient")?;
@@ -141,9 +202,26 @@ impl CustomOp3 for ConvBatchNormTrain {
             } else {
                 None
             };
-            norm::batch_norm_backward(&saved.z, dy, relu_out, &saved.stats, &gamma, g.oh * g.ow)
+            // SAFETY: the segments cover `dz`, and `batch_norm_backward_into` writes every
+            // value of its segment (`hw`, `O` positive), before `dz` is read.
+            let mut dz = unsafe { uninit_vec(saved.z.len()) };
+            let (mut dgamma, mut dbeta) = (vec![0f32; g.o], vec![0f32; g.o]);
+            for (range, stats) in ranges.into_iter().zip(&saved.stats) {
+                let (dg, db) = norm::batch_norm_backward_into(
+                    &saved.z[range.clone()],
+                    &dy[range.clone()],
+                    relu_out.map(|y| &y[range.clone()]),
+                    stats,
+                    &gamma,
+                    hw,
+                    &mut dz[range],
+                );
+                for (total, part) in dgamma.iter_mut().zip(dg).chain(dbeta.iter_mut().zip(db)) {
+                    *total += part;
+                }
+            }
+            (dz, dgamma, dbeta)
         };
-        let (dz, dgamma, dbeta) = dz;
         let device = x.device();
         let dgb = if gamma_beta.track_op() {
             let mut both = dgamma;

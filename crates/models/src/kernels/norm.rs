@@ -411,14 +411,26 @@ pub fn channel_affine(
     if hw == 0 || alpha.is_empty() {
         return vec![0f32; x.len()];
     }
-    // SAFETY: `par_planes` hands out all of `y` in runs, and `affine_run` writes every value
-    // of its run (from the equally long run of `x`), before `y` is returned.
+    // SAFETY: `channel_affine_into` writes every value of `y`, before `y` is returned.
     let mut y = unsafe { uninit_vec(x.len()) };
-    par_planes(&mut y, hw, MIN_TASK, |first, run| {
+    channel_affine_into(x, alpha, beta, relu, hw, &mut y);
+    y
+}
+
+/// [`channel_affine`] into `y` (as long as `x`; `hw` and `alpha` non-empty), every value
+/// written.
+pub(crate) fn channel_affine_into(
+    x: &[f32],
+    alpha: &[f32],
+    beta: Option<&[f32]>,
+    relu: bool,
+    hw: usize,
+    y: &mut [f32],
+) {
+    par_planes(y, hw, MIN_TASK, |first, run| {
         let xs = &x[first * hw..first * hw + run.len()];
         affine_run(run, xs, first, hw, alpha, beta, relu);
     });
-    y
 }
 
 /// `(α, β) = (γ·invstd, bias − mean·α)` in float32, per channel.
@@ -448,6 +460,30 @@ pub fn batch_norm_backward(
     hw: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = weight.len();
+    let mut dx = if hw > 0 && c > 0 {
+        // SAFETY: `batch_norm_backward_into` below writes every value of `dx` (from the equally
+        // long `x` and `dy`; a shorter `dy` panics on slicing, dropping `dx` unread), before
+        // `dx` is returned.
+        unsafe { uninit_vec(x.len()) }
+    } else {
+        vec![0f32; x.len()]
+    };
+    let (dgamma, dbeta) = batch_norm_backward_into(x, dy, relu_out, stats, weight, hw, &mut dx);
+    (dx, dgamma, dbeta)
+}
+
+/// [`batch_norm_backward`] writing `dx` into `dx` (as long as `x`; every value written when
+/// `hw` and `weight` are non-empty); returns `dγ`, `dβ`.
+pub(crate) fn batch_norm_backward_into(
+    x: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    stats: &BatchStats,
+    weight: &[f32],
+    hw: usize,
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
     let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
         channel_grad_sums(x, dy, relu_out, c, hw, ch, stats.mean[ch])
@@ -466,16 +502,8 @@ pub fn batch_norm_backward(
             )
         })
         .collect();
-    let mut dx = if hw > 0 && c > 0 {
-        // SAFETY: `par_planes` below hands out all of `dx` in runs, and `bn_dx_run` writes every
-        // value of its run (from the equally long runs of `x` and `dy`; a shorter `dy` panics
-        // on slicing, dropping `dx` unread), before `dx` is returned.
-        unsafe { uninit_vec(x.len()) }
-    } else {
-        vec![0f32; x.len()]
-    };
     if hw > 0 && c > 0 {
-        par_planes(&mut dx, hw, MIN_TASK, |first, run| {
+        par_planes(dx, hw, MIN_TASK, |first, run| {
             let range = first * hw..first * hw + run.len();
             bn_dx_run(
                 run,
@@ -494,7 +522,7 @@ pub fn batch_norm_backward(
         .map(|(&(_, dot), &s)| (dot * s as f64) as f32)
         .collect();
     let dbeta = sums.iter().map(|&(sum, _)| sum as f32).collect();
-    (dx, dgamma, dbeta)
+    (dgamma, dbeta)
 }
 
 /// Training-mode batch norm on `(x, weight, bias)`, optionally followed by a ReLU in the same
