@@ -511,6 +511,29 @@ fn batch_norm_relu_eval_is_relu_of_the_eval_batch_norm() {
     assert_close("bn+relu eval", &fused, &reference_relu(&bn), 0.0);
 }
 
+/// Random inputs of a conv + batch norm case (drawn in this order): input, kernel, γ, β, and
+/// a gradient for the output.
+struct ConvBnCase {
+    x: Var,
+    wt: Var,
+    gamma: Var,
+    beta: Var,
+    g: Tensor,
+}
+
+impl ConvBnCase {
+    fn random(rng: &mut ChaCha8Rng, (n, c, h, w, o, k, s, p): ConvCase) -> Self {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        Self {
+            x: Var::from_tensor(&random(rng, &[n, c, h, w])).unwrap(),
+            wt: Var::from_tensor(&random(rng, &[o, c, k, k])).unwrap(),
+            gamma: Var::from_tensor(&random(rng, &[o])).unwrap(),
+            beta: Var::from_tensor(&random(rng, &[o])).unwrap(),
+            g: random(rng, &[n, o, oh, ow]),
+        }
+    }
+}
+
 #[test]
 fn fused_conv_batch_norm_matches_the_unfused_composition() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -521,11 +544,13 @@ fn fused_conv_batch_norm_matches_the_unfused_composition() {
         }
         let relu = case_index % 2 == 0;
         let case = format!("{:?} relu {relu}", (n, c, h, w, o, k, s, p));
-        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
-        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
-        let gamma = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
-        let beta = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
-        let g = random(&mut rng, &[n, o, oh, ow]);
+        let ConvBnCase {
+            x,
+            wt,
+            gamma,
+            beta,
+            g,
+        } = ConvBnCase::random(&mut rng, (n, c, h, w, o, k, s, p));
         let spec = ops::ConvSpec {
             weight: wt.as_tensor(),
             stride: s,
@@ -595,17 +620,18 @@ fn segmented_conv_batch_norm_matches_separate_passes() {
         ((2, 4, 6, 7, 5, 1, 1, 0), &[2]),
     ];
     for (case_index, &((n, c, h, w, o, k, s, p), segments)) in cases.iter().enumerate() {
-        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let relu = case_index % 2 == 1;
         let case = format!(
             "{:?} segments {segments:?} relu {relu}",
             (n, c, h, w, o, k, s, p)
         );
-        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
-        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
-        let gamma = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
-        let beta = Var::from_tensor(&random(&mut rng, &[o])).unwrap();
-        let g = random(&mut rng, &[n, o, oh, ow]);
+        let ConvBnCase {
+            x,
+            wt,
+            gamma,
+            beta,
+            g,
+        } = ConvBnCase::random(&mut rng, (n, c, h, w, o, k, s, p));
         let spec = ops::ConvSpec {
             weight: wt.as_tensor(),
             stride: s,

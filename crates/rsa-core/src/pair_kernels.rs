@@ -436,6 +436,16 @@ mod tests {
         }
     }
 
+    /// The gradients of `Σ scores·up`.
+    fn weighted_backward(scores: &Tensor, up: &Tensor) -> candle_core::backprop::GradStore {
+        (scores * up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    }
+
     /// Cosines and both gradients of the kernel against the candle composition, with a
     /// random upstream gradient so that every pair's coefficient differs.
     fn check(dims: &[usize], seed: u64) {
@@ -454,18 +464,10 @@ mod tests {
         let fast = centered_cosine(a.as_tensor(), b.as_tensor(), &mean).unwrap();
         let reference = centered_cosine_composite(a.as_tensor(), b.as_tensor(), &mean).unwrap();
         assert_close("cosine", &fast, &reference, 1e-5);
-        let g_fast = (&fast * &up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ref = (&reference * &up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g_fast, g_ref) = (
+            weighted_backward(&fast, &up),
+            weighted_backward(&reference, &up),
+        );
         for (name, v) in [("da", &a), ("db", &b)] {
             assert_close(
                 name,
@@ -513,18 +515,10 @@ mod tests {
             let (a, b) = (x.narrow(0, 0, k).unwrap(), x.narrow(0, k, k).unwrap());
             let reference = centered_cosine_composite(&a, &b, &mean).unwrap();
             assert_close("cosine of halves", &fast, &reference, 1e-5);
-            let g_fast = (&fast * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g_ref = (&reference * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let (g_fast, g_ref) = (
+                weighted_backward(&fast, &up),
+                weighted_backward(&reference, &up),
+            );
             assert_close(
                 "dx of halves",
                 g_fast.get(x.as_tensor()).unwrap(),
