@@ -351,6 +351,15 @@ pub struct EvaluationConfig {
     /// Each image costs `steps` gradients per ε, the dearest evaluation on a CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgd_images: Option<usize>,
+    /// HopSkipJump (`hsj`) iterations; absent: foolbox's 64. Its gradient estimates take
+    /// about `g·Σ√t` queries per image over the iterations (≈ 35 000 with the defaults), so
+    /// fewer iterations are the way to bound its cost on a CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsj_steps: Option<usize>,
+    /// HopSkipJump gradient-estimation queries at the first iteration (`g` above, growing
+    /// with √t up to 10 000); absent: foolbox's 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsj_gradient_evals: Option<usize>,
 }
 
 impl Default for EvaluationConfig {
@@ -361,6 +370,8 @@ impl Default for EvaluationConfig {
             boundary_repeats: default_boundary_repeats(),
             surrogate: None,
             pgd_images: None,
+            hsj_steps: None,
+            hsj_gradient_evals: None,
         }
     }
 }
@@ -535,6 +546,9 @@ impl ExperimentConfig {
         }
         if self.evaluation.boundary_images == 0 || self.evaluation.boundary_repeats == 0 {
             bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
+        }
+        if self.evaluation.hsj_steps == Some(0) || self.evaluation.hsj_gradient_evals == Some(0) {
+            bail!("evaluation.hsj_steps and evaluation.hsj_gradient_evals must be positive when given");
         }
         if self.evaluation.pgd_images == Some(0) {
             bail!("evaluation.pgd_images must be positive when given");

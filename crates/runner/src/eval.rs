@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use pixreg_datasets::ClassificationData;
 
-use crate::config::{parse_device, ExperimentConfig};
+use crate::config::{parse_device, EvaluationConfig, ExperimentConfig};
 use crate::data::DataSource;
 use crate::output::write_text;
 use crate::run_dir::RunDir;
@@ -188,16 +188,23 @@ pub fn evaluate_loaded(
                     "boundary-converged" => DecisionAttack::Boundary(BoundaryAttack::converged(
                         CONVERGED_BOUNDARY_STEPS,
                     )),
-                    _ => DecisionAttack::HopSkipJump(HopSkipJump::default()),
+                    _ => DecisionAttack::HopSkipJump(hop_skip_jump(&config.evaluation)),
                 };
                 let report = protocol.run(&clf, &x)?;
+                let settings = match &protocol.attack {
+                    DecisionAttack::HopSkipJump(h) => json!({
+                        "steps": h.steps,
+                        "initial_gradient_evals": h.initial_gradient_eval_steps,
+                    }),
+                    _ => serde_json::Value::Null,
+                };
                 let n_images = report.indices.len() as f64;
                 let queries: f64 = report
                     .repeats
                     .iter()
                     .map(|r| r.mean_queries * n_images)
                     .sum();
-                json!({
+                let mut v = json!({
                     "queries": queries,
                     "queries_per_second": queries / report.wall_seconds,
                     "mean_of_medians": report.mean_of_medians,
@@ -206,7 +213,11 @@ pub fn evaluate_loaded(
                     "n_images": report.indices.len(),
                     "repeats": report.repeats,
                     "wall_seconds": report.wall_seconds,
-                })
+                });
+                if !settings.is_null() {
+                    v["settings"] = settings;
+                }
+                v
             }
             "pgd-linf" | "pgd-l2" => {
                 let n = config
@@ -237,4 +248,17 @@ pub fn evaluate_loaded(
     }
     write_text(&run.results(), &serde_json::to_string_pretty(&results)?)?;
     Ok(results)
+}
+
+/// The HopSkipJump of an `[evaluation]` section: foolbox's defaults, with `hsj_steps` and
+/// `hsj_gradient_evals` where given.
+fn hop_skip_jump(evaluation: &EvaluationConfig) -> HopSkipJump {
+    let defaults = HopSkipJump::default();
+    HopSkipJump {
+        steps: evaluation.hsj_steps.unwrap_or(defaults.steps),
+        initial_gradient_eval_steps: evaluation
+            .hsj_gradient_evals
+            .unwrap_or(defaults.initial_gradient_eval_steps),
+        ..defaults
+    }
 }

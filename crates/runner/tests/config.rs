@@ -81,6 +81,8 @@ fn bad_values_are_rejected_before_anything_runs() {
         (&["task.dataset=svhn"], "task.dataset"),
         (&["device=tpu"], "device"),
         (&["training.epoch=3"], "unknown field"),
+        (&["evaluation.hsj_steps=0"], "hsj_steps"),
+        (&["evaluation.hsj_gradient_evals=0"], "hsj_gradient_evals"),
         (
             &["training.adversarial={attack=\"bim\", epsilon=0.1}"],
             "`fgsm` or `pgd`",

@@ -142,7 +142,31 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
         "{}",
         String::from_utf8_lossy(&pgd.stderr)
     );
+    // HopSkipJump on a budget: 2 iterations of 10 gradient queries (foolbox: 64 of 100).
+    let hsj = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args(["eval", "--attacks", "hsj", "--data-dir", DATA])
+        .args(["--set", "evaluation.boundary_images=2"])
+        .args(["--set", "evaluation.boundary_repeats=1"])
+        .args(["--set", "evaluation.hsj_steps=2"])
+        .args(["--set", "evaluation.hsj_gradient_evals=10"])
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        hsj.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hsj.stderr)
+    );
     let results = read_json(&run.join("results.json"));
+    let hsj = &results["attacks"]["hsj"];
+    assert_eq!(hsj["settings"]["steps"].as_u64(), Some(2), "{hsj}");
+    assert_eq!(hsj["settings"]["initial_gradient_evals"].as_u64(), Some(10));
+    let per_image = hsj["queries"].as_f64().unwrap() / hsj["n_images"].as_f64().unwrap();
+    assert!(
+        per_image < 1000.0,
+        "{per_image} queries per image with 2 iterations of ≤ 15 gradient queries"
+    );
     assert_eq!(results["attacks"]["pgd-linf"]["n_images"].as_u64(), Some(8));
     assert!(
         results["attacks"]["gaussian"].is_object(),
