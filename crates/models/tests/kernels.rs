@@ -839,8 +839,8 @@ fn all_finite(t: &Tensor) -> bool {
 }
 
 /// The kernels allocate their outputs without zero-filling them and must write every value:
-/// over NaN-poisoned heap memory, the convolution, batch norm + ReLU and add + ReLU outputs and
-/// gradients are finite and equal to those of a run without poisoning.
+/// over NaN-poisoned heap memory, the convolution, batch norm + ReLU (in segments) and add +
+/// ReLU outputs and gradients are finite and equal to those of a run without poisoning.
 #[test]
 fn kernel_outputs_are_fully_written_over_reused_memory() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -850,13 +850,19 @@ fn kernel_outputs_are_fully_written_over_reused_memory() {
             // Too small for a training-mode batch norm.
             continue;
         }
-        let case = format!("{:?}", (n, c, h, w, o, k, s, p));
+        // Two batch-norm segments where each keeps more than one value per channel.
+        let segments = if n >= 2 && oh * ow >= 2 {
+            vec![1, n - 1]
+        } else {
+            vec![n]
+        };
+        let case = format!("{:?} segments {segments:?}", (n, c, h, w, o, k, s, p));
         let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
         let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
         let gamma = random(&mut rng, &[o]);
         let beta = random(&mut rng, &[o]);
         let run = |poison: bool| {
-            let (y, _) = ops::conv2d_batch_norm_train(
+            let (y, _) = ops::conv2d_batch_norm_train_segments(
                 &x,
                 ops::ConvSpec {
                     weight: &wt,
@@ -867,6 +873,7 @@ fn kernel_outputs_are_fully_written_over_reused_memory() {
                 &beta,
                 1e-5,
                 true,
+                &segments,
             )
             .unwrap();
             let z = ops::conv2d(&x, &wt, s, p).unwrap();
