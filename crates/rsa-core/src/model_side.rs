@@ -28,7 +28,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::pair_kernels::{self, CenteredCosine, CenteredCosineHalves};
+use crate::pair_kernels::{self, CenteredCosine};
 use crate::{Error, Result};
 
 /// The reference's cosine-similarity epsilon (`torch.nn.functional.cosine_similarity` default).
@@ -164,7 +164,7 @@ pub fn centered_cosine_halves(pairs: &Tensor, mean: &Tensor) -> Result<Tensor> {
         }
         return Ok(pairs.contiguous()?.apply_op2(
             &mean.detach().contiguous()?,
-            CenteredCosineHalves::new(COSINE_EPS),
+            CenteredCosine::new(COSINE_EPS),
         )?);
     }
     let k = rows / 2;

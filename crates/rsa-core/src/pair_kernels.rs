@@ -133,8 +133,9 @@ struct PairStats {
     cosine: f64,
 }
 
-/// `(a, b, mean) ↦ [k]` centred cosines, PyTorch's `cosine_similarity` semantics (each side
-/// divided by `max(‖x'‖, eps)`); gradients for `a` and `b` (the mean is a constant).
+/// `(a, b, mean) ↦ [k]` centred cosines (as a two-tensor op, of the two halves of one
+/// tensor), PyTorch's `cosine_similarity` semantics (each side divided by `max(‖x'‖, eps)`);
+/// gradients for `a` and `b` (the mean is a constant).
 #[derive(Debug)]
 pub(crate) struct CenteredCosine {
     eps: f64,
@@ -227,24 +228,6 @@ impl CustomOp3 for CenteredCosine {
     }
 }
 
-/// `(x, mean) ↦ [k]`: the [`CenteredCosine`] of the halves of `x` (`[2k, C, …]`, pair `i` =
-/// rows `i` and `k + i`); gradient for `x` (zero where the norm clamps as in
-/// [`CenteredCosine`]), none for the mean.
-#[derive(Debug)]
-pub(crate) struct CenteredCosineHalves {
-    eps: f64,
-    stats: OnceLock<Vec<PairStats>>,
-}
-
-impl CenteredCosineHalves {
-    pub(crate) fn new(eps: f64) -> Self {
-        Self {
-            eps,
-            stats: OnceLock::new(),
-        }
-    }
-}
-
 /// `(k, C, S)` of one half of a `[2k, C, S…]` shape.
 fn half_kcs(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
     let (n, c, s) = kcs(dims)?;
@@ -254,7 +237,9 @@ fn half_kcs(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
     Ok((n / 2, c, s))
 }
 
-impl CustomOp2 for CenteredCosineHalves {
+/// As a two-tensor op, `(x, mean) ↦ [k]`: the centred cosines of the halves of `x`
+/// (`[2k, C, …]`, pair `i` = rows `i` and `k + i`); gradient for `x`, none for the mean.
+impl CustomOp2 for CenteredCosine {
     fn name(&self) -> &'static str {
         "rsa-centered-cosine-halves"
     }
