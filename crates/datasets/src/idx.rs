@@ -44,35 +44,70 @@ pub fn dir_has_dataset(dir: &Path) -> bool {
     })
 }
 
-/// Reads a whole file, gunzipping it when its name ends in `.gz`.
+/// Largest IDX payload read (2 GiB; EMNIST's largest file is 0.7 GB): a header announcing
+/// more is corrupt or hostile, and is refused before anything is allocated.
+pub const MAX_IDX_BYTES: u64 = 2 << 30;
+
+/// Reads an IDX file, gunzipping it when its name ends in `.gz`, as a stream: the header is
+/// read first, and at most the payload it announces plus one byte is inflated (one more byte
+/// proves the file too long), so a small `.gz` that inflates to gigabytes costs nothing.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        // The gzip trailer holds the uncompressed size mod 2^32: use it as the capacity when
-        // plausible, so the 47 MB of MNIST are allocated once.
-        let trailer = bytes
-            .len()
-            .checked_sub(4)
-            .map(|at| {
-                u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-                    as usize
-            })
-            .filter(|&n| n <= bytes.len().saturating_mul(1032))
-            .unwrap_or(bytes.len() * 4);
-        let mut out = Vec::with_capacity(trailer);
-        flate2::read::MultiGzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => Error::Truncated {
-                    path: path.to_path_buf(),
-                    what: format!("gzip stream ends early ({e})"),
-                },
-                _ => Error::format(path, format!("invalid gzip data: {e}")),
-            })?;
-        Ok(out)
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
     } else {
-        Ok(bytes)
+        Box::new(std::io::BufReader::new(file))
+    };
+    let read_error = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::Truncated {
+            path: path.to_path_buf(),
+            what: format!("stream ends early ({e})"),
+        },
+        _ if gz => Error::format(path, format!("invalid gzip data: {e}")),
+        _ => Error::io(path, e),
+    };
+    let mut header = Vec::with_capacity(24);
+    (&mut reader)
+        .take(4)
+        .read_to_end(&mut header)
+        .map_err(read_error)?;
+    // Byte 2 is the element type (0x08 = ubyte), byte 3 the number of dimensions; anything
+    // else is left to the magic check of the parser.
+    let dims = match header.as_slice() {
+        [0, 0, 0x08, d @ 1..=4] => usize::from(*d),
+        _ => return Ok(header),
+    };
+    (&mut reader)
+        .take(4 * dims as u64)
+        .read_to_end(&mut header)
+        .map_err(read_error)?;
+    if header.len() < 4 + 4 * dims {
+        return Ok(header);
     }
+    let payload = header[4..]
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        .try_fold(1u64, u64::checked_mul)
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "the header announces more than {} GiB of data: corrupt, or not an IDX file",
+                    MAX_IDX_BYTES >> 30
+                ),
+            )
+        })?;
+    let mut bytes = header;
+    bytes.reserve_exact(payload as usize + 1);
+    reader
+        .take(payload + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    Ok(bytes)
 }
 
 fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32> {
@@ -108,10 +143,7 @@ fn check_payload(bytes: &[u8], header: usize, expected: usize, path: &Path) -> R
         }),
         std::cmp::Ordering::Greater => Err(Error::format(
             path,
-            format!(
-                "{} bytes after the {expected} data bytes the header announces",
-                found - expected
-            ),
+            format!("data continues after the {expected} bytes the header announces"),
         )),
         std::cmp::Ordering::Equal => Ok(()),
     }

@@ -567,3 +567,40 @@ fn hub_parquet_decoding() {
         .unwrap_err();
     assert!(err_text(&e).contains("train.parquet"), "{e}");
 }
+
+#[test]
+fn idx_gz_bombs_are_refused_without_inflating_them() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // A valid 10-image header and payload followed by 256 MiB of zeros: ~250 KB compressed.
+    let bomb = dir.path().join("bomb-idx3-ubyte.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
+    enc.write_all(&common::idx_images(10, 28, 28, &vec![1; 10 * 784]))
+        .unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.finish().unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 2 << 20);
+    let e = idx::read_pair(DatasetName::Mnist, &bomb, &bomb, 10).unwrap_err();
+    // The reader stops one byte after the announced payload (it used to inflate all of it,
+    // then count the extra bytes).
+    assert!(
+        matches!(e, Error::Format { .. }) && err_text(&e).contains("continues after the 7840"),
+        "{e}"
+    );
+
+    // A header announcing more than any IDX file holds is refused before reading on.
+    let huge = dir.path().join("huge-idx3-ubyte.gz");
+    std::fs::write(
+        &huge,
+        common::gzip(&common::idx_images(u32::MAX, 28, 28, &[0; 100])),
+    )
+    .unwrap();
+    let e = idx::read_pair(DatasetName::Mnist, &huge, &huge, 10).unwrap_err();
+    assert!(err_text(&e).contains("announces more than 2 GiB"), "{e}");
+}
