@@ -109,19 +109,56 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(candle_core::safetensors::load_buffer(&bytes, device)?)
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+    })
 }
 
 /// Writes tensors to a safetensors file atomically.
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     write_atomically(path, |tmp| {
-        Ok(candle_core::safetensors::save(tensors, tmp)?)
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("cannot write (disk full?): {e}"),
+        })
     })
 }
 
+/// Sets mode 0644 on unix (a no-op elsewhere).
+fn readable_by_all(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(
+            |source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Runs `write` on a temporary path next to `path`, then renames it onto `path`; the
-/// temporary file is removed if anything fails.
+/// temporary file is removed if anything fails. The file is made readable by everyone
+/// (0644, like any file the user's umask allows), whatever mode the writer created it with,
+/// so colleagues on a shared runs folder can load it. An existing `path` that is not a
+/// regular file (a device, directory or symlink) is refused before anything is written.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_file() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a regular file; refusing to replace it",
+                ),
+            });
+        }
+    }
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::Io {
@@ -131,6 +168,7 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         .to_string_lossy();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = write(&tmp).and_then(|()| {
+        readable_by_all(&tmp)?;
         std::fs::rename(&tmp, path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,

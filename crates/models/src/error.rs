@@ -19,6 +19,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A safetensors file could not be parsed (truncated, corrupt) or written (disk full).
+    #[error("{path}: {message}")]
+    Safetensors {
+        /// The file involved.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A `model.json` could not be parsed or written.
     #[error("{path}: {source}")]
     Json {
