@@ -6,14 +6,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::ExperimentConfig;
 use crate::data::DataSource;
-use crate::eval::{evaluate_loaded, evaluate_run, validate_attacks};
+use crate::eval::{check_model_matches, evaluate_loaded, evaluate_run, validate_attacks};
 use crate::run_dir::{RunDir, RunStatus};
-use crate::train::{train, TrainOptions};
+use crate::train::{load_task_data, train, TrainOptions};
 
 /// Arguments of `pixreg train`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    pixreg train --config crates/runner/configs/fashion-mnist-reg-quick.toml --data-dir ../shared/datasets\n  \
+    pixreg train --config crates/runner/configs/fashion-mnist-reg-demo.toml --data-dir ../shared/datasets\n  \
     pixreg train --config exp.toml --set training.epochs=2 --set regularization.alpha=4")]
 pub struct TrainArgs {
     /// Experiment config (TOML).
@@ -67,6 +67,10 @@ pub struct EvalArgs {
     /// different model and are refused).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Evaluate a run that is still training: its best checkpoint so far, with every result
+    /// marked `"provisional": true` (dropped once the run is trained).
+    #[arg(long)]
+    pub provisional: bool,
 }
 
 /// Arguments of `pixreg runs`.
@@ -100,7 +104,7 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let mut state = outcome.state;
+    let mut state = outcome.state.clone();
     if state.status != RunStatus::Trained {
         println!(
             "run {} stopped after epoch {}; run the same command to resume",
@@ -111,10 +115,19 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     }
     let surrogate = config.evaluation.surrogate.as_deref();
     let attacks = &config.evaluation.attacks;
-    let results = match &outcome.data {
-        Some(loaded) => evaluate_loaded(run, &config, loaded, attacks, surrogate)?,
-        None => evaluate_run(run, &config, &data, attacks, surrogate)?,
+    let loaded = match outcome.data {
+        Some(loaded) => loaded,
+        None => load_task_data(&config, &data)?,
     };
+    let results = evaluate_loaded(
+        run,
+        &outcome.lock,
+        &config,
+        &loaded,
+        attacks,
+        surrogate,
+        false,
+    )?;
     state.status = RunStatus::Finished;
     run.save_state(&state)?;
     println!(
@@ -132,7 +145,7 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;
     let stored = ExperimentConfig::load(&run.config(), &[])?;
     let config = ExperimentConfig::load(&run.config(), &args.overrides)?;
-    if config.run_id()? != stored.run_id()? {
+    if config.training_toml()? != stored.training_toml()? {
         bail!(
             "pixreg eval --set may change [evaluation] settings only; {:?} would describe another \
              model than run {}",
@@ -149,7 +162,8 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
         .surrogate
         .as_deref()
         .or(config.evaluation.surrogate.as_deref());
-    let results = evaluate_run(&run, &config, &data, &attacks, surrogate)?;
+    check_model_matches(&run, &stored)?;
+    let results = evaluate_run(&run, &config, &data, &attacks, surrogate, args.provisional)?;
     print_results(&results);
     Ok(())
 }
@@ -173,7 +187,7 @@ fn print_results(results: &serde_json::Value) {
                     format!(
                         "{:.3}:{:.1}",
                         e.as_f64().unwrap_or(f64::NAN),
-                        100.0 * a.as_f64().unwrap_or(f64::NAN)
+                        a.as_f64().unwrap_or(f64::NAN)
                     )
                 })
                 .collect();
@@ -182,12 +196,12 @@ fn print_results(results: &serde_json::Value) {
             println!(
                 "  {name:<20} median per-pixel squared L2 {m:.6} (success {:.1} %, {:.0} queries \
                  in {:.1} s)",
-                100.0 * r["success_rate"].as_f64().unwrap_or(f64::NAN),
+                r["success_rate"].as_f64().unwrap_or(f64::NAN),
                 r["queries"].as_f64().unwrap_or(f64::NAN),
                 r["wall_seconds"].as_f64().unwrap_or(f64::NAN)
             );
         } else if let Some(m) = r["mean_corrupted_accuracy"].as_f64() {
-            println!("  {name:<20} mean corrupted accuracy {:.1} %", 100.0 * m);
+            println!("  {name:<20} mean corrupted accuracy {m:.1} %");
         }
     }
 }

@@ -554,19 +554,58 @@ impl ExperimentConfig {
             bail!("evaluation.pgd_images must be positive when given");
         }
         pixreg_models::device::cuda_ordinal(&self.device)?;
-        Ok(())
+        self.check_training_step_fits()
     }
 
-    /// A stable identifier of the trained model: `<dataset>-<base|reg>-<16 hex digits>`, the
-    /// hash (FNV-1a 64) of the canonical TOML of the resolved config without its
-    /// `[evaluation]` section. Configs that train the same model share a run folder, whatever
-    /// they evaluate; `pixreg eval` adds attacks to a finished run.
-    pub fn run_id(&self) -> Result<String> {
+    /// Refuses a model width or batch whose training step cannot fit in memory.
+    fn check_training_step_fits(&self) -> Result<()> {
+        let side = if self.task.dataset.starts_with("cifar") {
+            32
+        } else {
+            28
+        };
+        let channels = if self.task.rgb { 3 } else { 1 };
+        let pairs = self
+            .regularization
+            .as_ref()
+            .map_or(0, |r| r.pairs_per_batch);
+        let images = self
+            .training
+            .batch_size
+            .saturating_add(pairs.saturating_mul(2));
+        let bytes = crate::limits::training_step_bytes(
+            self.model.base_channels,
+            images,
+            side * side * channels,
+        );
+        crate::limits::check_fits(
+            bytes,
+            &format!(
+                "a training step of width {} on {images} images (batch_size {} + 2 × \
+                 pairs_per_batch {pairs})",
+                self.model.base_channels, self.training.batch_size
+            ),
+            "lower model.base_channels, training.batch_size or regularization.pairs_per_batch",
+        )
+    }
+
+    /// The canonical TOML of everything but `[evaluation]`: two configs with the same text
+    /// train the same model.
+    pub fn training_toml(&self) -> Result<String> {
         let training_only = Self {
             evaluation: EvaluationConfig::default(),
             ..self.clone()
         };
-        let canonical = toml::to_string(&training_only)?;
+        Ok(toml::to_string(&training_only)?)
+    }
+
+    /// A stable identifier of the trained model: `<dataset>-<base|reg>-<16 hex digits>`, the
+    /// hash (FNV-1a 64) of the canonical TOML of the resolved config without its
+    /// `[evaluation]` section (and, for a user target matrix, of the sha256 of its file).
+    /// Configs that train the same model share a run folder, whatever
+    /// they evaluate; `pixreg eval` adds attacks to a finished run.
+    pub fn run_id(&self) -> Result<String> {
+        let canonical = self.training_toml()?;
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
@@ -574,6 +613,23 @@ impl ExperimentConfig {
             "reg"
         } else {
             "base"
+        };
+        // A user target matrix is named by a path whose file can change: its contents are
+        // part of the model's identity (pixel targets are computed from the config alone).
+        let hash = match self
+            .regularization
+            .as_ref()
+            .filter(|r| r.targets != "pixel")
+        {
+            Some(reg) => {
+                let path = Path::new(&reg.targets);
+                let digest = crate::provenance::sha256_file(path)
+                    .with_context(|| format!("regularization.targets {}", path.display()))?;
+                digest.bytes().fold(hash, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                })
+            }
+            None => hash,
         };
         let mut id = String::new();
         write!(id, "{}-{kind}-{hash:016x}", self.task.dataset)?;

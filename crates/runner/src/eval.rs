@@ -1,6 +1,19 @@
 //! Robustness evaluation of a trained run with `pixreg-attacks`: clean accuracy, the paper's
 //! noise grids, (transferred) FGSM, the Boundary Attack under the paper protocol and converged,
 //! HopSkipJump, PGD and common corruptions. Results are merged into the run's `results.json`.
+//!
+//! # `results.json` (format [`RESULTS_FORMAT`])
+//! ```text
+//! { "format": 2, "run": id, "checkpoint": "checkpoints/best-0007.safetensors",
+//!   "checkpoint_sha256": hex, "best_epoch": 7, "train_seconds": s,
+//!   "clean":   { "test_loss", "test_acc" (%), "provenance" },
+//!   "attacks": { name: { ...the attack's report, accuracies in %..., "provenance" } } }
+//! ```
+//! Every entry's `provenance` ([`Provenance`]) names the checkpoint it evaluated by sha256,
+//! the pixreg version and git commit, the time, and whether the run was still training
+//! (`provisional`). Entries of any other checkpoint, of an older format, or provisional ones
+//! once the run is trained, are dropped when the file is next written: a results file only
+//! ever describes the run's current best checkpoint.
 
 use std::path::Path;
 
@@ -18,7 +31,8 @@ use pixreg_datasets::ClassificationData;
 use crate::config::{parse_device, EvaluationConfig, ExperimentConfig};
 use crate::data::DataSource;
 use crate::output::write_text;
-use crate::run_dir::RunDir;
+use crate::provenance::{sha256_file, Provenance};
+use crate::run_dir::{RunDir, RunLock, RunState, RunStatus};
 use crate::train::{evaluate, load_task_data};
 
 /// Attack names accepted by `--attacks` and `evaluation.attacks`.
@@ -34,6 +48,53 @@ pub const ATTACKS: [&str; 10] = [
     "pgd-l2",
     "corruptions",
 ];
+
+/// Version of the `results.json` layout (see the module docs). Format 1 (pixreg 0.1) had
+/// fractions in attack curves and no provenance.
+pub const RESULTS_FORMAT: u64 = 2;
+
+/// Keys of attack reports that hold accuracies (or success rates) as fractions in
+/// `pixreg-attacks` and are written to `results.json` in %.
+const FRACTION_KEYS: [&str; 5] = [
+    "accuracy",
+    "robust_accuracy",
+    "clean_accuracy",
+    "mean_corrupted_accuracy",
+    "success_rate",
+];
+
+/// `value` with every fraction of [`FRACTION_KEYS`] (at any depth) turned into %.
+fn in_percent(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if FRACTION_KEYS.contains(&k.as_str()) {
+                        scale_numbers(v, 100.0)
+                    } else {
+                        in_percent(v)
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(in_percent).collect()),
+        other => other,
+    }
+}
+
+fn scale_numbers(value: Value, factor: f64) -> Value {
+    match value {
+        Value::Number(n) => n.as_f64().map_or(Value::Number(n), |x| json!(x * factor)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| scale_numbers(v, factor))
+                .collect(),
+        ),
+        other => other,
+    }
+}
 
 /// Steps of the converged Boundary Attack (enough for the step-size adaptation to act).
 pub const CONVERGED_BOUNDARY_STEPS: usize = 5000;
@@ -94,54 +155,126 @@ fn test_tensor(
     Ok((x, set.labels.clone()))
 }
 
-fn load_model(run: &RunDir, device: &Device) -> Result<ResNet> {
+/// The committed best checkpoint of a run and its model.
+fn load_best(run: &RunDir, device: &Device) -> Result<(std::path::PathBuf, ResNet)> {
     let config = ModelConfig::load_json(run.model_json())?;
-    ResNet::load(run.best_checkpoint(), &config, device)
-        .with_context(|| format!("loading the best checkpoint of {}", run.root().display()))
+    let path = run.best_checkpoint()?;
+    let model = ResNet::load(&path, &config, device)
+        .with_context(|| format!("loading the best checkpoint of {}", run.root().display()))?;
+    Ok((path, model))
 }
 
-/// Evaluates a run's best checkpoint with `attacks` and merges the results into its
-/// `results.json`; returns the merged results.
+/// The state of a run that may be evaluated: trained, or (with `provisional`) still training.
+/// Migrates a pixreg 0.1 folder.
+fn evaluable_state(run: &RunDir, provisional: bool) -> Result<RunState> {
+    let mut state = run.state()?.with_context(|| {
+        format!(
+            "{} has no committed epoch (no state.json); train it first",
+            run.root().display()
+        )
+    })?;
+    if state.status == RunStatus::Running {
+        if !provisional {
+            bail!(
+                "{} is still training (epoch {} committed); its best checkpoint may change: \
+                 finish it, or pass --provisional to evaluate the best checkpoint so far",
+                run.root().display(),
+                state.completed_epochs
+            );
+        }
+    } else {
+        run.migrate_legacy(&mut state)?;
+    }
+    Ok(state)
+}
+
+/// Checks that `config.toml` describes the architecture in `checkpoints/model.json`.
+pub fn check_model_matches(run: &RunDir, config: &ExperimentConfig) -> Result<()> {
+    let model = ModelConfig::load_json(run.model_json())?;
+    let arch: pixreg_models::Arch = config.model.arch.parse()?;
+    let rgb_channels = if config.task.rgb { 3 } else { 1 };
+    if model.arch != arch
+        || model.base_channels != config.model.base_channels
+        || model.in_shape[0] != rgb_channels
+    {
+        bail!(
+            "{} says {} width {} with {} input channel(s) but {} describes {} width {} with {}: \
+             the folder was edited; restore config.toml or retrain",
+            run.config().display(),
+            config.model.arch,
+            config.model.base_channels,
+            rgb_channels,
+            run.model_json().display(),
+            model.arch,
+            model.base_channels,
+            model.in_shape[0]
+        );
+    }
+    Ok(())
+}
+
+/// Evaluates a run's best checkpoint with `attacks` under the run's lock and merges the
+/// results into its `results.json`; returns the merged results. A run still training is
+/// refused unless `provisional`, and its results are then marked provisional.
 pub fn evaluate_run(
     run: &RunDir,
     config: &ExperimentConfig,
     data_source: &DataSource,
     attacks: &[String],
     surrogate: Option<&Path>,
+    provisional: bool,
 ) -> Result<Value> {
     validate_attacks(attacks)?;
+    let lock = run.lock()?;
+    evaluable_state(run, provisional)?;
     let data = load_task_data(config, data_source)?;
-    evaluate_loaded(run, config, &data, attacks, surrogate)
+    evaluate_loaded(run, &lock, config, &data, attacks, surrogate, provisional)
 }
 
-/// [`evaluate_run`] on the task's data already in memory (the end of `pixreg train`, which
-/// has just loaded it).
+/// [`evaluate_run`] on the task's data already in memory, with the run's lock already held
+/// (the end of `pixreg train`, which has just trained under it and loaded the data).
 pub fn evaluate_loaded(
     run: &RunDir,
+    _lock: &RunLock,
     config: &ExperimentConfig,
     data: &ClassificationData,
     attacks: &[String],
     surrogate: Option<&Path>,
+    provisional: bool,
 ) -> Result<Value> {
     validate_attacks(attacks)?;
+    check_model_matches(run, config)?;
+    let state = evaluable_state(run, provisional)?;
+    let provisional = state.status == RunStatus::Running;
     let device = parse_device(&config.device)?;
-    let model = load_model(run, &device)?;
+    let (checkpoint, model) = load_best(run, &device)?;
+    let sha = sha256_file(&checkpoint)?;
+    let relative = checkpoint
+        .strip_prefix(run.root())
+        .unwrap_or(&checkpoint)
+        .display()
+        .to_string();
+    let provenance = || {
+        serde_json::to_value(Provenance::now(
+            &relative,
+            &sha,
+            state.best_epoch,
+            provisional,
+        ))
+    };
     let task = attack_task(&config.task.dataset)?;
     let seed = config.training.seed;
-    let mut results: Value = if run.results().is_file() {
-        serde_json::from_str(&std::fs::read_to_string(run.results())?)
-            .with_context(|| format!("{} is corrupt", run.results().display()))?
-    } else {
-        json!({})
-    };
-    let state = run.state()?;
+    let mut results = current_results(run, &sha, provisional)?;
+    results["format"] = json!(RESULTS_FORMAT);
     results["run"] = json!(run.id());
-    results["best_epoch"] = json!(state.as_ref().map(|s| s.best_epoch));
-    results["train_seconds"] = json!(state.as_ref().map(|s| s.train_seconds));
+    results["checkpoint"] = json!(relative);
+    results["checkpoint_sha256"] = json!(sha);
+    results["best_epoch"] = json!(state.best_epoch);
+    results["train_seconds"] = json!(state.train_seconds);
 
     let scale = data.model_scale()?;
     let (loss, acc) = evaluate(&model, &data.test_batcher(256, scale, &device)?)?;
-    results["clean"] = json!({ "test_loss": loss, "test_acc": acc });
+    results["clean"] = json!({ "test_loss": loss, "test_acc": acc, "provenance": provenance()? });
 
     let (x, labels) = test_tensor(data, &device)?;
     let bounds = global_bounds(&x)?;
@@ -149,9 +282,6 @@ pub fn evaluate_loaded(
         |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),
         bounds,
     );
-    if results.get("attacks").is_none() {
-        results["attacks"] = json!({});
-    }
     for name in attacks {
         let started = std::time::Instant::now();
         let value = match name.as_str() {
@@ -166,7 +296,7 @@ pub fn evaluate_loaded(
             "fgsm" => match surrogate {
                 Some(dir) => {
                     let sur_run = RunDir::open(dir)?;
-                    let sur_model = load_model(&sur_run, &device)?;
+                    let (sur_checkpoint, sur_model) = load_best(&sur_run, &device)?;
                     let sur = FnClassifier::new(
                         |t: &Tensor| sur_model.forward_eval(t).map_err(candle_core::Error::wrap),
                         bounds,
@@ -175,6 +305,7 @@ pub fn evaluate_loaded(
                         Fgsm::paper(task).run_transferred(&sur, &clf, &x, &labels)?,
                     )?;
                     v["surrogate"] = json!(sur_run.id());
+                    v["surrogate_checkpoint_sha256"] = json!(sha256_file(&sur_checkpoint)?);
                     v
                 }
                 None => serde_json::to_value(Fgsm::paper(task).run_white_box(&clf, &x, &labels)?)?,
@@ -244,10 +375,45 @@ pub fn evaluate_loaded(
             other => bail!("unknown attack `{other}`"),
         };
         tracing::info!(attack = %name, seconds = started.elapsed().as_secs_f64(), "attack done");
+        let mut value = in_percent(value);
+        value["provenance"] = provenance()?;
         results["attacks"][name] = value;
     }
     write_text(&run.results(), &serde_json::to_string_pretty(&results)?)?;
     Ok(results)
+}
+
+/// The stored results of the checkpoint with digest `sha`: every entry of another checkpoint,
+/// of an older format, or provisional when this evaluation is not, is dropped (and logged).
+fn current_results(run: &RunDir, sha: &str, provisional: bool) -> Result<Value> {
+    let path = run.results();
+    let mut kept = json!({ "attacks": {} });
+    if !path.is_file() {
+        return Ok(kept);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let stored: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+    let valid = |entry: &Value| {
+        stored["format"].as_u64() == Some(RESULTS_FORMAT)
+            && entry["provenance"]["checkpoint_sha256"].as_str() == Some(sha)
+            && (provisional || entry["provenance"]["provisional"] == json!(false))
+    };
+    if let Some(attacks) = stored["attacks"].as_object() {
+        for (name, entry) in attacks {
+            if valid(entry) {
+                kept["attacks"][name] = entry.clone();
+            } else {
+                tracing::warn!(
+                    attack = %name,
+                    "dropping a stored result of another checkpoint or format from {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// The HopSkipJump of an `[evaluation]` section: foolbox's defaults, with `hsj_steps` and

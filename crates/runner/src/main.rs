@@ -38,6 +38,24 @@ fn main() -> ExitCode {
         .init();
     let heap = pixreg_models::heap::retain_freed_memory();
     tracing::debug!("heap: {heap}");
+    // A bug must still end in one line and exit 2, not a multi-line panic report.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{place}: {} (please report it)",
+            one_line(&message)
+        );
+        std::process::exit(2);
+    }));
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Rsa(args) => rsa_cmd::run(args),
@@ -49,8 +67,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }
+}
+
+/// `text` on one line: parser errors (TOML, JSON) quote the offending source over several
+/// lines, and scripts read the first line of stderr.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

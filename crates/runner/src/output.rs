@@ -84,9 +84,32 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Fails when `path` exists and is not a regular file: an output never replaces a device, a
+/// directory, a socket or a symlink (the rename would swap the link itself, not its target).
+pub fn refuse_non_regular(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            let kind = if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, socket or pipe)"
+            };
+            anyhow::bail!(
+                "refusing to write {}: it is {kind}; name a new or regular file",
+                path.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `write` on a temporary path and renames the result to `path`; on failure the temporary
-/// file is removed and `path` is untouched.
+/// file is removed and `path` is untouched. An existing `path` that is not a regular file is
+/// refused before anything is written.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    refuse_non_regular(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create directory {}", parent.display()))?;

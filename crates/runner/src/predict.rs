@@ -54,6 +54,7 @@ pub struct PredictArgs {
 
 /// Runs `pixreg predict`.
 pub fn run(args: &PredictArgs) -> Result<()> {
+    crate::output::refuse_non_regular(&args.out)?;
     let device = Device::Cpu;
     let config = model_config(args)?;
     let pair_keys = args.pairs.as_deref().map(parse_pair_keys).transpose()?;
@@ -95,6 +96,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 /// The model configuration: `model.json` beside the checkpoint (if present) with the flags
 /// overriding its fields.
 fn model_config(args: &PredictArgs) -> Result<ModelConfig> {
+    if !args.checkpoint.is_file() {
+        bail!("checkpoint {} does not exist", args.checkpoint.display());
+    }
     let json = args
         .checkpoint
         .parent()

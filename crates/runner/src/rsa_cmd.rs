@@ -101,6 +101,7 @@ fn target_rule(args: &RsaArgs) -> Result<ThresholdedTargets> {
 /// Runs the command and prints its summary.
 pub fn run(args: &RsaArgs) -> Result<()> {
     let start = Instant::now();
+    crate::output::refuse_non_regular(&args.out)?;
     let range: PairRange = args.range.parse()?;
     let rule = target_rule(args)?;
     let images = match (&args.images, &args.dataset) {
@@ -115,6 +116,14 @@ pub fn run(args: &RsaArgs) -> Result<()> {
     };
     let source = SimilaritySource::from_images(&images)?;
     let n = source.len();
+    if !args.no_matrix {
+        // The dense matrix is N² f32 values, held whole until it is written.
+        crate::limits::check_fits(
+            4.0 * (n as f64).powi(2),
+            &format!("the dense {n} × {n} similarity matrix"),
+            "pass --no-matrix to write only the selected pairs and their targets",
+        )?;
+    }
     let (list, matrix) = if args.no_matrix {
         (select_pairs(&source, range, &rule)?, None)
     } else {

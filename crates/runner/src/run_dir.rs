@@ -3,23 +3,54 @@
 //!
 //! ```text
 //! runs/<id>/
-//!   config.toml                 resolved config (the id is its hash)
-//!   metrics.jsonl               one JSON object per evaluated epoch (0 = before training)
-//!   checkpoints/last.safetensors, best.safetensors, model.json
-//!   optimizer.safetensors       SGD momentum buffers of the last epoch
-//!   state.json                  progress: completed epochs, best epoch, sampler position
-//!   results.json                final evaluation
-//!   log.txt                     training log
+//!   config.toml                          resolved config (the id is its hash)
+//!   metrics.jsonl                        one JSON object per evaluated epoch (0 = untrained)
+//!   checkpoints/model.json               architecture
+//!   checkpoints/last-EEEE.safetensors    weights after epoch EEEE (the last committed one)
+//!   checkpoints/optimizer-EEEE.safetensors  SGD momentum buffers after epoch EEEE
+//!   checkpoints/best-EEEE.safetensors    weights of the epoch with the lowest validation loss
+//!   state.json                           the commit record: completed epochs, best epoch,
+//!                                        sampler position, layout version
+//!   results.json                         evaluation of the best checkpoint, with provenance
+//!   log.txt                              training log
+//! runs/.<id>.lock                        held (flock) by the one process working on the run
 //! ```
+//!
+//! # The epoch commit
+//! An epoch writes its files under names that carry the epoch number, each atomically
+//! (temporary file + rename), then `metrics.jsonl`, and commits them all with one rename of
+//! `state.json`, which names the epoch. Only then are the previous epoch's files removed.
+//! Whatever instant a crash hits, the committed `state.json` names files that exist and
+//! belong together; files of an epoch that was not committed (and temporary files of a
+//! killed write) are removed by the next start ([`RunDir::remove_uncommitted`]), and metric
+//! lines after the committed epoch are ignored and dropped. So a resumed run retrains exactly
+//! the uncommitted epoch from exactly the committed weights, momentum and sampler position,
+//! and ends bit-identical to an uninterrupted run (tests/train.rs kills a real process at
+//! every step of the commit).
+//!
+//! Folders written before this layout (`state.json` without `layout`) used fixed names
+//! (`last.safetensors`, `optimizer.safetensors`, `best.safetensors`) renamed one by one; a
+//! trained one is migrated on first use, an unfinished one cannot be resumed exactly and is
+//! refused.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::output::write_text;
+
+/// Layout version written to `state.json` by this pixreg (see the module docs).
+pub const RUN_LAYOUT: u32 = 2;
+
+/// Layout of a `state.json` that has no `layout` field: the fixed-name files of pixreg 0.1.
+const LEGACY_LAYOUT: u32 = 1;
+
+fn legacy_layout() -> u32 {
+    LEGACY_LAYOUT
+}
 
 /// Paths of one run folder.
 #[derive(Debug, Clone)]
@@ -50,9 +81,12 @@ pub struct SamplerPosition {
     pub batch_in_pass: u64,
 }
 
-/// `state.json`.
+/// `state.json`: the commit record of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
+    /// File layout of the folder ([`RUN_LAYOUT`]; 1 for folders of pixreg 0.1).
+    #[serde(default = "legacy_layout")]
+    pub layout: u32,
     /// Progress.
     pub status: RunStatus,
     /// Epochs trained so far.
@@ -88,6 +122,32 @@ pub fn peak_rss_mib() -> Option<f64> {
         .map(|kib| kib / 1024.0)
 }
 
+/// The exclusive lock of one run folder, held for as long as this value lives (and released
+/// by the kernel when the process dies, however it dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: fs::File,
+}
+
+/// The files a committed `state.json` says the run consists of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedFiles {
+    /// Weights after the last completed epoch (none before the first).
+    pub last: Option<PathBuf>,
+    /// Momentum buffers after the last completed epoch (none before the first).
+    pub optimizer: Option<PathBuf>,
+    /// The best checkpoint.
+    pub best: PathBuf,
+}
+
+impl CommittedFiles {
+    fn contains(&self, path: &Path) -> bool {
+        self.last.as_deref() == Some(path)
+            || self.optimizer.as_deref() == Some(path)
+            || self.best == path
+    }
+}
+
 impl RunDir {
     /// The folder `runs_dir/id`.
     pub fn new(runs_dir: &Path, id: &str) -> Self {
@@ -99,7 +159,7 @@ impl RunDir {
     /// An existing run folder.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("config.toml").is_file() {
-            anyhow::bail!("{} is not a run folder (no config.toml)", root.display());
+            bail!("{} is not a run folder (no config.toml)", root.display());
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -110,6 +170,16 @@ impl RunDir {
     pub fn create(&self) -> Result<()> {
         fs::create_dir_all(self.checkpoints())
             .with_context(|| format!("cannot create run folder {}", self.root.display()))
+    }
+
+    /// Removes the folder and everything in it (a run that never committed an epoch).
+    pub fn remove(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", self.root.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The folder.
@@ -135,21 +205,24 @@ impl RunDir {
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
-    /// `checkpoints/last.safetensors`.
-    pub fn last_checkpoint(&self) -> PathBuf {
-        self.checkpoints().join("last.safetensors")
+    /// `checkpoints/last-EEEE.safetensors`: the weights after `epoch`.
+    pub fn last_checkpoint_at(&self, epoch: usize) -> PathBuf {
+        self.checkpoints()
+            .join(format!("last-{epoch:04}.safetensors"))
     }
-    /// `checkpoints/best.safetensors`.
-    pub fn best_checkpoint(&self) -> PathBuf {
-        self.checkpoints().join("best.safetensors")
+    /// `checkpoints/optimizer-EEEE.safetensors`: the momentum buffers after `epoch`.
+    pub fn optimizer_at(&self, epoch: usize) -> PathBuf {
+        self.checkpoints()
+            .join(format!("optimizer-{epoch:04}.safetensors"))
+    }
+    /// `checkpoints/best-EEEE.safetensors`: the weights of `epoch`, the best so far.
+    pub fn best_checkpoint_at(&self, epoch: usize) -> PathBuf {
+        self.checkpoints()
+            .join(format!("best-{epoch:04}.safetensors"))
     }
     /// `checkpoints/model.json`.
     pub fn model_json(&self) -> PathBuf {
         self.checkpoints().join(pixreg_models::CONFIG_FILE_NAME)
-    }
-    /// `optimizer.safetensors`.
-    pub fn optimizer(&self) -> PathBuf {
-        self.root.join("optimizer.safetensors")
     }
     /// `state.json`.
     pub fn state_path(&self) -> PathBuf {
@@ -163,6 +236,38 @@ impl RunDir {
     pub fn log_path(&self) -> PathBuf {
         self.root.join("log.txt")
     }
+    /// The lock file, beside the folder so that the folder itself can be removed under it.
+    pub fn lock_path(&self) -> PathBuf {
+        let name = format!(".{}.lock", self.id());
+        self.root.with_file_name(name)
+    }
+
+    /// Takes the run's exclusive lock, or fails at once when another process holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.lock_path();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "run {} is in use by another pixreg process (it holds {}); wait for it to end \
+                 or stop it",
+                self.root.display(),
+                path.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
 
     /// The saved state, if any.
     pub fn state(&self) -> Result<Option<RunState>> {
@@ -170,15 +275,169 @@ impl RunDir {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = fs::read_to_string(&path)?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let state = serde_json::from_str(&text)
             .with_context(|| format!("{} is corrupt", path.display()))?;
         Ok(Some(state))
     }
 
-    /// Writes `state.json` atomically.
+    /// Commits `state` (one atomic rename of `state.json`).
     pub fn save_state(&self, state: &RunState) -> Result<()> {
         write_text(&self.state_path(), &serde_json::to_string_pretty(state)?)
+    }
+
+    /// The files `state` commits.
+    pub fn committed_files(&self, state: &RunState) -> CommittedFiles {
+        if state.layout == LEGACY_LAYOUT {
+            return CommittedFiles {
+                last: Some(self.checkpoints().join("last.safetensors")),
+                optimizer: Some(self.root.join("optimizer.safetensors")),
+                best: self.checkpoints().join("best.safetensors"),
+            };
+        }
+        let trained = state.completed_epochs > 0;
+        CommittedFiles {
+            last: trained.then(|| self.last_checkpoint_at(state.completed_epochs)),
+            optimizer: trained.then(|| self.optimizer_at(state.completed_epochs)),
+            best: self.best_checkpoint_at(state.best_epoch),
+        }
+    }
+
+    /// The committed best checkpoint of a trained (or training) run.
+    pub fn best_checkpoint(&self) -> Result<PathBuf> {
+        let state = self.state()?.with_context(|| {
+            format!(
+                "{} has no state.json: no epoch of this run was committed",
+                self.root.display()
+            )
+        })?;
+        let best = self.committed_files(&state).best;
+        if !best.is_file() {
+            bail!(
+                "{} is missing: state.json of {} names it as the best checkpoint",
+                best.display(),
+                self.root.display()
+            );
+        }
+        Ok(best)
+    }
+
+    /// Checks that every file `state` commits exists (a resume needs them all: without the
+    /// momentum buffers it would silently train a different model).
+    pub fn check_committed_files(&self, state: &RunState) -> Result<()> {
+        let files = self.committed_files(state);
+        let named = [
+            ("weights of the last epoch", files.last.as_ref()),
+            ("optimizer state", files.optimizer.as_ref()),
+            ("best checkpoint", Some(&files.best)),
+        ];
+        for (what, path) in named {
+            if let Some(path) = path.filter(|p| !p.is_file()) {
+                bail!(
+                    "{} ({what} of epoch {}) is missing; the run cannot resume exactly: restore \
+                     it or remove {} to retrain",
+                    path.display(),
+                    state.completed_epochs,
+                    self.root.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what the committed `state` does not name: checkpoint files of an uncommitted
+    /// epoch, superseded epochs, temporary files of killed writes, and metric lines after the
+    /// committed epoch. Without a state, removes the whole content but `config.toml`.
+    pub fn remove_uncommitted(&self, state: Option<&RunState>) -> Result<()> {
+        let files = state.map(|s| self.committed_files(s));
+        for dir in [self.root.clone(), self.checkpoints()] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry
+                    .with_context(|| format!("cannot list {}", dir.display()))?
+                    .path();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let temporary = name.contains(".tmp-");
+                let checkpoint = name.ends_with(".safetensors");
+                let keep = !temporary
+                    && (!checkpoint || files.as_ref().is_some_and(|f| f.contains(&path)));
+                if !keep && path.is_file() {
+                    fs::remove_file(&path)
+                        .with_context(|| format!("cannot remove {}", path.display()))?;
+                }
+            }
+        }
+        match state {
+            Some(s) => {
+                let lines = self.metric_lines(s.completed_epochs)?;
+                if lines.len() != self.metric_line_count()? {
+                    self.save_metrics(&lines)?;
+                }
+            }
+            None => {
+                for path in [self.metrics(), self.results(), self.log_path()] {
+                    if path.is_file() {
+                        fs::remove_file(&path)
+                            .with_context(|| format!("cannot remove {}", path.display()))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames the best checkpoint of a trained pixreg 0.1 folder to this layout and drops
+    /// its last-epoch files (a trained run does not resume). An unfinished 0.1 folder is
+    /// refused: its epoch files were renamed one by one and may not belong together.
+    pub fn migrate_legacy(&self, state: &mut RunState) -> Result<()> {
+        if state.layout != LEGACY_LAYOUT {
+            return Ok(());
+        }
+        if state.status == RunStatus::Running {
+            bail!(
+                "{} is an unfinished run of pixreg 0.1, whose epoch files were not committed \
+                 together; it cannot be resumed exactly: remove it to retrain",
+                self.root.display()
+            );
+        }
+        let legacy = self.committed_files(state);
+        let best = self.best_checkpoint_at(state.best_epoch);
+        if legacy.best.is_file() {
+            fs::rename(&legacy.best, &best)
+                .with_context(|| format!("cannot rename {}", legacy.best.display()))?;
+        } else if !best.is_file() {
+            bail!(
+                "{} is missing: the best checkpoint of {}",
+                legacy.best.display(),
+                self.root.display()
+            );
+        }
+        state.layout = RUN_LAYOUT;
+        self.save_state(state)?;
+        for path in legacy.last.iter().chain(&legacy.optimizer) {
+            if path.is_file() {
+                fs::remove_file(path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_line_count(&self) -> Result<usize> {
+        let path = self.metrics();
+        if !path.is_file() {
+            return Ok(0);
+        }
+        Ok(fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .count())
     }
 
     /// The metric lines of epochs `0..=last_epoch` (later lines belong to an interrupted epoch).
@@ -187,8 +446,10 @@ impl RunDir {
         if !path.is_file() {
             return Ok(Vec::new());
         }
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut lines = Vec::new();
-        for (n, line) in fs::read_to_string(&path)?.lines().enumerate() {
+        for (n, line) in text.lines().enumerate() {
             let value: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{} line {} is corrupt", path.display(), n + 1))?;
             if value["epoch"]
@@ -213,11 +474,13 @@ impl RunDir {
 
     /// Appends one line to `log.txt` (a log, not a result: appending is fine).
     pub fn log(&self, line: &str) -> Result<()> {
+        let path = self.log_path();
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path())?;
-        writeln!(file, "{line}")?;
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 }

@@ -29,8 +29,11 @@ use serde_json::json;
 
 use crate::config::{parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig};
 use crate::data::DataSource;
+use crate::fault;
 use crate::output::write_text;
-use crate::run_dir::{peak_rss_mib, RunDir, RunState, RunStatus, SamplerPosition};
+use crate::run_dir::{
+    peak_rss_mib, RunDir, RunLock, RunState, RunStatus, SamplerPosition, RUN_LAYOUT,
+};
 
 /// How `train` reports progress.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,8 +45,9 @@ pub struct TrainOptions {
     pub max_epochs: Option<usize>,
 }
 
-/// What a finished (or stopped) `train` call produced.
-#[derive(Debug, Clone)]
+/// What a finished (or stopped) `train` call produced. It holds the run's lock until dropped,
+/// so the final evaluation runs under the same lock as the training.
+#[derive(Debug)]
 pub struct TrainOutcome {
     /// The run folder.
     pub run: RunDir,
@@ -54,6 +58,8 @@ pub struct TrainOutcome {
     /// The task's data as trained on (absent when nothing was done), so the final evaluation
     /// does not load it again.
     pub data: Option<ClassificationData>,
+    /// The run's lock.
+    pub lock: RunLock,
 }
 
 /// Name of the file with the official code's seed-0 index draws.
@@ -412,67 +418,140 @@ fn progress_bar(len: u64, quiet: bool, prefix: String) -> ProgressBar {
     bar
 }
 
-/// Trains (or resumes, or recognises as finished) the run of `config` under `runs_dir`.
+/// Trains (or resumes, or recognises as finished) the run of `config` under `runs_dir`,
+/// holding the run's lock (a second process on the same run fails at once).
+///
+/// A run that fails before committing its first epoch leaves no folder behind.
 pub fn train(
     config: &ExperimentConfig,
     runs_dir: &Path,
     data: &DataSource,
     options: TrainOptions,
 ) -> Result<TrainOutcome> {
-    let data_source = data;
     let run = RunDir::new(runs_dir, &config.run_id()?);
-    let previous = run.state()?;
-    if let Some(state) = previous
-        .as_ref()
-        .filter(|s| s.status == RunStatus::Finished)
-    {
-        return Ok(TrainOutcome {
-            run,
-            state: state.clone(),
-            already_finished: true,
-            data: None,
-        });
+    let lock = run.lock()?;
+    let mut previous = run.state()?;
+    if let Some(state) = previous.as_mut() {
+        run.migrate_legacy(state)?;
+        if state.status == RunStatus::Finished {
+            return Ok(TrainOutcome {
+                run,
+                state: state.clone(),
+                already_finished: true,
+                data: None,
+                lock,
+            });
+        }
+        run.remove_uncommitted(Some(state))?;
+        run.check_committed_files(state)?;
+    } else {
+        // Nothing was committed: whatever a killed or failed start left is garbage.
+        run.remove()?;
     }
-    run.create()?;
-    write_text(&run.config(), &toml::to_string_pretty(config)?)?;
+    let result = train_locked(config, &run, previous, data, options);
+    match result {
+        Ok((state, data)) => Ok(TrainOutcome {
+            run,
+            state,
+            already_finished: false,
+            data: Some(data),
+            lock,
+        }),
+        Err(err) => {
+            if run.state().ok().flatten().is_none() {
+                // Best effort: the error below is the one to report.
+                let _ = run.remove();
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The initial state of a new run.
+fn fresh_state(config: &ExperimentConfig) -> RunState {
+    RunState {
+        layout: RUN_LAYOUT,
+        status: RunStatus::Running,
+        completed_epochs: 0,
+        best_epoch: 0,
+        best_valid_loss: f64::INFINITY,
+        sampler: None,
+        seed: config.training.seed,
+        train_seconds: 0.0,
+        targets_seconds: None,
+        peak_rss_mib: None,
+    }
+}
+
+/// Commits one epoch: the epoch's weights, momentum and (if better) best checkpoint under
+/// names that carry the epoch, then the metric lines, then `state.json` (the commit), then
+/// the files the new state no longer names. See the `run_dir` module docs.
+fn commit_epoch(
+    run: &RunDir,
+    model: &ResNet,
+    optimizer: &SgdMomentum,
+    state: &RunState,
+    improved: bool,
+    metrics: &[serde_json::Value],
+) -> Result<()> {
+    let epoch = state.completed_epochs;
+    model.save(run.last_checkpoint_at(epoch))?;
+    fault::maybe_kill("last", epoch);
+    optimizer.save_state(run.optimizer_at(epoch))?;
+    fault::maybe_kill("optimizer", epoch);
+    if improved {
+        model.save(run.best_checkpoint_at(epoch))?;
+    }
+    fault::maybe_kill("best", epoch);
+    run.save_metrics(metrics)?;
+    fault::maybe_kill("metrics", epoch);
+    run.save_state(state)?;
+    fault::maybe_kill("state", epoch);
+    run.remove_uncommitted(Some(state))?;
+    fault::maybe_kill("cleanup", epoch);
+    Ok(())
+}
+
+/// The body of [`train`], under the run's lock, after the folder was cleaned.
+fn train_locked(
+    config: &ExperimentConfig,
+    run: &RunDir,
+    previous: Option<RunState>,
+    data_source: &DataSource,
+    options: TrainOptions,
+) -> Result<(RunState, ClassificationData)> {
     let device = parse_device(&config.device)?;
     let data = load_task_data(config, data_source)?;
+    run.create()?;
+    write_text(&run.config(), &toml::to_string_pretty(config)?)?;
     let model_cfg = model_config(config, &data)?;
     model_cfg.save_json(run.model_json())?;
 
-    let resuming = previous
-        .as_ref()
-        .is_some_and(|s| s.completed_epochs > 0 && run.last_checkpoint().is_file());
-    let mut state = match (&previous, resuming) {
-        (Some(s), true) => s.clone(),
-        _ => RunState {
-            status: RunStatus::Running,
-            completed_epochs: 0,
-            best_epoch: 0,
-            best_valid_loss: f64::INFINITY,
-            sampler: None,
-            seed: config.training.seed,
-            train_seconds: 0.0,
-            targets_seconds: None,
-            peak_rss_mib: None,
-        },
-    };
-    let mut model = if resuming {
-        run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
-        ResNet::load(run.last_checkpoint(), &model_cfg, &device)?
-    } else {
-        run.log(&format!(
-            "run {} started: {}",
-            run.id(),
-            toml::to_string(config)?
-        ))?;
-        ResNet::new(&model_cfg, config.training.seed, &device)?
+    let mut state = previous.unwrap_or_else(|| fresh_state(config));
+    let resuming = state.completed_epochs > 0;
+    let committed = run.committed_files(&state);
+    let mut model = match &committed.last {
+        Some(last) => {
+            run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
+            ResNet::load(last, &model_cfg, &device)
+                .with_context(|| format!("resuming {}", run.root().display()))?
+        }
+        None => {
+            run.log(&format!(
+                "run {} started: {}",
+                run.id(),
+                toml::to_string(config)?
+            ))?;
+            ResNet::new(&model_cfg, config.training.seed, &device)?
+        }
     };
     let t = &config.training;
     let mut optimizer =
         SgdMomentum::new(model.named_parameters(), t.lr, t.momentum, t.weight_decay);
-    if resuming && run.optimizer().is_file() {
-        optimizer.load_state(run.optimizer())?;
+    if let Some(path) = &committed.optimizer {
+        optimizer
+            .load_state(path)
+            .with_context(|| format!("resuming {}", run.root().display()))?;
     }
     let mut reg = match &config.regularization {
         Some(r) if r.alpha.is_some_and(|a| a > 0.0) => Some(build_regularization(
@@ -482,7 +561,7 @@ pub fn train(
             data_source,
             if resuming { state.sampler } else { None },
             &device,
-            &run,
+            run,
         )?),
         _ => None,
     };
@@ -495,12 +574,13 @@ pub fn train(
 
     let mut metrics = run.metric_lines(state.completed_epochs)?;
     if !resuming {
+        // Epoch 0 (the untrained model) is the first best checkpoint; it is committed with
+        // epoch 1, so a crash before that restarts the run from scratch, identically.
         let line = epoch_metrics(&model, config, &data, 0, &device)?;
         state.best_valid_loss = selection_loss(&line);
         state.best_epoch = 0;
-        model.save(run.best_checkpoint())?;
+        model.save(run.best_checkpoint_at(0))?;
         metrics = vec![line];
-        run.save_metrics(&metrics)?;
     }
 
     let batcher = data.train_batcher(t.batch_size, t.seed, scale, &device)?;
@@ -612,16 +692,13 @@ pub fn train(
         }
         line["epoch_seconds"] = json!(seconds);
 
-        model.save(run.last_checkpoint())?;
-        optimizer.save_state(run.optimizer())?;
         let loss = selection_loss(&line);
-        if loss < state.best_valid_loss {
+        let improved = loss < state.best_valid_loss;
+        if improved {
             state.best_valid_loss = loss;
             state.best_epoch = epoch + 1;
-            model.save(run.best_checkpoint())?;
         }
         metrics.push(line.clone());
-        run.save_metrics(&metrics)?;
         state.completed_epochs = epoch + 1;
         state.train_seconds += seconds;
         state.peak_rss_mib = match (state.peak_rss_mib, peak_rss_mib()) {
@@ -639,7 +716,7 @@ pub fn train(
         if state.completed_epochs == t.epochs {
             state.status = RunStatus::Trained;
         }
-        run.save_state(&state)?;
+        commit_epoch(run, &model, &optimizer, &state, improved, &metrics)?;
         let summary = format!(
             "epoch {}/{}: lr {lr:.5} {} test acc {:.2} % ({seconds:.1} s)",
             epoch + 1,
@@ -656,10 +733,5 @@ pub fn train(
         epochs_bar.inc(1);
     }
     epochs_bar.finish_and_clear();
-    Ok(TrainOutcome {
-        run,
-        state,
-        already_finished: false,
-        data: Some(data),
-    })
+    Ok((state, data))
 }

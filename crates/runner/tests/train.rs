@@ -44,25 +44,40 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("finished"), "{stdout}");
 
+    // The one folder (beside it: the run's lock file).
     let run = std::fs::read_dir(runs.path())
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let state = read_json(&run.join("state.json"));
+    let best = format!(
+        "checkpoints/best-{:04}.safetensors",
+        state["best_epoch"].as_u64().unwrap()
+    );
     for file in [
         "config.toml",
         "metrics.jsonl",
         "state.json",
         "results.json",
         "log.txt",
-        "optimizer.safetensors",
-        "checkpoints/last.safetensors",
-        "checkpoints/best.safetensors",
+        "checkpoints/optimizer-0002.safetensors",
+        "checkpoints/last-0002.safetensors",
+        best.as_str(),
         "checkpoints/model.json",
     ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
+    let mut checkpoints: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    checkpoints.sort();
+    assert_eq!(
+        checkpoints.len(),
+        4,
+        "only the committed files remain: {checkpoints:?}"
+    );
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -96,6 +111,31 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
     let curve = &results["attacks"]["gaussian"];
     assert_eq!(curve["accuracy"].as_array().unwrap().len(), 10);
     assert_eq!(curve["epsilons"][0].as_f64(), Some(0.0));
+    // One unit: the curve is in % like the clean accuracy, and at ε = 0 it is the clean
+    // accuracy of the same checkpoint.
+    let at_zero = curve["accuracy"][0].as_f64().unwrap();
+    assert!(
+        (at_zero - acc).abs() <= 100.0 / 500.0 + 1e-9,
+        "accuracy at ε = 0 {at_zero} % vs clean {acc} %"
+    );
+    let sha = results["checkpoint_sha256"].as_str().unwrap();
+    assert_eq!(
+        sha,
+        pixreg_runner::provenance::sha256_file(&run.join(&best)).unwrap()
+    );
+    for entry in [&results["clean"], curve] {
+        let p = &entry["provenance"];
+        assert_eq!(p["checkpoint_sha256"].as_str(), Some(sha), "{entry}");
+        assert_eq!(p["checkpoint"].as_str(), Some(best.as_str()));
+        assert_eq!(p["provisional"], false);
+        assert_eq!(
+            p["pixreg_version"].as_str(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(p["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(p["evaluated_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+    assert_eq!(results["format"], 2);
 
     let again = Command::new(env!("CARGO_BIN_EXE_pixreg"))
         .args([
@@ -206,11 +246,12 @@ fn tiny_config() -> ExperimentConfig {
 fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
     let runs = assert_resumes_exactly(&tiny_config());
     let (full, resumed) = (&runs.full, &runs.resumed);
-    let best = "checkpoints/best.safetensors";
+    let best = full.run.best_checkpoint().unwrap();
     assert!(
-        std::fs::read(full.run.root().join(best)).unwrap()
-            == std::fs::read(resumed.run.root().join(best)).unwrap(),
-        "{best} differs between the straight and the resumed run"
+        std::fs::read(&best).unwrap()
+            == std::fs::read(resumed.run.best_checkpoint().unwrap()).unwrap(),
+        "{} differs between the straight and the resumed run",
+        best.display()
     );
     assert_eq!(full.state.sampler, resumed.state.sampler);
     let metrics = |dir: &Path| -> Vec<serde_json::Value> {
@@ -259,14 +300,25 @@ fn assert_resumes_exactly(config: &ExperimentConfig) -> StraightAndResumed {
     .unwrap();
     assert_eq!(first.state.completed_epochs, 1);
     assert_eq!(first.state.status, RunStatus::Running);
+    // The outcome holds the run's lock: release it before resuming.
+    drop(first);
     let resumed = train(config, split.path(), &DataSource::offline(DATA), quiet).unwrap();
     assert_eq!(resumed.state.completed_epochs, config.training.epochs);
-    for file in ["checkpoints/last.safetensors", "optimizer.safetensors"] {
-        let a = std::fs::read(full.run.root().join(file)).unwrap();
-        let b = std::fs::read(resumed.run.root().join(file)).unwrap();
+    let epochs = config.training.epochs;
+    for (a, b) in [
+        (
+            full.run.last_checkpoint_at(epochs),
+            resumed.run.last_checkpoint_at(epochs),
+        ),
+        (
+            full.run.optimizer_at(epochs),
+            resumed.run.optimizer_at(epochs),
+        ),
+    ] {
         assert!(
-            a == b,
-            "{file} differs between the straight and the resumed run"
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{} differs between the straight and the resumed run",
+            a.display()
         );
     }
     StraightAndResumed {
@@ -286,8 +338,7 @@ fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
     };
     let undefended = tempfile::tempdir().unwrap();
     let reference = train(&plain, undefended.path(), &DataSource::offline(DATA), quiet).unwrap();
-    let reference_weights =
-        std::fs::read(reference.run.root().join("checkpoints/last.safetensors")).unwrap();
+    let reference_weights = std::fs::read(reference.run.last_checkpoint_at(2)).unwrap();
 
     for (defense, logged) in [
         (
@@ -312,7 +363,7 @@ fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
             log.contains(logged),
             "{defense}: log lacks `{logged}`:\n{log}"
         );
-        let weights = std::fs::read(root.join("checkpoints/last.safetensors")).unwrap();
+        let weights = std::fs::read(runs.full.run.last_checkpoint_at(2)).unwrap();
         assert!(
             weights != reference_weights,
             "{defense}: same weights as without the defense"
