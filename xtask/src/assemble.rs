@@ -1,5 +1,6 @@
-//! Assembly: the planned runs' files → every cell of the table (mean ± std over seeds), written
-//! as `table.md`, `table.csv` and `table.json`.
+//! Assembly: the planned runs' files → every cell of the table (mean ± SEM over seeds, with
+//! n), the paired per-seed differences of every variant against its row's baseline and a
+//! verdict per claim, written as `table.md`, `table.csv` and `table.json`.
 //!
 //! A cell is a number or a reason: "data not available: …", "not implemented: …", a failed run
 //! with its log, "no successful attack" — never an empty or invented value.
@@ -25,7 +26,8 @@ pub const CURVE_COLUMNS: [&str; 6] = [
     "pgd-l2",
 ];
 
-/// A number (mean over seeds, sample std when more than one) or why there is none.
+/// A number (mean over seeds, sample std and standard error of the mean when more than one)
+/// or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Cell {
@@ -35,6 +37,8 @@ pub enum Cell {
         mean: f64,
         /// Sample standard deviation (n > 1 only).
         std: Option<f64>,
+        /// Standard error of the mean, std / √n (n > 1 only).
+        sem: Option<f64>,
         /// Seeds.
         n: usize,
     },
@@ -58,7 +62,16 @@ impl Cell {
         let std = (n > 1).then(|| {
             (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
         });
-        Cell::Value { mean, std, n }
+        let sem = std.map(|s| s / (n as f64).sqrt());
+        Cell::Value { mean, std, sem, n }
+    }
+
+    /// The standard error, if a number of more than one seed.
+    pub fn sem(&self) -> Option<f64> {
+        match self {
+            Cell::Value { sem, .. } => *sem,
+            Cell::Missing { .. } => None,
+        }
     }
 
     /// The mean, if a number.
@@ -72,10 +85,10 @@ impl Cell {
     /// Text for Markdown and the terminal.
     pub fn display(&self, column: &str) -> String {
         match self {
-            Cell::Value { mean, std, .. } => {
+            Cell::Value { mean, sem, n, .. } => {
                 let f = |v: f64| format_value(column, v);
-                match std {
-                    Some(s) => format!("{} ± {}", f(*mean), f(*s)),
+                match sem {
+                    Some(s) => format!("{} ± {} (n={n})", f(*mean), f(*s)),
                     None => f(*mean),
                 }
             }
@@ -89,7 +102,7 @@ pub fn format_value(column: &str, v: f64) -> String {
     match column {
         "boundary" | "boundary-converged" | "hsj" => format!("{v:.3e}"),
         "peak_rss_mib" => format!("{v:.0}"),
-        "targets_seconds" => format!("{v:.3}"),
+        "targets_seconds" | "ratio" => format!("{v:.3}"),
         _ => format!("{v:.1}"),
     }
 }
@@ -127,6 +140,9 @@ pub struct ColumnResult {
     pub epsilons: Vec<f64>,
     /// Accuracy (%) at each ε.
     pub curve: Vec<Cell>,
+    /// The headline value of each run, in the order of the variant's `runs` (seed order);
+    /// empty when the column has no number.
+    pub per_seed: Vec<f64>,
 }
 
 /// One variant of one row.
@@ -188,6 +204,33 @@ pub struct RowResult {
     pub unavailable: Option<String>,
     /// Variants.
     pub variants: Vec<VariantResult>,
+    /// Every other variant against the row's first (its baseline), seed by seed.
+    pub paired: Vec<PairedResult>,
+}
+
+/// One variant against its row's baseline, paired by seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedResult {
+    /// The variant.
+    pub variant: String,
+    /// The baseline it is compared with.
+    pub baseline: String,
+    /// One entry per column.
+    pub columns: Vec<PairedColumn>,
+}
+
+/// The paired comparison of one column.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedColumn {
+    /// Column name.
+    pub column: String,
+    /// `difference` (variant − baseline, in the column's unit) for accuracies, `ratio`
+    /// (variant / baseline) for decision-attack medians and for the clean-accuracy rule.
+    pub kind: String,
+    /// Mean ± SEM over seeds of the per-seed difference or ratio.
+    pub value: Cell,
+    /// Plain words: the claim and whether the seeds support it.
+    pub verdict: String,
 }
 
 /// The assembled table (`table.json`).
@@ -217,29 +260,115 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// Reads one column of a finished run.
-fn run_value(paths: &Paths, id: &str, column: &str) -> std::result::Result<RunValue, String> {
-    let dir = paths.run_dir(id);
+/// The `results.json` of a run, if it describes the run's current best checkpoint: format
+/// [`pixreg_runner::eval::RESULTS_FORMAT`], the sha256 of the best checkpoint named by
+/// `state.json`, and not provisional. Anything else is a reason, never a number.
+pub fn current_results(dir: &Path) -> std::result::Result<Value, String> {
     let results = read_json(&dir.join("results.json"))
         .ok_or_else(|| format!("no results.json in {}", dir.display()))?;
+    if results["format"].as_u64() != Some(pixreg_runner::eval::RESULTS_FORMAT) {
+        return Err(format!(
+            "stale: {} predates provenance (format 1); re-evaluate the run",
+            dir.join("results.json").display()
+        ));
+    }
+    let best = pixreg_runner::run_dir::RunDir::open(dir)
+        .and_then(|run| run.best_checkpoint())
+        .map_err(|e| format!("{e:#}"))?;
+    let sha = pixreg_runner::provenance::sha256_file(&best).map_err(|e| format!("{e:#}"))?;
+    if results["checkpoint_sha256"].as_str() != Some(sha.as_str()) {
+        return Err(format!(
+            "stale: {} evaluated another checkpoint than {}",
+            dir.join("results.json").display(),
+            best.display()
+        ));
+    }
+    Ok(results)
+}
+
+/// Checks that a result entry comes from the run's current checkpoint (`sha`) and is final.
+fn check_provenance(entry: &Value, sha: &str, what: &str) -> std::result::Result<(), String> {
+    let provenance = &entry["provenance"];
+    if provenance["checkpoint_sha256"].as_str() != Some(sha) {
+        return Err(format!("flagged: {what} comes from another checkpoint"));
+    }
+    if provenance["provisional"] != Value::Bool(false) {
+        return Err(format!(
+            "flagged: {what} is provisional (run still training)"
+        ));
+    }
+    Ok(())
+}
+
+/// The invariant of every accuracy curve: at ε = 0 nothing is perturbed, so its accuracy is
+/// the clean accuracy of the same checkpoint (within one image, for the rounding of %).
+/// PGD evaluates a prefix of the test set (`evaluation.pgd_images`), so it is exempt when it
+/// attacked fewer images.
+fn check_zero_epsilon(
+    results: &Value,
+    attack: &Value,
+    eps: &[f64],
+    acc: &[f64],
+    column: &str,
+    id: &str,
+) -> std::result::Result<(), String> {
+    let (Some(clean), Some(k)) = (
+        results["clean"]["test_acc"].as_f64(),
+        eps.iter().position(|&e| e == 0.0),
+    ) else {
+        return Ok(());
+    };
+    let n = attack["n_images"].as_f64().unwrap_or(f64::NAN);
+    if column.starts_with("pgd") && attack["n_images"] != results["clean"]["n_images"] {
+        return Ok(());
+    }
+    let one_image = if n > 0.0 { 100.0 / n } else { 0.0 };
+    if (acc[k] - clean).abs() > one_image + 1e-9 {
+        return Err(format!(
+            "flagged: {column} accuracy at ε = 0 is {:.2} % but clean accuracy is {clean:.2} % \
+             (run {id}): the two come from different models or inputs",
+            acc[k]
+        ));
+    }
+    Ok(())
+}
+
+/// Reads one column of a finished run, checking its provenance and invariants.
+fn run_value(paths: &Paths, id: &str, column: &str) -> std::result::Result<RunValue, String> {
+    let dir = paths.run_dir(id);
+    let needs_results = !matches!(
+        column,
+        "train_seconds" | "epoch_seconds" | "peak_rss_mib" | "targets_seconds"
+    );
+    let results = if needs_results {
+        current_results(&dir)?
+    } else {
+        Value::Null
+    };
+    let sha = results["checkpoint_sha256"].as_str().unwrap_or_default();
     let attack = &results["attacks"][column];
     let absent = || format!("{column} was not evaluated for run {id}");
+    if needs_results && column != "clean" && !attack.is_null() {
+        check_provenance(attack, sha, column)?;
+    }
     match column {
-        "clean" => results["clean"]["test_acc"]
-            .as_f64()
-            .map(RunValue::Scalar)
-            .ok_or_else(absent),
+        "clean" => {
+            check_provenance(&results["clean"], sha, "clean accuracy")?;
+            results["clean"]["test_acc"]
+                .as_f64()
+                .map(RunValue::Scalar)
+                .ok_or_else(absent)
+        }
         c if CURVE_COLUMNS.contains(&c) => {
             let eps: Option<Vec<f64>> = attack["epsilons"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_f64).collect());
-            let acc: Option<Vec<f64>> = attack["accuracy"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_f64().map(|x| 100.0 * x))
-                    .collect()
-            });
+            let acc: Option<Vec<f64>> = attack["accuracy"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect());
             match (eps, acc) {
                 (Some(e), Some(a)) if e.len() == a.len() && !e.is_empty() => {
+                    check_zero_epsilon(&results, attack, &e, &a, column, id)?;
                     Ok(RunValue::Curve(e, a))
                 }
                 _ => Err(absent()),
@@ -255,13 +384,13 @@ fn run_value(paths: &Paths, id: &str, column: &str) -> std::result::Result<RunVa
                 .ok_or_else(|| {
                     format!(
                         "no successful attack (success rate {:.0} %)",
-                        100.0 * attack["success_rate"].as_f64().unwrap_or(0.0)
+                        attack["success_rate"].as_f64().unwrap_or(0.0)
                     )
                 })
         }
         "corruptions" => attack["mean_corrupted_accuracy"]
             .as_f64()
-            .map(|v| RunValue::Scalar(100.0 * v))
+            .map(RunValue::Scalar)
             .ok_or_else(absent),
         "train_seconds" => read_json(&dir.join("state.json"))
             .and_then(|s| s["train_seconds"].as_f64())
@@ -355,6 +484,7 @@ fn column_result(
             summary: Cell::from_values(&scalars),
             epsilons: Vec::new(),
             curve: Vec::new(),
+            per_seed: scalars,
         };
     }
     let curves: Vec<(&Vec<f64>, &Vec<f64>)> = values
@@ -377,6 +507,7 @@ fn column_result(
         summary: Cell::from_values(&means),
         epsilons: eps,
         curve,
+        per_seed: means,
     }
 }
 
@@ -386,6 +517,124 @@ fn missing_column(column: &str, reason: String) -> ColumnResult {
         summary: Cell::missing(reason),
         epsilons: Vec::new(),
         curve: Vec::new(),
+        per_seed: Vec::new(),
+    }
+}
+
+/// The paper's selection rule (§4.2): a regularized model must keep at least this share of
+/// its baseline's clean accuracy.
+pub const CLEAN_RATIO_RULE: f64 = 0.9;
+
+/// Columns compared as a ratio (decision-attack medians: higher = more robust, on a log-like
+/// scale where a difference means little).
+fn is_ratio_column(column: &str) -> bool {
+    matches!(column, "boundary" | "boundary-converged" | "hsj")
+}
+
+/// Cost columns, not claims.
+fn is_cost_column(column: &str) -> bool {
+    matches!(
+        column,
+        "epoch_seconds" | "train_seconds" | "peak_rss_mib" | "targets_seconds"
+    )
+}
+
+/// Whether `cell` (a paired difference, or a ratio when `ratio`) is clearly above or below
+/// `null` (0 or 1): by more than two standard errors.
+fn direction(cell: &Cell, null: f64) -> Option<std::cmp::Ordering> {
+    let (Some(mean), Some(sem)) = (cell.mean(), cell.sem()) else {
+        return None;
+    };
+    if mean - 2.0 * sem > null {
+        Some(std::cmp::Ordering::Greater)
+    } else if mean + 2.0 * sem < null {
+        Some(std::cmp::Ordering::Less)
+    } else {
+        Some(std::cmp::Ordering::Equal)
+    }
+}
+
+/// `variant` against `baseline`, seed by seed (the i-th run of each has seed i).
+fn paired_result(variant: &VariantResult, baseline: &VariantResult) -> PairedResult {
+    let columns = variant
+        .columns
+        .iter()
+        .zip(&baseline.columns)
+        .filter(|(c, _)| !is_cost_column(&c.column))
+        .map(|(v, b)| paired_column(v, b))
+        .collect();
+    PairedResult {
+        variant: variant.label(),
+        baseline: baseline.label(),
+        columns,
+    }
+}
+
+fn paired_column(v: &ColumnResult, b: &ColumnResult) -> PairedColumn {
+    let column = v.column.clone();
+    let ratio = column == "clean" || is_ratio_column(&column);
+    let kind = if ratio { "ratio" } else { "difference" }.to_string();
+    if v.per_seed.is_empty() || v.per_seed.len() != b.per_seed.len() {
+        let why = if v.per_seed.is_empty() || b.per_seed.is_empty() {
+            "no paired value: a cell of the pair has no number".to_string()
+        } else {
+            format!(
+                "no paired value: {} seeds against {}",
+                v.per_seed.len(),
+                b.per_seed.len()
+            )
+        };
+        return PairedColumn {
+            column,
+            kind,
+            value: Cell::missing(why.clone()),
+            verdict: why,
+        };
+    }
+    let values: Vec<f64> = v
+        .per_seed
+        .iter()
+        .zip(&b.per_seed)
+        .map(|(x, y)| if ratio { x / y } else { x - y })
+        .collect();
+    let value = Cell::from_values(&values);
+    let n = values.len();
+    let shown = value.display(if ratio { "ratio" } else { &column });
+    let verdict = if column == "clean" {
+        let mean = value.mean().unwrap_or(f64::NAN);
+        let keeps = if mean >= CLEAN_RATIO_RULE {
+            "keeps"
+        } else {
+            "does not keep"
+        };
+        let sure = match direction(&value, CLEAN_RATIO_RULE) {
+            None => " (1 seed: no error bar)".to_string(),
+            Some(std::cmp::Ordering::Equal) => " (within 2 SEM of the rule)".to_string(),
+            Some(_) => String::new(),
+        };
+        format!(
+            "{keeps} ≥ {CLEAN_RATIO_RULE} of the baseline's clean accuracy: ratio {shown}{sure}"
+        )
+    } else {
+        let null = if ratio { 1.0 } else { 0.0 };
+        match direction(&value, null) {
+            None => format!("1 seed, no verdict ({} {shown})", kind),
+            Some(std::cmp::Ordering::Greater) => {
+                format!("more robust: {kind} {shown}, above {null} by > 2 SEM over {n} seeds")
+            }
+            Some(std::cmp::Ordering::Less) => {
+                format!("less robust: {kind} {shown}, below {null} by > 2 SEM over {n} seeds")
+            }
+            Some(std::cmp::Ordering::Equal) => {
+                format!("no clear difference: {kind} {shown}, within 2 SEM of {null}")
+            }
+        }
+    };
+    PairedColumn {
+        column,
+        kind,
+        value,
+        verdict,
     }
 }
 
@@ -395,15 +644,25 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
     let rows = plan
         .rows
         .iter()
-        .map(|row| RowResult {
-            label: row.label.clone(),
-            dataset: row.dataset.clone(),
-            unavailable: row.unavailable.clone(),
-            variants: row
+        .map(|row| {
+            let variants: Vec<VariantResult> = row
                 .variants
                 .iter()
                 .map(|v| variant_result(plan, paths, report, row, v))
-                .collect(),
+                .collect();
+            let paired = match (&row.unavailable, variants.split_first()) {
+                (None, Some((baseline, others))) => {
+                    others.iter().map(|v| paired_result(v, baseline)).collect()
+                }
+                _ => Vec::new(),
+            };
+            RowResult {
+                label: row.label.clone(),
+                dataset: row.dataset.clone(),
+                unavailable: row.unavailable.clone(),
+                variants,
+                paired,
+            }
         })
         .collect();
     TableResult {
@@ -513,8 +772,52 @@ fn md_escape(s: &str) -> String {
 /// `table.md`: the headline table, then every curve at each ε.
 pub fn markdown(t: &TableResult) -> String {
     let mut md = headline_markdown(t);
+    md.push_str(&paired_markdown(t));
     md.push_str(&sweep_markdown(t));
     md.push_str(&curves_markdown(t));
+    md
+}
+
+/// Every variant against its row's baseline, seed by seed, with the verdicts.
+fn paired_markdown(t: &TableResult) -> String {
+    let mut md = String::new();
+    for row in t.rows.iter().filter(|r| !r.paired.is_empty()) {
+        if md.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Paired against the baseline: verdicts\n\nPer seed, the variant minus its \
+                 baseline of the same seed (accuracy columns, in points) or the variant over the \
+                 baseline (clean accuracy, against the paper's ≥ {CLEAN_RATIO_RULE} rule, and \
+                 decision-attack medians); mean ± SEM over seeds. A claim is supported when the \
+                 mean clears 0 (or 1) by more than two SEM.\n"
+            );
+        }
+        for p in &row.paired {
+            let _ = writeln!(
+                md,
+                "**{}: {} vs {}**\n",
+                md_escape(&row.label),
+                md_escape(&p.variant),
+                md_escape(&p.baseline)
+            );
+            let _ = writeln!(md, "| Column | Paired | Verdict |\n|---|---:|---|");
+            for c in &p.columns {
+                let shown = c.value.display(if c.kind == "ratio" {
+                    "ratio"
+                } else {
+                    &c.column
+                });
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    column_header(&c.column),
+                    md_escape(&format!("{} {shown}", c.kind)),
+                    md_escape(&c.verdict)
+                );
+            }
+            md.push('\n');
+        }
+    }
     md
 }
 
@@ -556,7 +859,7 @@ fn sweep_markdown(t: &TableResult) -> String {
 pub fn headline_markdown(t: &TableResult) -> String {
     let mut md = String::new();
     let seeds = if t.seeds > 1 {
-        format!("{} seeds, mean ± std", t.seeds)
+        format!("{} seeds, mean ± SEM", t.seeds)
     } else {
         "1 seed".to_string()
     };
@@ -677,7 +980,7 @@ fn csv_field(s: &str) -> String {
 
 /// `table.csv`: one line per cell; `epsilon` empty for the headline value of a column.
 pub fn csv(t: &TableResult) -> String {
-    let mut out = "row,dataset,variant,column,epsilon,mean,std,n,runs,note\n".to_string();
+    let mut out = "row,dataset,variant,column,epsilon,mean,std,sem,n,runs,note\n".to_string();
     for row in &t.rows {
         for v in &row.variants {
             let runs = v.runs.join(" ");
@@ -685,16 +988,21 @@ pub fn csv(t: &TableResult) -> String {
                 let points = std::iter::once((None, &c.summary))
                     .chain(c.epsilons.iter().map(Some).zip(c.curve.iter()));
                 for (eps, cell) in points {
-                    let (mean, std, n, note) = match cell {
-                        Cell::Value { mean, std, n } => (
+                    let (mean, std, sem, n, note) = match cell {
+                        Cell::Value { mean, std, sem, n } => (
                             mean.to_string(),
                             std.map(|s| s.to_string()).unwrap_or_default(),
+                            sem.map(|s| s.to_string()).unwrap_or_default(),
                             n.to_string(),
                             String::new(),
                         ),
-                        Cell::Missing { missing } => {
-                            (String::new(), String::new(), "0".into(), missing.clone())
-                        }
+                        Cell::Missing { missing } => (
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            "0".into(),
+                            missing.clone(),
+                        ),
                     };
                     let fields = [
                         csv_field(&row.label),
@@ -704,6 +1012,7 @@ pub fn csv(t: &TableResult) -> String {
                         eps.map(|e| e.to_string()).unwrap_or_default(),
                         mean,
                         std,
+                        sem,
                         n,
                         runs.clone(),
                         csv_field(&note),
@@ -725,4 +1034,71 @@ pub fn write_tables(t: &TableResult, out_dir: &Path) -> Result<()> {
         &out_dir.join("table.json"),
         serde_json::to_string_pretty(t)?.as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, per_seed: &[f64]) -> ColumnResult {
+        ColumnResult {
+            column: name.into(),
+            summary: Cell::from_values(per_seed),
+            epsilons: Vec::new(),
+            curve: Vec::new(),
+            per_seed: per_seed.to_vec(),
+        }
+    }
+
+    #[test]
+    fn verdicts_need_more_than_two_standard_errors() {
+        let base = column("gaussian", &[40.0, 50.0, 45.0]);
+        let clear = paired_column(&column("gaussian", &[50.0, 61.0, 57.0]), &base);
+        assert_eq!(clear.value.mean(), Some(11.0));
+        assert!(
+            clear.verdict.starts_with("more robust"),
+            "{}",
+            clear.verdict
+        );
+        let noisy = paired_column(&column("gaussian", &[35.0, 58.0, 46.0]), &base);
+        assert!(
+            noisy.verdict.starts_with("no clear difference"),
+            "{}",
+            noisy.verdict
+        );
+        let worse = paired_column(&column("gaussian", &[30.0, 41.0, 36.0]), &base);
+        assert!(
+            worse.verdict.starts_with("less robust"),
+            "{}",
+            worse.verdict
+        );
+        let one = paired_column(&column("gaussian", &[50.0]), &column("gaussian", &[40.0]));
+        assert!(one.verdict.starts_with("1 seed"), "{}", one.verdict);
+        let unpaired = paired_column(&column("gaussian", &[50.0, 51.0]), &base);
+        assert!(unpaired.value.mean().is_none());
+    }
+
+    #[test]
+    fn clean_accuracy_and_medians_are_compared_as_ratios() {
+        let clean = paired_column(
+            &column("clean", &[80.0, 81.0, 79.0]),
+            &column("clean", &[90.0, 90.0, 90.0]),
+        );
+        assert_eq!(clean.kind, "ratio");
+        assert!(
+            clean.verdict.starts_with("does not keep ≥ 0.9"),
+            "{}",
+            clean.verdict
+        );
+        let boundary = paired_column(
+            &column("boundary", &[0.04, 0.05, 0.045]),
+            &column("boundary", &[0.01, 0.01, 0.01]),
+        );
+        assert!((boundary.value.mean().unwrap() - 4.5).abs() < 1e-12);
+        assert!(
+            boundary.verdict.starts_with("more robust"),
+            "{}",
+            boundary.verdict
+        );
+    }
 }

@@ -89,27 +89,35 @@ pub fn run_state(runs_dir: &Path, id: &str) -> RunState {
     }
 }
 
-/// The attacks of `run` still to evaluate: those of `planned` absent from its `results.json`,
-/// and FGSM when the table needs it and there is no FGSM result from the expected surrogate.
+/// The attacks of `run` still to evaluate: those of `planned` absent from its `results.json`
+/// or not from its current best checkpoint (stale, provisional, older format: all of them
+/// then), and FGSM when the table needs it and there is no FGSM result from the expected
+/// surrogate.
 pub fn missing_attacks(
     runs_dir: &Path,
     planned: &PlannedRun,
     surrogate: Option<&str>,
 ) -> Vec<String> {
-    let results: Value = std::fs::read_to_string(runs_dir.join(&planned.id).join("results.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
+    let results =
+        crate::assemble::current_results(&runs_dir.join(&planned.id)).unwrap_or(Value::Null);
+    let sha = results["checkpoint_sha256"].as_str();
+    let current = |entry: &Value| {
+        sha.is_some()
+            && entry["provenance"]["checkpoint_sha256"].as_str() == sha
+            && entry["provenance"]["provisional"] == Value::Bool(false)
+    };
     let attacks = &results["attacks"];
     let mut missing: Vec<String> = planned
         .attacks
         .iter()
-        .filter(|a| attacks[a.as_str()].is_null())
+        .filter(|a| !current(&attacks[a.as_str()]))
         .cloned()
         .collect();
     let fgsm = &attacks["fgsm"];
     if planned.needs_fgsm
-        && !(fgsm["accuracy"].is_array() && fgsm["surrogate"].as_str() == surrogate)
+        && !(current(fgsm)
+            && fgsm["accuracy"].is_array()
+            && fgsm["surrogate"].as_str() == surrogate)
     {
         missing.push("fgsm".into());
     }
@@ -405,7 +413,9 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let started = Instant::now();
-    let status = Command::new(&paths.pixreg)
+    let mut command = Command::new(&paths.pixreg);
+    end_with_parent(&mut command);
+    let status = command
         .args(&job.args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -438,3 +448,32 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes the child receive `SIGTERM` when the xtask thread waiting for it dies, so that
+/// killing (or interrupting) `cargo xtask reproduce` stops its `pixreg` children instead of
+/// leaving them training (and holding their runs' locks). A killed child loses at most the
+/// epoch in progress: run folders commit whole epochs.
+#[cfg(target_os = "linux")]
+fn end_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only the
+    // async-signal-safe prctl(2), getppid(2) and _exit(2).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere children outlive an interrupted xtask; the run locks keep a rerun from
+/// starting a second trainer on the same run.
+#[cfg(not(target_os = "linux"))]
+fn end_with_parent(_command: &mut Command) {}

@@ -1,6 +1,7 @@
 //! Figures in the paper's style, drawn with `plotters` as SVG: accuracy vs ε per attack and
 //! row (one line per variant, baseline vs regularized), and bars of the decision-attack
-//! medians per row and variant.
+//! medians per row and variant. With more than one seed every point and bar carries a ±1 SEM
+//! error bar; titles name the profile and the number of seeds.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,21 @@ use plotters::prelude::*;
 use crate::assemble::{column_header, TableResult, CURVE_COLUMNS};
 use crate::util::write_atomic;
 
-/// Bars of one dataset: (variant, value) with `None` for a missing value.
-type BarGroup = (String, Vec<(String, Option<f64>)>);
+/// Bars of one dataset: (variant, value, SEM) with `None` for a missing value.
+type BarGroup = (String, Vec<(String, Option<f64>, Option<f64>)>);
+
+/// One curve: its name and (ε, mean, SEM) points.
+type CurveLine = (String, Vec<(f64, f64, Option<f64>)>);
+
+/// "profile `cpu`, n = 3 seeds" for titles.
+fn provenance_title(t: &TableResult) -> String {
+    let seeds = if t.seeds == 1 {
+        "1 seed".to_string()
+    } else {
+        format!("n = {} seeds, ± SEM", t.seeds)
+    };
+    format!("{}, {seeds}", t.profile)
+}
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 480;
@@ -59,16 +73,16 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|c| CURVE_COLUMNS.contains(&c.as_str()))
     {
         for row in &t.rows {
-            let lines: Vec<(String, Vec<(f64, f64)>)> = row
+            let lines: Vec<CurveLine> = row
                 .variants
                 .iter()
                 .filter_map(|v| {
                     let c = v.columns.iter().find(|c| &c.column == column)?;
-                    let points: Vec<(f64, f64)> = c
+                    let points: Vec<(f64, f64, Option<f64>)> = c
                         .epsilons
                         .iter()
                         .zip(&c.curve)
-                        .filter_map(|(e, cell)| cell.mean().map(|m| (*e, m)))
+                        .filter_map(|(e, cell)| cell.mean().map(|m| (*e, m, cell.sem())))
                         .collect();
                     (!points.is_empty()).then(|| (v.name.clone(), points))
                 })
@@ -77,7 +91,12 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let path = dir.join(format!("{}-{}.svg", slug(&row.label), column));
-            let title = format!("{}: {}", row.label, curve_title(column));
+            let title = format!(
+                "{}: {} ({})",
+                row.label,
+                curve_title(column),
+                provenance_title(t)
+            );
             write_atomic(&path, curve_svg(&title, &lines)?.as_bytes())?;
             written.push(path);
         }
@@ -96,12 +115,16 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
                     .variants
                     .iter()
                     .map(|v| {
-                        let value = v
+                        let summary = v
                             .columns
                             .iter()
                             .find(|c| &c.column == column)
-                            .and_then(|c| c.summary.mean());
-                        (v.name.clone(), value)
+                            .map(|c| &c.summary);
+                        (
+                            v.name.clone(),
+                            summary.and_then(|c| c.mean()),
+                            summary.and_then(|c| c.sem()),
+                        )
                     })
                     .collect();
                 (r.label.clone(), bars)
@@ -109,12 +132,16 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
             .collect();
         if groups
             .iter()
-            .all(|(_, bars)| bars.iter().all(|(_, v)| v.is_none()))
+            .all(|(_, bars)| bars.iter().all(|(_, v, _)| v.is_none()))
         {
             continue;
         }
         let path = dir.join(format!("{column}-median.svg"));
-        let title = format!("{} per dataset", column_header(column));
+        let title = format!(
+            "{} per dataset ({})",
+            column_header(column),
+            provenance_title(t)
+        );
         write_atomic(&path, bars_svg(&title, &groups)?.as_bytes())?;
         written.push(path);
     }
@@ -139,14 +166,14 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 /// Accuracy (%) vs ε, one line with markers per variant.
-fn curve_svg(title: &str, lines: &[(String, Vec<(f64, f64)>)]) -> Result<String> {
+fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let x_max = lines
             .iter()
-            .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+            .flat_map(|(_, p)| p.iter().map(|(x, _, _)| *x))
             .fold(0.0f64, f64::max)
             .max(1e-6);
         let mut chart = ChartBuilder::on(&root)
@@ -167,14 +194,30 @@ fn curve_svg(title: &str, lines: &[(String, Vec<(f64, f64)>)]) -> Result<String>
         for (i, (name, points)) in lines.iter().enumerate() {
             let c = colour(i);
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().map(|&(x, y, _)| (x, y)),
+                    c.stroke_width(2),
+                ))
                 .map_err(plot_err)?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
             chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|&(x, y, _)| Circle::new((x, y), 3, c.filled())),
+                )
+                .map_err(plot_err)?;
+            chart
+                .draw_series(points.iter().filter_map(|&(x, y, sem)| {
+                    let e = sem?;
+                    Some(PathElement::new(
+                        vec![(x, y - e), (x, y + e)],
+                        c.stroke_width(1),
+                    ))
+                }))
                 .map_err(plot_err)?;
         }
         chart
@@ -198,7 +241,10 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
         root.fill(&WHITE).map_err(plot_err)?;
         let y_max = groups
             .iter()
-            .flat_map(|(_, b)| b.iter().filter_map(|(_, v)| *v))
+            .flat_map(|(_, b)| {
+                b.iter()
+                    .filter_map(|(_, v, e)| v.map(|v| v + e.unwrap_or(0.0)))
+            })
             .fold(0.0f64, f64::max)
             .max(1e-9)
             * 1.35;
@@ -232,7 +278,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
             .map_err(plot_err)?;
         let variants: Vec<String> = groups
             .first()
-            .map(|(_, b)| b.iter().map(|(name, _)| name.clone()).collect())
+            .map(|(_, b)| b.iter().map(|(name, _, _)| name.clone()).collect())
             .unwrap_or_default();
         let k = variants.len().max(1) as f64;
         let width = 0.8 / k;
@@ -250,11 +296,25 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                     ))
                 })
                 .collect();
+            let error_bars: Vec<PathElement<(f64, f64)>> = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, bars))| {
+                    let (_, v, e) = bars.get(j)?;
+                    let (v, e) = ((*v)?, (*e)?);
+                    let x = i as f64 - 0.4 + j as f64 * width + width * 0.45;
+                    Some(PathElement::new(
+                        vec![(x, (v - e).max(0.0)), (x, v + e)],
+                        BLACK.stroke_width(1),
+                    ))
+                })
+                .collect();
             chart
                 .draw_series(rects)
                 .map_err(plot_err)?
                 .label(name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+            chart.draw_series(error_bars).map_err(plot_err)?;
             // A missing value (failed run, no successful attack) is marked, not left blank.
             let marks: Vec<Text<(f64, f64), String>> = groups
                 .iter()

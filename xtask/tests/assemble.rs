@@ -12,37 +12,132 @@ use xtask::exec::{execute, ExecOptions, ExecReport, Paths};
 use xtask::figures::write_figures;
 use xtask::plan::Plan;
 
-/// Writes a finished run with accuracies shifted by `shift` (in [0, 1] units).
+/// Writes a finished run (layout 2, a fake best checkpoint) whose `results.json` (format 2,
+/// every entry with the checkpoint's provenance) has accuracies shifted by `shift` (in [0, 1]
+/// units; written in %).
 fn fake_run(runs: &Path, id: &str, surrogate: Option<&str>, shift: f64) {
     let dir = runs.join(id);
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
     std::fs::write(dir.join("config.toml"), "").unwrap();
     std::fs::write(
         dir.join("state.json"),
-        json!({"status": "finished", "train_seconds": 12.5}).to_string(),
+        json!({"layout": 2, "status": "finished", "completed_epochs": 1, "best_epoch": 1,
+               "best_valid_loss": 0.3, "seed": 0, "train_seconds": 12.5})
+        .to_string(),
     )
     .unwrap();
+    let best = dir.join("checkpoints/best-0001.safetensors");
+    std::fs::write(&best, format!("weights of {id}")).unwrap();
+    let sha = pixreg_runner::provenance::sha256_file(&best).unwrap();
+    let provenance = json!({"checkpoint": "checkpoints/best-0001.safetensors",
+        "checkpoint_sha256": sha, "epoch": 1, "pixreg_version": "0.1.0", "git_commit": "test",
+        "evaluated_at": "2026-12-03T00:00:00Z", "provisional": false});
     let eps: Vec<f64> = (0..5).map(|i| 0.1 * i as f64).collect();
-    let acc: Vec<f64> = (0..5).map(|i| 0.9 - 0.1 * i as f64 + shift).collect();
-    let mut fgsm = json!({"epsilons": eps, "accuracy": acc});
+    let acc: Vec<f64> = (0..5)
+        .map(|i| 100.0 * (0.9 - 0.1 * i as f64 + shift))
+        .collect();
+    let curve =
+        json!({"epsilons": eps, "accuracy": acc, "n_images": 100, "provenance": provenance});
+    let mut fgsm = curve.clone();
     if let Some(s) = surrogate {
         fgsm["surrogate"] = json!(s);
     }
+    let decision = |m: f64| {
+        json!({"mean_of_medians": m, "medians": [m], "success_rate": 100.0,
+        "provenance": provenance})
+    };
     let results = json!({
-        "clean": {"test_acc": 100.0 * (0.9 + shift), "test_loss": 0.3},
+        "format": 2,
+        "checkpoint_sha256": sha,
+        "clean": {"test_acc": 100.0 * (0.9 + shift), "test_loss": 0.3, "n_images": 100,
+                  "provenance": provenance},
         "attacks": {
-            "gaussian": {"epsilons": eps, "accuracy": acc},
-            "uniform": {"epsilons": eps, "accuracy": acc},
-            "saltpepper": {"epsilons": eps, "accuracy": acc},
+            "gaussian": curve,
+            "uniform": curve,
+            "saltpepper": curve,
             "fgsm": fgsm,
-            "boundary": {"mean_of_medians": 0.01 + shift, "medians": [0.01], "success_rate": 1.0},
-            "boundary-converged": {"mean_of_medians": 0.005 + shift, "success_rate": 1.0},
-            "hsj": {"mean_of_medians": 0.004 + shift, "success_rate": 1.0},
-            "pgd-linf": {"epsilons": eps, "accuracy": acc},
-            "pgd-l2": {"epsilons": eps, "accuracy": acc},
+            "boundary": decision(0.01 + shift),
+            "boundary-converged": decision(0.005 + shift),
+            "hsj": decision(0.004 + shift),
+            "pgd-linf": curve,
+            "pgd-l2": curve,
         }
     });
     std::fs::write(dir.join("results.json"), results.to_string()).unwrap();
+}
+
+fn edit_results(paths: &Paths, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = paths.run_dir(id).join("results.json");
+    let mut results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut results);
+    std::fs::write(&path, results.to_string()).unwrap();
+}
+
+#[test]
+fn cells_that_break_an_invariant_or_come_from_another_checkpoint_are_flagged() {
+    let (_tmp, paths) = setup();
+    let plan = common::plan_table("table1", "smoke", Some(1), &paths.data_dir);
+    fake_all(&plan, &paths.runs_dir);
+    let (a, b, c) = (&plan.runs[0].id, &plan.runs[1].id, &plan.runs[2].id);
+    // The stale curve of the issue: ε = 0 accuracy of an older model beside the clean one.
+    edit_results(&paths, a, |r| {
+        r["attacks"]["uniform"]["accuracy"][0] = json!(64.0)
+    });
+    // An entry of another checkpoint.
+    edit_results(&paths, b, |r| {
+        r["attacks"]["gaussian"]["provenance"]["checkpoint_sha256"] = json!("0".repeat(64))
+    });
+    // The checkpoint changed after the evaluation (re-trained in place).
+    std::fs::write(
+        paths.run_dir(c).join("checkpoints/best-0001.safetensors"),
+        "other weights",
+    )
+    .unwrap();
+    // Assembly alone (execute would try to re-evaluate what is stale, see below).
+    let table = assemble(&plan, &paths, &ExecReport::default());
+    let cell = |id: &str, column: &str| -> Cell {
+        for row in &table.rows {
+            for v in &row.variants {
+                if v.runs.iter().any(|r| r == id) {
+                    let k = table.columns.iter().position(|c| c == column).unwrap();
+                    return v.columns[k].summary.clone();
+                }
+            }
+        }
+        panic!("run {id} not in the table");
+    };
+    let missing = |cell: Cell| match cell {
+        Cell::Missing { missing } => missing,
+        other => panic!("expected a flagged cell, got {other:?}"),
+    };
+    assert!(missing(cell(a, "uniform")).contains("at ε = 0 is 64.00 %"));
+    assert!(
+        cell(a, "gaussian").mean().is_some(),
+        "the other cells stand"
+    );
+    assert!(missing(cell(b, "gaussian")).contains("another checkpoint"));
+    for column in ["clean", "gaussian", "boundary"] {
+        assert!(missing(cell(c, column)).starts_with("stale"), "{column}");
+    }
+    // xtask re-evaluates what is stale: every attack of the run whose checkpoint changed.
+    let planned = &plan.runs[2];
+    let mut expected = planned.attacks.clone();
+    if planned.needs_fgsm {
+        expected.push("fgsm".into());
+    }
+    assert_eq!(
+        xtask::exec::missing_attacks(&paths.runs_dir, planned, None),
+        expected
+    );
+    assert_eq!(
+        xtask::exec::missing_attacks(
+            &paths.runs_dir,
+            &plan.runs[1],
+            plan.runs[1].surrogate.map(|s| plan.runs[s].id.as_str())
+        ),
+        vec!["gaussian".to_string()]
+    );
 }
 
 /// Fake results for every run of `plan` (seed-dependent shift so std > 0).
@@ -123,10 +218,11 @@ fn assembles_mean_and_std_over_seeds() {
     assert_eq!(mnist.dataset, "mnist");
     let clean = &mnist.variants[0].columns[0];
     match &clean.summary {
-        Cell::Value { mean, std, n } => {
+        Cell::Value { mean, std, sem, n } => {
             assert_eq!(*n, 2);
             assert!((mean - 90.5).abs() < 1e-9, "{mean}");
             assert!(std.unwrap() > 0.0);
+            assert!((sem.unwrap() - std.unwrap() / 2f64.sqrt()).abs() < 1e-12);
         }
         other => panic!("{other:?}"),
     }
@@ -135,11 +231,34 @@ fn assembles_mean_and_std_over_seeds() {
     // Grid mean without ε = 0: mean of 80, 70, 60, 50 (+0.5 from the seed shift).
     assert!((gaussian.summary.mean().unwrap() - 65.5).abs() < 1e-9);
     let md = markdown(&table);
-    assert!(md.contains("90.5 ± 0.7"), "{md}");
+    // Two seeds of 90 % and 91 %: mean ± SEM (std 0.71 / √2).
+    assert!(md.contains("90.5 ± 0.5 (n=2)"), "{md}");
+    assert!(
+        md.contains("## Paired against the baseline: verdicts"),
+        "{md}"
+    );
+    let paired = &mnist.paired[0];
+    assert_eq!(paired.variant, "regularized");
+    let clean_pair = &paired.columns[0];
+    assert_eq!(
+        (clean_pair.column.as_str(), clean_pair.kind.as_str()),
+        ("clean", "ratio")
+    );
+    assert!(
+        clean_pair.verdict.starts_with("keeps ≥ 0.9"),
+        "{}",
+        clean_pair.verdict
+    );
+    let boundary_pair = paired
+        .columns
+        .iter()
+        .find(|c| c.column == "boundary")
+        .unwrap();
+    assert_eq!(boundary_pair.kind, "ratio");
     assert!(md.contains("| CIFAR-100 | all | data not available: "));
     assert!(md.contains("## Gaussian (%) at each ε"));
     let csv_text = csv(&table);
-    assert!(csv_text.starts_with("row,dataset,variant,column,epsilon,mean,std,n,runs,note\n"));
+    assert!(csv_text.starts_with("row,dataset,variant,column,epsilon,mean,std,sem,n,runs,note\n"));
     // 3 rows × 2 variants × (clean + 4 curves × (1 + 5 ε) + boundary) + CIFAR-100's 2 × 6.
     assert_eq!(
         csv_text.lines().count(),
