@@ -596,3 +596,38 @@ fn errors_stay_on_one_line_and_name_the_true_cause() {
     assert_refused(&out, "does not exist");
     assert!(!stderr(&out).contains("--arch"), "{}", stderr(&out));
 }
+
+#[test]
+fn rsa_says_how_much_the_dense_matrix_needs_and_suggests_no_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 000 images of 4 × 4 pixels: the pixels are 13 MB, the dense matrix 160 GB (more
+    // than any machine this runs on).
+    let n = 200_000;
+    let values: Vec<f32> = (0..n * 16)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let images =
+        candle_core::Tensor::from_vec(values, (n, 1, 4, 4), &candle_core::Device::Cpu).unwrap();
+    let path = dir.path().join("images.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("images".to_string(), images)]),
+        &path,
+    )
+    .unwrap();
+    let out = dir.path().join("out.safetensors");
+    let o = pixreg(
+        &[
+            "rsa",
+            "--images",
+            path.to_str().unwrap(),
+            "--threshold",
+            "0.8",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_refused(&o, "--no-matrix");
+    assert!(stderr(&o).contains("needs at least"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
