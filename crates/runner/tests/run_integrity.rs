@@ -15,30 +15,9 @@ use pixreg_runner::fault::{COMMIT_POINTS, FAULT_ENV};
 use pixreg_runner::run_dir::{RunDir, RunStatus};
 use pixreg_runner::train::{train, TrainOptions};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
-const SMOKE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/configs/fashion-mnist-reg-smoke.toml"
-);
+mod common;
 
-/// A regularized run of 3 epochs small enough to train a dozen times in a test.
-fn tiny_config(extra: &[&str]) -> ExperimentConfig {
-    let mut overrides: Vec<String> = [
-        "task.train_limit=96",
-        "task.test_limit=64",
-        "model.base_channels=4",
-        "regularization.n_images=200",
-        "regularization.range=\"high\"",
-        "regularization.threshold=0.4",
-        "training.epochs=3",
-        "evaluation.attacks=[]",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    overrides.extend(extra.iter().map(|s| s.to_string()));
-    ExperimentConfig::load(Path::new(SMOKE), &overrides).unwrap()
-}
+use common::{tiny_config, DATA, SMOKE};
 
 fn options(max_epochs: Option<usize>) -> TrainOptions {
     TrainOptions {

@@ -9,11 +9,9 @@ use pixreg_runner::data::DataSource;
 use pixreg_runner::run_dir::RunStatus;
 use pixreg_runner::train::{train, TrainOptions, TrainOutcome};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
-const SMOKE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/configs/fashion-mnist-reg-smoke.toml"
-);
+mod common;
+
+use common::{tiny_config, DATA, SMOKE};
 
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -225,26 +223,9 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
     );
 }
 
-fn tiny_config() -> ExperimentConfig {
-    let overrides: Vec<String> = [
-        "task.train_limit=96",
-        "task.test_limit=64",
-        "model.base_channels=4",
-        "regularization.n_images=200",
-        "regularization.range=\"high\"",
-        "regularization.threshold=0.4",
-        "training.epochs=3",
-        "evaluation.attacks=[]",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    ExperimentConfig::load(Path::new(SMOKE), &overrides).unwrap()
-}
-
 #[test]
 fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
-    let runs = assert_resumes_exactly(&tiny_config());
+    let runs = assert_resumes_exactly(&tiny_config(&[]));
     let (full, resumed) = (&runs.full, &runs.resumed);
     let best = full.run.best_checkpoint().unwrap();
     assert!(
@@ -330,7 +311,7 @@ fn assert_resumes_exactly(config: &ExperimentConfig) -> StraightAndResumed {
 
 #[test]
 fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
-    let mut plain = tiny_config();
+    let mut plain = tiny_config(&[]);
     plain.training.epochs = 2;
     let quiet = TrainOptions {
         quiet: true,
