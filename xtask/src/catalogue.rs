@@ -126,6 +126,11 @@ pub struct ProfileSpec {
     /// `#SBATCH` options of the Slurm launcher (`--gres=gpu:1`, `--time=…`).
     #[serde(default)]
     pub sbatch: Vec<String>,
+    /// Where its runs live by default, relative to the repository root (`runs` when unset):
+    /// a reporting profile keeps its runs in the repository (`experiments/runs`), so a table
+    /// grows seed by seed on whatever machine reproduces it.
+    #[serde(default)]
+    pub runs_dir: Option<String>,
 }
 
 impl ProfileSpec {
@@ -150,6 +155,7 @@ impl ProfileSpec {
             } else {
                 other.sbatch.clone()
             },
+            runs_dir: other.runs_dir.clone().or(self.runs_dir.clone()),
         }
     }
 }

@@ -51,7 +51,8 @@ struct ReproduceArgs {
     /// Delete and redo the table's runs even when finished.
     #[arg(long)]
     force: bool,
-    /// Folder of run folders (default: runs/ at the repository root).
+    /// Folder of run folders (default: the profile's `runs_dir`, else runs/ at the repository
+    /// root).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// Data directory (default: $PIXREG_DATA_DIR, else ../shared/datasets beside the repo).
@@ -112,7 +113,15 @@ fn run(cli: Cli) -> Result<()> {
             let root = workspace_root();
             let runs_dir = match args.runs_dir {
                 Some(dir) => absolute(dir)?,
-                None => root.join("runs"),
+                None => {
+                    let catalogue = Catalogue::load(&root.join("experiments"))?;
+                    let profile = catalogue.profiles.get(&args.profile);
+                    root.join(
+                        profile
+                            .and_then(|p| p.runs_dir.as_deref())
+                            .unwrap_or("runs"),
+                    )
+                }
             };
             let options = ReproduceOptions {
                 data_dir: resolve_data_dir(&root, args.data_dir.as_deref())?,
