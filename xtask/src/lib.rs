@@ -4,7 +4,8 @@
 //! into the paper's results: it plans the runs a table of the catalogue (`experiments/`) needs
 //! ([`plan`]), trains and evaluates them with the `pixreg` binary, reusing finished runs
 //! ([`exec`]) or as a Slurm job array ([`slurm`]), and writes the table ([`assemble`]), the
-//! figures ([`figures`]) and a manifest ([`manifest`]) to
+//! figures ([`figures`]) and a manifest ([`manifest`]) to `results/<table>/<profile>/`
+//! (untracked), or, with `--update-reference`, to the committed reference results in
 //! `experiments/results/<table>/<profile>/`.
 
 pub mod assemble;
@@ -88,9 +89,13 @@ pub struct ReproduceOptions {
     pub runs_dir: PathBuf,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Output folder (default `experiments/results/<table>/<profile>`).
+    /// Output folder (default `results/<table>/<profile>`, or with `update_reference` the
+    /// committed `experiments/results/<table>/<profile>`).
     pub out_dir: Option<PathBuf>,
-    /// The `pixreg` binary; `None`: build it with cargo and use `target/release/pixreg`.
+    /// Write the table over the committed reference results (when `out_dir` is unset).
+    pub update_reference: bool,
+    /// The `pixreg` binary; `None`: build it with cargo and use `release/pixreg` of the
+    /// target directory (`$CARGO_TARGET_DIR`, else `target/`).
     pub pixreg: Option<PathBuf>,
     /// Local or Slurm.
     pub launcher: Launcher,
@@ -121,6 +126,15 @@ pub struct Outcome {
     pub report: ExecReport,
 }
 
+/// The cargo target directory of the workspace: `$CARGO_TARGET_DIR` (relative to the
+/// workspace root when relative), else `target/`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// Builds `pixreg` with the release profile and returns its path.
 fn build_pixreg(root: &Path) -> Result<PathBuf> {
     eprintln!("building pixreg (cargo build --release -p pixreg-runner) ...");
@@ -133,7 +147,7 @@ fn build_pixreg(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("building pixreg failed ({status})");
     }
-    Ok(root.join("target").join("release").join("pixreg"))
+    Ok(target_dir(root).join("release").join("pixreg"))
 }
 
 /// `cargo xtask reproduce`: plan, run (or write Slurm scripts), assemble, draw, record.
@@ -163,10 +177,12 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
             name.push('-');
             name.push_str(row);
         }
-        root.join("experiments")
-            .join("results")
-            .join(&opts.table)
-            .join(name)
+        let base = if opts.update_reference {
+            root.join("experiments").join("results")
+        } else {
+            root.join("results")
+        };
+        base.join(&opts.table).join(name)
     });
     let finished = plan
         .runs
@@ -189,10 +205,13 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
     }
     let pixreg = match (&opts.pixreg, opts.launcher) {
         (Some(p), _) => p.clone(),
-        (None, Launcher::Slurm) => root.join("target").join("release").join("pixreg"),
+        (None, Launcher::Slurm) => target_dir(root).join("release").join("pixreg"),
         (None, Launcher::Local) if opts.no_train && plan.runs.is_empty() => PathBuf::new(),
         (None, Launcher::Local) => build_pixreg(root)?,
     };
+    if !pixreg.as_os_str().is_empty() {
+        eprintln!("pixreg binary: {}", pixreg.display());
+    }
     let paths = Paths {
         pixreg,
         runs_dir: opts.runs_dir.clone(),
@@ -215,6 +234,8 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         if !opts.rows.is_empty() {
             args.extend(["--rows".into(), opts.rows.join(",")]);
         }
+        // The assembly job writes where this call would have written.
+        args.extend(["--out".into(), out_dir.display().to_string()]);
         let profile = catalogue.profile(&plan.table, &plan.profile)?;
         let scripts = slurm::write_scripts(
             &plan,

@@ -58,10 +58,15 @@ struct ReproduceArgs {
     /// Data directory (default: $PIXREG_DATA_DIR, else ../shared/datasets beside the repo).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Output folder (default: experiments/results/<table>/<profile>).
+    /// Output folder (default: results/<table>/<profile>, untracked; see --update-reference).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The pixreg binary (default: build it and use target/release/pixreg).
+    /// Write the table over the committed reference results in
+    /// experiments/results/<table>/<profile> instead of the untracked results/.
+    #[arg(long)]
+    update_reference: bool,
+    /// The pixreg binary (default: build it and use release/pixreg of $CARGO_TARGET_DIR, else
+    /// of target/).
     #[arg(long)]
     pixreg: Option<PathBuf>,
     /// Where runs execute.
@@ -132,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
                 force: args.force,
                 runs_dir,
                 out_dir: args.out.map(absolute).transpose()?,
+                update_reference: args.update_reference,
                 pixreg: args.pixreg.map(absolute).transpose()?,
                 launcher: args.launcher,
                 submit: args.submit,

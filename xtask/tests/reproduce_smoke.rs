@@ -23,6 +23,7 @@ fn table1_smoke_end_to_end() {
         runs_dir: tmp.path().join("runs"),
         data_dir,
         out_dir: Some(tmp.path().join("out")),
+        update_reference: false,
         pixreg: None,
         launcher: Launcher::Local,
         submit: false,

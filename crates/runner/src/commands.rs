@@ -25,7 +25,8 @@ pub struct TrainArgs {
     /// Folder holding one subfolder per run.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
-    /// Data directory (default: $PIXREG_DATA_DIR).
+    /// Data directory (default: $PIXREG_DATA_DIR; required when that is unset: pixreg has no
+    /// built-in default, `cargo xtask` defaults to ../shared/datasets).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Download a dataset missing from the data directory from the Hugging Face hub.
@@ -56,7 +57,8 @@ pub struct EvalArgs {
     /// without one, FGSM is white-box).
     #[arg(long)]
     pub surrogate: Option<PathBuf>,
-    /// Data directory (default: $PIXREG_DATA_DIR).
+    /// Data directory (default: $PIXREG_DATA_DIR; required when that is unset: pixreg has no
+    /// built-in default, `cargo xtask` defaults to ../shared/datasets).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Download a dataset missing from the data directory from the Hugging Face hub.

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pixreg_runner::{commands, predict, rsa_cmd};
 
-/// Pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid): targets, training,
-/// evaluation.
+/// pixreg: pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid, arXiv
+/// 2410.03952): similarity targets, training, robustness evaluation, run folders.
+///
+/// Data come from --data-dir or $PIXREG_DATA_DIR; runs live under --runs-dir (default runs/).
 #[derive(Debug, Parser)]
-#[command(name = "pixreg", version, about)]
+#[command(name = "pixreg", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,7 +34,8 @@ pub struct RsaArgs {
     /// Number of images taken from --dataset.
     #[arg(long)]
     pub count: Option<usize>,
-    /// Data directory (default: $PIXREG_DATA_DIR).
+    /// Data directory (default: $PIXREG_DATA_DIR; required when that is unset: pixreg has no
+    /// built-in default, `cargo xtask` defaults to ../shared/datasets).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Download --dataset from the Hugging Face hub if the data directory lacks it.
