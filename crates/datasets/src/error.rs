@@ -88,6 +88,18 @@ pub enum Error {
     /// A dataset that is neither in the data directory nor downloadable under the current setting.
     #[error("dataset {name} not found: {detail}")]
     DatasetNotFound { name: String, detail: String },
+    /// A data file whose contents differ from the shipped checksum list.
+    #[error(
+        "{path}: sha256 mismatch (expected {expected}, found {found}): the file is corrupt or \
+         not the project's reference copy; fetch it again, or pass --no-verify \
+         (PIXREG_NO_VERIFY=1) to use it anyway",
+        path = .path.display()
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     /// A request that cannot be satisfied (bad argument, unsupported combination).
     #[error("{0}")]
     Invalid(String),

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod batch;
+pub mod checksum;
 pub mod cifar;
 pub mod error;
 pub mod folder;

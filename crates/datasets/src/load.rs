@@ -31,6 +31,25 @@ pub enum Source {
     Parquet { train: PathBuf, test: PathBuf },
 }
 
+impl Source {
+    /// The top folder of the data directory the files lie in (the first component of their
+    /// path relative to it), whose entries of the checksum list are verified; `None` for the
+    /// hub's cache.
+    fn folder_in(&self, data_dir: &Path) -> Option<String> {
+        let path = match self {
+            Source::Idx(p)
+            | Source::Cifar10Bin(p)
+            | Source::Cifar100Bin(p)
+            | Source::Folder(p)
+            | Source::TinyImagenet(p)
+            | Source::Imagenet(p) => p,
+            Source::Parquet { .. } => return None,
+        };
+        let first = path.strip_prefix(data_dir).ok()?.components().next()?;
+        Some(first.as_os_str().to_string_lossy().into_owned())
+    }
+}
+
 fn single_archive(dir: &Path) -> Result<Option<PathBuf>> {
     let mut archives = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
@@ -104,6 +123,11 @@ fn expected_layout(name: DatasetName) -> &'static str {
 /// parquet copy. Offline, a missing dataset is an error and the network is never touched.
 pub fn locate(name: DatasetName, opts: &LoadOptions) -> Result<Source> {
     if let Some(source) = find_local(name, &opts.data_dir)? {
+        if opts.verify {
+            if let Some(folder) = source.folder_in(&opts.data_dir) {
+                crate::checksum::Checksums::shipped().verify_folder(&opts.data_dir, &folder)?;
+            }
+        }
         return Ok(source);
     }
     let hub = HubDataset::of(name);

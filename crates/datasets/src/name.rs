@@ -168,6 +168,9 @@ pub struct LoadOptions {
     pub rgb: bool,
     /// Hub fallback for missing datasets.
     pub download: Download,
+    /// Check the files against the shipped checksums before reading them
+    /// ([`crate::checksum`]); on unless `PIXREG_NO_VERIFY=1`.
+    pub verify: bool,
 }
 
 impl LoadOptions {
@@ -177,7 +180,14 @@ impl LoadOptions {
             data_dir: data_dir.into(),
             rgb: false,
             download: Download::Offline,
+            verify: crate::checksum::verify_by_default(),
         }
+    }
+
+    /// Same options with checksum verification on or off.
+    pub fn verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// Same options with the given RGB flag.

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use pixreg_datasets::{
     first_n_train_images, load_split, load_train_test, split_train_valid, BatchOptions, Batcher,
-    DatasetName, ImageSet, LoadOptions, RegImages, Split, ValidSplit,
+    DatasetName, Error, ImageSet, LoadOptions, RegImages, Split, ValidSplit,
 };
 
 fn opts() -> LoadOptions {
@@ -302,4 +302,33 @@ fn first_n_mnist_and_reg_images() {
     assert_ne!(reg.source_indices, sorted);
     let cj = first_n_train_images(DatasetName::Cifar10Jpeg, 4, &LoadOptions::new(&dir)).unwrap();
     assert_eq!(cj.dims(), [4, 1, 32, 32]);
+}
+
+#[test]
+fn a_corrupted_byte_in_a_dataset_copy_fails_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mnist");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(opts().data_dir.join("mnist")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    let options = LoadOptions::new(dir.path());
+    let (train, _) = load_train_test(DatasetName::Mnist, &options).unwrap();
+    assert_eq!(train.n, 60_000, "the shipped copy passes");
+
+    let labels = copy.join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = std::fs::read(&labels).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x01;
+    std::fs::write(&labels, &bytes).unwrap();
+    let err = load_train_test(DatasetName::Mnist, &options).unwrap_err();
+    assert!(
+        matches!(&err, Error::ChecksumMismatch { path, .. } if path == &labels),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    // Unverified, the same byte is read (and fails later, as whatever the format makes of it).
+    let err = load_train_test(DatasetName::Mnist, &options.clone().verify(false)).unwrap_err();
+    assert!(!matches!(err, Error::ChecksumMismatch { .. }), "{err}");
 }

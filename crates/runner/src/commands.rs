@@ -32,6 +32,9 @@ pub struct TrainArgs {
     /// Download a dataset missing from the data directory from the Hugging Face hub.
     #[arg(long)]
     pub download: bool,
+    /// Do not check the data files against the shipped checksums.
+    #[arg(long)]
+    pub no_verify: bool,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -64,6 +67,9 @@ pub struct EvalArgs {
     /// Download a dataset missing from the data directory from the Hugging Face hub.
     #[arg(long)]
     pub download: bool,
+    /// Do not check the data files against the shipped checksums.
+    #[arg(long)]
+    pub no_verify: bool,
     /// Override an `[evaluation]` setting of the run's config for this evaluation, e.g.
     /// `--set evaluation.boundary_images=100` (repeatable; other sections would describe a
     /// different model and are refused).
@@ -87,7 +93,10 @@ pub struct RunsArgs {
 pub fn train_command(args: &TrainArgs) -> Result<()> {
     let config = ExperimentConfig::load(&args.config, &args.overrides)?;
     validate_attacks(&config.evaluation.attacks)?;
-    let data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
+    let mut data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
+    if args.no_verify {
+        data = data.without_verification();
+    }
     let outcome = train(
         &config,
         &args.runs_dir,
@@ -155,7 +164,10 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
             run.id()
         );
     }
-    let data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
+    let mut data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
+    if args.no_verify {
+        data = data.without_verification();
+    }
     let attacks = args
         .attacks
         .clone()

@@ -14,6 +14,9 @@ pub struct DataSource {
     pub dir: PathBuf,
     /// Offline (default) or download allowed (`--download`).
     pub download: Download,
+    /// Check data files against the shipped checksums (off with `--no-verify` or
+    /// `PIXREG_NO_VERIFY=1`).
+    pub verify: bool,
 }
 
 impl DataSource {
@@ -26,7 +29,14 @@ impl DataSource {
             } else {
                 Download::Offline
             },
+            verify: pixreg_datasets::checksum::verify_by_default(),
         })
+    }
+
+    /// The same source without checksum verification (`--no-verify`).
+    pub fn without_verification(mut self) -> Self {
+        self.verify = false;
+        self
     }
 
     /// Offline access to `dir`.
@@ -34,12 +44,16 @@ impl DataSource {
         Self {
             dir: dir.into(),
             download: Download::Offline,
+            verify: true,
         }
     }
 
     /// Loader options for this source.
     pub fn options(&self, rgb: bool) -> LoadOptions {
-        LoadOptions::new(&self.dir).rgb(rgb).download(self.download)
+        LoadOptions::new(&self.dir)
+            .rgb(rgb)
+            .download(self.download)
+            .verify(self.verify)
     }
 }
 
