@@ -24,7 +24,12 @@ fn provenance_title(t: &TableResult) -> String {
     } else {
         format!("n = {} seeds, ± SEM", t.seeds)
     };
-    format!("{}, {seeds}", t.profile)
+    let profile = if t.profile == "smoke" {
+        "smoke: not a result".to_string()
+    } else {
+        format!("profile {}", t.profile)
+    };
+    format!("{profile}, {seeds}")
 }
 
 const WIDTH: u32 = 720;
@@ -222,7 +227,9 @@ fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Accuracy falls with ε from its clean value at the left: the lower-left corner
+            // is where no curve runs.
+            .position(SeriesLabelPosition::LowerLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 16))
@@ -239,6 +246,13 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
+        // Medians of different models span 10–50×: a log axis keeps the smallest bar visible.
+        let values = || {
+            groups
+                .iter()
+                .flat_map(|(_, b)| b.iter().filter_map(|(_, v, _)| *v))
+                .filter(|v| *v > 0.0)
+        };
         let y_max = groups
             .iter()
             .flat_map(|(_, b)| {
@@ -247,7 +261,8 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
             })
             .fold(0.0f64, f64::max)
             .max(1e-9)
-            * 1.35;
+            * 3.0;
+        let y_min = values().fold(f64::INFINITY, f64::min).min(y_max / 10.0) / 3.0;
         let n = groups.len();
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
@@ -255,7 +270,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(80)
-            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, (y_min..y_max).log_scale())
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -291,7 +306,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                     let v = bars.get(j)?.1?;
                     let x0 = i as f64 - 0.4 + j as f64 * width;
                     Some(Rectangle::new(
-                        [(x0, 0.0), (x0 + width * 0.9, v)],
+                        [(x0, y_min), (x0 + width * 0.9, v)],
                         c.filled(),
                     ))
                 })
@@ -304,7 +319,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                     let (v, e) = ((*v)?, (*e)?);
                     let x = i as f64 - 0.4 + j as f64 * width + width * 0.45;
                     Some(PathElement::new(
-                        vec![(x, (v - e).max(0.0)), (x, v + e)],
+                        vec![(x, (v - e).max(y_min)), (x, v + e)],
                         BLACK.stroke_width(1),
                     ))
                 })
@@ -324,7 +339,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                     let x0 = i as f64 - 0.4 + j as f64 * width;
                     Text::new(
                         "n/a".to_string(),
-                        (x0, y_max * 0.04),
+                        (x0, y_min * 1.5),
                         ("sans-serif", 14).into_font(),
                     )
                 })

@@ -281,6 +281,11 @@ fn assembles_mean_and_std_over_seeds() {
     for f in figures {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(text.trim_start().starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+        assert!(
+            text.contains("smoke: not a result") && text.contains("n = 2 seeds"),
+            "{}: the title names the profile and the seeds",
+            f.display()
+        );
     }
 }
 

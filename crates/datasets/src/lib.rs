@@ -52,6 +52,10 @@
 //! # }
 //! ```
 
+/// The candle version this crate's tensors come from: depend on it through this re-export to
+/// avoid a second copy of `candle-core`.
+pub use candle_core;
+
 pub mod batch;
 pub mod checksum;
 pub mod cifar;

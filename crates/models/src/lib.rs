@@ -33,6 +33,10 @@
 //! # Ok::<(), pixreg_models::Error>(())
 //! ```
 
+/// The candle version this crate's tensors come from: depend on it through this re-export to
+/// avoid a second copy of `candle-core`.
+pub use candle_core;
+
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -33,6 +33,10 @@
 //! # Ok(()) }
 //! ```
 
+/// The candle version this crate's tensors come from: depend on it through this re-export to
+/// avoid a second copy of `candle-core`.
+pub use candle_core;
+
 pub mod error;
 pub mod external;
 pub mod loss;

@@ -472,7 +472,8 @@ impl RunDir {
         write_text(&self.metrics(), &text)
     }
 
-    /// Appends one line to `log.txt` (a log, not a result: appending is fine).
+    /// Appends `line` to `log.txt`, each of its lines after an RFC 3339 UTC timestamp (a log,
+    /// not a result: appending is fine).
     pub fn log(&self, line: &str) -> Result<()> {
         let path = self.log_path();
         let mut file = fs::OpenOptions::new()
@@ -480,7 +481,13 @@ impl RunDir {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
+        let stamp = crate::provenance::now_rfc3339();
+        let mut text = String::new();
+        for part in line.lines().filter(|l| !l.trim().is_empty()) {
+            text.push_str(&format!("{stamp} {part}\n"));
+        }
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 }

@@ -655,7 +655,13 @@ fn train_locked(
                     corr_sum += c;
                     corr_n += 1;
                 }
-                message.push_str(&format!(" reg {r:.3} corr {c:.2}"));
+                // Undefined (constant targets, e.g. one sign only at Th 0.8): shown as –.
+                let corr = if c.is_finite() {
+                    format!("{c:.2}")
+                } else {
+                    "–".to_string()
+                };
+                message.push_str(&format!(" reg {r:.3} corr {corr}"));
             }
             if (step + 1) % t.display_every == 0 {
                 let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;

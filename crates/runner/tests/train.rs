@@ -344,6 +344,13 @@ fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
             log.contains(logged),
             "{defense}: log lacks `{logged}`:\n{log}"
         );
+        for line in log.lines() {
+            let stamp = line.split(' ').next().unwrap_or_default();
+            assert!(
+                humantime::parse_rfc3339(stamp).is_ok(),
+                "log line without an RFC 3339 timestamp: {line}"
+            );
+        }
         let weights = std::fs::read(runs.full.run.last_checkpoint_at(2)).unwrap();
         assert!(
             weights != reference_weights,
