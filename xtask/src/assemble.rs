@@ -248,6 +248,57 @@ pub struct TableResult {
     pub columns: Vec<String>,
     /// Rows.
     pub rows: Vec<RowResult>,
+    /// The paper figure(s) the table reproduces.
+    pub paper_figure: Option<String>,
+    /// The paper's numbers beside ours.
+    pub paper: Vec<PaperComparison>,
+}
+
+/// A number of the paper and ours for the same cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperComparison {
+    /// What the paper reports.
+    #[serde(flatten)]
+    pub paper: crate::catalogue::PaperValue,
+    /// Ours (mean ± SEM over seeds), or why there is none.
+    pub ours: Cell,
+}
+
+/// Our cell for each of the paper's values.
+fn paper_comparisons(plan: &Plan, rows: &[RowResult]) -> Vec<PaperComparison> {
+    plan.table
+        .paper
+        .iter()
+        .map(|p| {
+            let ours = rows
+                .iter()
+                .find(|r| r.dataset == p.dataset)
+                .and_then(|r| r.variants.iter().find(|v| v.name == p.variant))
+                .and_then(|v| v.columns.iter().find(|c| c.column == p.column))
+                .map_or_else(
+                    || Cell::missing("not in this table (row, variant or column not planned)"),
+                    |c| match p.epsilon {
+                        None => c.summary.clone(),
+                        Some(eps) => c
+                            .epsilons
+                            .iter()
+                            .position(|e| (e - eps).abs() < 1e-6)
+                            .and_then(|k| c.curve.get(k).cloned())
+                            .unwrap_or_else(|| {
+                                if c.epsilons.is_empty() {
+                                    c.summary.clone()
+                                } else {
+                                    Cell::missing(format!("our ε grid has no ε = {eps}"))
+                                }
+                            }),
+                    },
+                );
+            PaperComparison {
+                paper: p.clone(),
+                ours,
+            }
+        })
+        .collect()
 }
 
 /// One run's value of one column.
@@ -665,12 +716,15 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
             }
         })
         .collect();
+    let rows: Vec<RowResult> = rows;
     TableResult {
         table: plan.table.name.clone(),
         title: plan.table.title.clone(),
         profile: plan.profile.clone(),
         seeds: plan.seeds,
         columns: columns.clone(),
+        paper_figure: plan.table.paper_figure.clone(),
+        paper: paper_comparisons(plan, &rows),
         rows,
     }
 }
@@ -773,8 +827,39 @@ fn md_escape(s: &str) -> String {
 pub fn markdown(t: &TableResult) -> String {
     let mut md = headline_markdown(t);
     md.push_str(&paired_markdown(t));
+    md.push_str(&paper_markdown(t));
     md.push_str(&sweep_markdown(t));
     md.push_str(&curves_markdown(t));
+    md
+}
+
+/// The paper's numbers beside ours.
+fn paper_markdown(t: &TableResult) -> String {
+    if t.paper.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "\n## The paper's numbers beside ours\n\nThe paper publishes no table: its values were \
+         read off its figures ({}); see `../shared/specs/paper-claims.md`. Ours: profile `{}`, \
+         mean ± SEM over seeds.\n\n| Dataset | Model | Column | ε | Paper | Ours | Source |\n\
+         |---|---|---|---:|---:|---:|---|\n",
+        t.paper_figure.as_deref().unwrap_or("see each source"),
+        t.profile
+    );
+    for c in &t.paper {
+        let p = &c.paper;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            md_escape(&p.dataset),
+            md_escape(&p.variant),
+            column_header(&p.column),
+            p.epsilon.map_or("—".into(), trim_float),
+            format_value(&p.column, p.value),
+            md_escape(&c.ours.display(&p.column)),
+            md_escape(&p.source)
+        );
+    }
     md
 }
 
@@ -868,6 +953,9 @@ pub fn headline_markdown(t: &TableResult) -> String {
         "# {}: {} (profile `{}`, {seeds})\n",
         t.table, t.title, t.profile
     );
+    if let Some(figure) = &t.paper_figure {
+        let _ = writeln!(md, "Reproduces the paper's {figure}.\n");
+    }
     let _ = writeln!(
         md,
         "Accuracies are test accuracy in %; noise, FGSM and PGD columns give the mean over the \

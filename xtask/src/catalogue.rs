@@ -43,6 +43,32 @@ pub struct TableSpec {
     /// Table-specific refinements of the shared profiles.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileSpec>,
+    /// The paper figure(s) the table reproduces, e.g. `"Fig. 2, Fig. 5"`.
+    #[serde(default)]
+    pub paper_figure: Option<String>,
+    /// The paper's numbers, printed beside ours (`../shared/specs/paper-claims.md`).
+    #[serde(default)]
+    pub paper: Vec<PaperValue>,
+}
+
+/// One number the paper reports, in the unit of the table's column (accuracy in %, decision
+/// medians as per-pixel squared L2).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperValue {
+    /// Row (task dataset).
+    pub dataset: String,
+    /// Variant name.
+    pub variant: String,
+    /// Column.
+    pub column: String,
+    /// For a curve column, the ε of the point (unit scale); absent for a headline value.
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// The paper's value.
+    pub value: f64,
+    /// Where it comes from and how exactly it was read.
+    pub source: String,
 }
 
 /// One row: a classification task.

@@ -98,6 +98,9 @@ fn list() -> Result<()> {
     for table in catalogue.tables.values() {
         println!("  {:<8} {}", table.name, table.title);
         println!("           {}", table.description);
+        if let Some(figure) = &table.paper_figure {
+            println!("           paper: {figure}");
+        }
     }
     println!("\nProfiles:");
     for (name, profile) in &catalogue.profiles {

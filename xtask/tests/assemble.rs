@@ -237,6 +237,27 @@ fn assembles_mean_and_std_over_seeds() {
         md.contains("## Paired against the baseline: verdicts"),
         "{md}"
     );
+    // The paper's numbers beside ours: a headline cell, and a point our (fake) grid lacks.
+    assert!(md.contains("## The paper's numbers beside ours"), "{md}");
+    let paper_clean = &table.paper[0];
+    assert_eq!(
+        (
+            paper_clean.paper.dataset.as_str(),
+            paper_clean.paper.column.as_str()
+        ),
+        ("mnist", "clean")
+    );
+    assert!((paper_clean.ours.mean().unwrap() - 90.5).abs() < 1e-9);
+    let sigma = table
+        .paper
+        .iter()
+        .find(|p| p.paper.epsilon == Some(0.5))
+        .unwrap();
+    assert!(
+        matches!(&sigma.ours, Cell::Missing { missing } if missing.contains("no ε = 0.5")),
+        "{:?}",
+        sigma.ours
+    );
     let paired = &mnist.paired[0];
     assert_eq!(paired.variant, "regularized");
     let clean_pair = &paired.columns[0];
