@@ -101,6 +101,8 @@ pub struct ReproduceOptions {
     pub launcher: Launcher,
     /// Submit the Slurm scripts.
     pub submit: bool,
+    /// Extra `#SBATCH` options for every job (partition, account, time, memory).
+    pub slurm_args: Vec<String>,
     /// Do not train; evaluate FGSM of finished runs and assemble.
     pub no_train: bool,
     /// `key=value` overrides for every run config.
@@ -237,14 +239,24 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         // The assembly job writes where this call would have written.
         args.extend(["--out".into(), out_dir.display().to_string()]);
         let profile = catalogue.profile(&plan.table, &plan.profile)?;
+        let directives: Vec<String> = profile
+            .sbatch
+            .iter()
+            .chain(&opts.slurm_args)
+            .cloned()
+            .collect();
+        // The assembly job runs this very binary (no toolchain needed on the nodes).
+        let xtask = std::env::current_exe().context("cannot locate the xtask binary")?;
         let scripts = slurm::write_scripts(
             &plan,
             &paths,
             &slurm::SlurmOptions {
                 root,
                 dir: &out_dir.join("slurm"),
-                directives: &profile.sbatch,
+                directives: &directives,
                 reproduce_args: &args,
+                xtask: &xtask,
+                build_pixreg: opts.pixreg.is_none(),
             },
         )?;
         eprintln!(

@@ -75,6 +75,11 @@ struct ReproduceArgs {
     /// With `--launcher slurm`: submit the generated scripts with sbatch.
     #[arg(long)]
     submit: bool,
+    /// With `--launcher slurm`: an extra `#SBATCH` option for every job, e.g.
+    /// `--slurm-arg=--partition=gpu --slurm-arg=--account=lab --slurm-arg=--mem=16G`
+    /// (repeatable; after the profile's own).
+    #[arg(long = "slurm-arg", value_name = "OPTION", allow_hyphen_values = true)]
+    slurm_args: Vec<String>,
     /// Train nothing: evaluate FGSM of finished runs and assemble (the Slurm assembly job).
     #[arg(long)]
     no_train: bool,
@@ -144,6 +149,7 @@ fn run(cli: Cli) -> Result<()> {
                 pixreg: args.pixreg.map(absolute).transpose()?,
                 launcher: args.launcher,
                 submit: args.submit,
+                slurm_args: args.slurm_args,
                 no_train: args.no_train,
                 overrides: args.overrides,
                 rows: args.rows,

@@ -1,8 +1,12 @@
 //! `--launcher slurm`: an `sbatch` job array with one task per planned run (each calls the same
 //! `pixreg train` on a shared runs directory) and a dependent job that evaluates the transferred
-//! FGSM and assembles the table with `cargo xtask reproduce … --no-train`.
+//! FGSM and assembles the table with the `xtask` binary (`xtask reproduce … --no-train`): the
+//! compute nodes need the two binaries and the data, not a Rust toolchain or `cargo`.
 //!
-//! `submit.sh` builds `pixreg` first (`PIXREG_FEATURES=cuda` for GPUs) and submits both jobs.
+//! `submit.sh` builds `pixreg` first unless a binary was given (`--pixreg`; with
+//! `PIXREG_FEATURES=cuda` for GPUs) and submits both jobs. The assembly job runs after every
+//! array task has ended, failed or not (`afterany`), so a failed run shows in the table as a
+//! failed cell of its row instead of leaving the table unwritten.
 //! Every path in the scripts is relative to the repository root (the scripts `cd` to the
 //! submit directory), so they work on any cluster checkout.
 
@@ -50,6 +54,10 @@ pub struct SlurmOptions<'a> {
     /// The `cargo xtask reproduce` arguments that identify this table (table, profile, seeds,
     /// overrides), repeated by the assembly job.
     pub reproduce_args: &'a [String],
+    /// The `xtask` binary the assembly job runs.
+    pub xtask: &'a Path,
+    /// Whether `submit.sh` builds `pixreg` (false when the user gave a binary).
+    pub build_pixreg: bool,
 }
 
 /// Writes `array.sbatch`, `assemble.sbatch` and `submit.sh` into `opts.dir`.
@@ -124,9 +132,11 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
     let _ = writeln!(assemble, "set -euo pipefail");
     let _ = writeln!(assemble, "cd \"${{SLURM_SUBMIT_DIR:-.}}\"");
     let args: Vec<String> = opts.reproduce_args.iter().map(|a| shell_quote(a)).collect();
+    let _ = writeln!(assemble, "XTASK=\"${{XTASK:-{}}}\"", rel(opts.xtask));
+    let _ = writeln!(assemble, "PIXREG=\"${{PIXREG:-{pixreg}}}\"");
     let _ = writeln!(
         assemble,
-        "exec cargo xtask reproduce {} --runs-dir {runs_dir} --data-dir {data_dir} --pixreg {pixreg} --no-train",
+        "exec \"$XTASK\" reproduce {} --runs-dir {runs_dir} --data-dir {data_dir} --pixreg \"$PIXREG\" --no-train",
         args.join(" ")
     );
 
@@ -148,10 +158,12 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
     let _ = writeln!(submit, "set -euo pipefail");
     let _ = writeln!(submit, "cd {to_root}");
     let _ = writeln!(submit, "mkdir -p {runs_dir}");
-    let _ = writeln!(
-        submit,
-        "cargo build --release -p pixreg-runner ${{PIXREG_FEATURES:+--features \"$PIXREG_FEATURES\"}}"
-    );
+    if opts.build_pixreg {
+        let _ = writeln!(
+            submit,
+            "cargo build --release -p pixreg-runner ${{PIXREG_FEATURES:+--features \"$PIXREG_FEATURES\"}}"
+        );
+    }
     let _ = writeln!(
         submit,
         "array=$(sbatch --parsable {})",

@@ -27,6 +27,7 @@ fn table1_smoke_end_to_end() {
         pixreg: None,
         launcher: Launcher::Local,
         submit: false,
+        slurm_args: Vec::new(),
         no_train: false,
         overrides: Vec::new(),
         rows: Vec::new(),

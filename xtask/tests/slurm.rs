@@ -53,6 +53,8 @@ fn array_covers_every_run_once_and_scripts_parse() {
             dir: &dir,
             directives: &directives,
             reproduce_args: &args,
+            xtask: &root.join("target/release/xtask"),
+            build_pixreg: false,
         },
     )
     .unwrap();
@@ -69,10 +71,17 @@ fn array_covers_every_run_once_and_scripts_parse() {
     assert!(array.contains(&format!("#SBATCH --array=0-{}", plan.runs.len() - 1)));
     assert!(array.contains("#SBATCH --gres=gpu:1"));
     let assemble = std::fs::read_to_string(&scripts.assemble).unwrap();
-    assert!(assemble.contains("cargo xtask reproduce table1 --profile quick"));
+    // No toolchain on the compute nodes: the assembly job runs the xtask binary.
+    assert!(!assemble.contains("cargo"), "{assemble}");
+    assert!(assemble.contains("\"$XTASK\" reproduce table1 --profile quick"));
+    assert!(assemble.contains("XTASK=\"${XTASK:-target/release/xtask}\""));
     assert!(assemble.contains("--no-train"));
     let submit = std::fs::read_to_string(&scripts.submit).unwrap();
     assert!(submit.contains("--dependency=afterany:"));
+    assert!(
+        !submit.contains("cargo build"),
+        "a given pixreg is not rebuilt"
+    );
 
     let mut seen = BTreeSet::new();
     for index in 0..plan.runs.len() {
