@@ -206,6 +206,91 @@ pub struct RowResult {
     pub variants: Vec<VariantResult>,
     /// Every other variant against the row's first (its baseline), seed by seed.
     pub paired: Vec<PairedResult>,
+    /// The table's selection rule applied to this row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionResult>,
+}
+
+/// A selection rule's verdict on every variant of one row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionResult {
+    /// The rule.
+    pub rule: crate::catalogue::SelectionRule,
+    /// The grid point used for the robustness condition.
+    pub epsilon: Option<f64>,
+    /// One entry per regularized variant.
+    pub candidates: Vec<SelectionCandidate>,
+    /// The selected variant (None when no candidate passes or numbers are missing).
+    pub selected: Option<String>,
+}
+
+/// One variant under the selection rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionCandidate {
+    /// Variant name.
+    pub variant: String,
+    /// Mean clean accuracy over the baseline's.
+    pub clean_ratio: Option<f64>,
+    /// Mean accuracy at the rule's ε over the baseline's.
+    pub robust_ratio: Option<f64>,
+    /// Both conditions hold.
+    pub passes: bool,
+}
+
+/// Applies `rule` to a row whose first variant is the baseline.
+fn select(rule: &crate::catalogue::SelectionRule, variants: &[VariantResult]) -> SelectionResult {
+    let column =
+        |v: &VariantResult, name: &str| v.columns.iter().find(|c| c.column == name).cloned();
+    let baseline = variants.first();
+    let epsilon = baseline
+        .and_then(|b| column(b, &rule.column))
+        .and_then(|c| {
+            c.epsilons.iter().copied().min_by(|a, b| {
+                (a - rule.epsilon)
+                    .abs()
+                    .total_cmp(&(b - rule.epsilon).abs())
+            })
+        });
+    let at_epsilon = |v: &VariantResult| -> Option<f64> {
+        let c = column(v, &rule.column)?;
+        let k = c.epsilons.iter().position(|e| Some(*e) == epsilon)?;
+        c.curve.get(k)?.mean()
+    };
+    let clean = |v: &VariantResult| column(v, "clean").and_then(|c| c.summary.mean());
+    let candidates: Vec<SelectionCandidate> = variants
+        .iter()
+        .skip(1)
+        .map(|v| {
+            let ratio = |f: &dyn Fn(&VariantResult) -> Option<f64>| {
+                Some(f(v)? / f(baseline?)?).filter(|r| r.is_finite())
+            };
+            let clean_ratio = ratio(&clean);
+            let robust_ratio = ratio(&at_epsilon);
+            let passes = clean_ratio.is_some_and(|r| r >= rule.min_clean_ratio)
+                && robust_ratio.is_some_and(|r| r > 1.0);
+            SelectionCandidate {
+                variant: v.label(),
+                clean_ratio,
+                robust_ratio,
+                passes,
+            }
+        })
+        .collect();
+    let selected = candidates
+        .iter()
+        .filter(|c| c.passes)
+        .max_by(|a, b| {
+            a.robust_ratio
+                .unwrap_or(0.0)
+                .total_cmp(&b.robust_ratio.unwrap_or(0.0))
+        })
+        .map(|c| c.variant.clone());
+    SelectionResult {
+        rule: rule.clone(),
+        epsilon,
+        candidates,
+        selected,
+    }
 }
 
 /// One variant against its row's baseline, paired by seed.
@@ -707,12 +792,19 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
                 }
                 _ => Vec::new(),
             };
+            let selection = plan
+                .table
+                .selection
+                .as_ref()
+                .filter(|_| row.unavailable.is_none())
+                .map(|rule| select(rule, &variants));
             RowResult {
                 label: row.label.clone(),
                 dataset: row.dataset.clone(),
                 unavailable: row.unavailable.clone(),
                 variants,
                 paired,
+                selection,
             }
         })
         .collect();
@@ -828,8 +920,48 @@ pub fn markdown(t: &TableResult) -> String {
     let mut md = headline_markdown(t);
     md.push_str(&paired_markdown(t));
     md.push_str(&paper_markdown(t));
+    md.push_str(&selection_markdown(t));
     md.push_str(&sweep_markdown(t));
     md.push_str(&curves_markdown(t));
+    md
+}
+
+/// The selection rule's verdict per row.
+fn selection_markdown(t: &TableResult) -> String {
+    let mut md = String::new();
+    for row in &t.rows {
+        let Some(sel) = &row.selection else { continue };
+        let _ = writeln!(
+            md,
+            "\n## Selection rule (§4.2): {}\n\nKept: clean accuracy ≥ {} × the baseline's and \
+             {} accuracy at ε = {} above the baseline's; selected: the kept variant with the \
+             largest robustness ratio.\n\n| Variant | Clean ratio | Robustness ratio | Kept |\n\
+             |---|---:|---:|---|",
+            md_escape(&row.label),
+            sel.rule.min_clean_ratio,
+            column_header(&sel.rule.column),
+            sel.epsilon.map_or("?".into(), trim_float),
+        );
+        let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.3}"));
+        for c in &sel.candidates {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                md_escape(&c.variant),
+                ratio(c.clean_ratio),
+                ratio(c.robust_ratio),
+                if c.passes { "yes" } else { "" }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nSelected: {}",
+            sel.selected.as_deref().map_or(
+                "none (no variant passes, or cells are missing)".to_string(),
+                |v| format!("**{}**", md_escape(v))
+            )
+        );
+    }
     md
 }
 
@@ -1164,6 +1296,45 @@ mod tests {
         assert!(one.verdict.starts_with("1 seed"), "{}", one.verdict);
         let unpaired = paired_column(&column("gaussian", &[50.0, 51.0]), &base);
         assert!(unpaired.value.mean().is_none());
+    }
+
+    fn variant(name: &str, clean: f64, curve: [f64; 3]) -> VariantResult {
+        let mut gaussian = column("gaussian", &[curve[1]]);
+        gaussian.epsilons = vec![0.0, 0.3333333333333333, 0.5];
+        gaussian.curve = curve.iter().map(|&a| Cell::from_values(&[a])).collect();
+        VariantResult {
+            name: name.into(),
+            runs: Vec::new(),
+            columns: vec![column("clean", &[clean]), gaussian],
+            sweep: Vec::new(),
+            chosen: None,
+        }
+    }
+
+    #[test]
+    fn the_selection_rule_keeps_accurate_and_robust_pairs_and_picks_the_most_robust() {
+        let rule = crate::catalogue::SelectionRule {
+            min_clean_ratio: 0.9,
+            column: "gaussian".into(),
+            epsilon: 0.3333,
+        };
+        let variants = [
+            variant("baseline", 90.0, [90.0, 30.0, 20.0]),
+            variant("too inaccurate", 70.0, [70.0, 60.0, 50.0]),
+            variant("kept", 85.0, [85.0, 45.0, 30.0]),
+            variant("kept, most robust", 82.0, [82.0, 50.0, 35.0]),
+            variant("not more robust", 89.0, [89.0, 29.0, 25.0]),
+        ];
+        let sel = select(&rule, &variants);
+        assert_eq!(
+            sel.epsilon,
+            Some(0.3333333333333333),
+            "the grid point nearest 0.3333"
+        );
+        let passes: Vec<bool> = sel.candidates.iter().map(|c| c.passes).collect();
+        assert_eq!(passes, [false, true, true, false]);
+        assert_eq!(sel.selected.as_deref(), Some("kept, most robust"));
+        assert!((sel.candidates[1].robust_ratio.unwrap() - 1.5).abs() < 1e-12);
     }
 
     #[test]

@@ -49,6 +49,23 @@ pub struct TableSpec {
     /// The paper's numbers, printed beside ours (`../shared/specs/paper-claims.md`).
     #[serde(default)]
     pub paper: Vec<PaperValue>,
+    /// A hyperparameter grid's selection rule (the paper's §4.2), applied per row.
+    #[serde(default)]
+    pub selection: Option<SelectionRule>,
+}
+
+/// The paper's §4.2 rule: among the regularized variants, keep those whose clean accuracy is
+/// at least `min_clean_ratio` of the row's baseline and whose accuracy under `column` at
+/// `epsilon` (high distortion) beats the baseline's; select the one that beats it most.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRule {
+    /// Least regularized/baseline clean-accuracy ratio (0.9 in the paper).
+    pub min_clean_ratio: f64,
+    /// The curve column of the robustness condition.
+    pub column: String,
+    /// The high-distortion ε of the condition (the grid point nearest to it is used).
+    pub epsilon: f64,
 }
 
 /// One number the paper reports, in the unit of the table's column (accuracy in %, decision
