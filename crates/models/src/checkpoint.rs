@@ -142,37 +142,50 @@ fn readable_by_all(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `write` on a temporary path next to `path`, then renames it onto `path`; the
-/// temporary file is removed if anything fails. The file is made readable by everyone
-/// (0644, like any file the user's umask allows), whatever mode the writer created it with,
-/// so colleagues on a shared runs folder can load it. An existing `path` that is not a
+/// Runs `write` on a temporary path next to `path` (`.NAME.tmp-PID`), then renames it onto
+/// `path`; the temporary file is removed if anything fails, and the folder is created if
+/// needed. The file is made readable by everyone (0644), whatever mode the writer created it
+/// with, so colleagues on a shared runs folder can load it. An existing `path` that is not a
 /// regular file (a device, directory or symlink) is refused before anything is written.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+///
+/// The one atomic-write helper of the workspace: the runner and xtask write through it too,
+/// with their own error type `E` (anything a [`Error`] converts into).
+pub fn write_atomically<E: From<Error>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let io = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_file() {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a regular file; refusing to replace it",
-                ),
-            });
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a regular file; refusing to replace it",
+            ))
+            .into());
         }
     }
     let file_name = path
         .file_name()
-        .ok_or_else(|| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file path",
+            ))
         })?
         .to_string_lossy();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = write(&tmp).and_then(|()| {
         readable_by_all(&tmp)?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::rename(&tmp, path).map_err(|source| io(source).into())
     });
     if result.is_err() {
         // Best effort: the temporary file may not exist if `write` failed early.

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -77,13 +77,6 @@ impl View for &RawTensor<'_> {
     }
 }
 
-/// The temporary path used while `path` is being written.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Fails when `path` exists and is not a regular file: an output never replaces a device, a
 /// directory, a socket or a symlink (the rename would swap the link itself, not its target).
 pub fn refuse_non_regular(path: &Path) -> Result<()> {
@@ -105,24 +98,13 @@ pub fn refuse_non_regular(path: &Path) -> Result<()> {
     }
 }
 
-/// Runs `write` on a temporary path and renames the result to `path`; on failure the temporary
-/// file is removed and `path` is untouched. An existing `path` that is not a regular file is
-/// refused before anything is written.
+/// Runs `write` on a temporary path and renames the result to `path`
+/// ([`pixreg_models::checkpoint::write_atomically`], the workspace's one helper); on failure
+/// the temporary file is removed and `path` is untouched. An existing `path` that is not a
+/// regular file is refused before anything is written.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     refuse_non_regular(path)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    }
-    let tmp = temp_path(path);
-    let result = write(&tmp).and_then(|()| {
-        fs::rename(&tmp, path).with_context(|| format!("cannot move result to {}", path.display()))
-    });
-    if result.is_err() {
-        // Best effort: the temporary file may not exist if `write` failed before creating it.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    pixreg_models::checkpoint::write_atomically(path, write)
 }
 
 /// Writes named tensors to a safetensors file atomically.
