@@ -87,6 +87,12 @@ pub struct RunsArgs {
     /// Folder holding one subfolder per run.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Only runs whose id contains this text (e.g. `fashion-mnist-reg`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// One JSON object per run (a JSON array) instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pixreg train`: train, evaluate, mark finished.
@@ -220,18 +226,75 @@ fn print_results(results: &serde_json::Value) {
     }
 }
 
-/// `pixreg runs`: one line per run folder.
+/// `pixreg runs`: one line (or JSON object) per run folder.
 pub fn runs_command(args: &RunsArgs) -> Result<()> {
-    for line in list_runs(&args.runs_dir)? {
-        println!("{line}");
+    let runs = list_runs(&args.runs_dir, args.filter.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", args.runs_dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<9} {:>6} {:>4} {:>5} {:>4} {:<5} {:>8} {:>9} {:>10} {:>8}",
+        "run",
+        "status",
+        "epochs",
+        "best",
+        "alpha",
+        "Th",
+        "range",
+        "test acc",
+        "gaussian",
+        "boundary",
+        "train s"
+    );
+    let num = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+    };
+    for r in &runs {
+        println!(
+            "{:<40} {:<9} {:>6} {:>4} {:>5} {:>4} {:<5} {:>8} {:>9} {:>10} {:>8}",
+            r["run"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            num(&r["completed_epochs"], 0),
+            num(&r["best_epoch"], 0),
+            num(&r["alpha"], 1),
+            num(&r["threshold"], 2),
+            r["range"].as_str().unwrap_or("-"),
+            num(&r["test_acc"], 2),
+            num(&r["gaussian"], 1),
+            r["boundary"]
+                .as_f64()
+                .map_or("-".to_string(), |x| format!("{x:.3e}")),
+            num(&r["train_seconds"], 0),
+        );
     }
     Ok(())
 }
 
-/// Lines describing every run under `runs_dir`, sorted by id.
-pub fn list_runs(runs_dir: &Path) -> Result<Vec<String>> {
+/// The mean of an accuracy curve over ε > 0 (the tables' headline number).
+fn curve_mean(entry: &serde_json::Value) -> Option<f64> {
+    let eps = entry["epsilons"].as_array()?;
+    let acc = entry["accuracy"].as_array()?;
+    let points: Vec<f64> = eps
+        .iter()
+        .zip(acc)
+        .filter(|(e, _)| e.as_f64().is_some_and(|e| e > 0.0))
+        .filter_map(|(_, a)| a.as_f64())
+        .collect();
+    (!points.is_empty()).then(|| points.iter().sum::<f64>() / points.len() as f64)
+}
+
+/// One summary object per run under `runs_dir` whose id contains `filter`, sorted by id: id,
+/// status, epochs, best epoch, α, Th, range, clean test accuracy, Gaussian grid mean, Boundary
+/// median, training seconds (`null` where a run has none).
+pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<serde_json::Value>> {
     if !runs_dir.is_dir() {
-        return Ok(vec![format!("no runs in {}", runs_dir.display())]);
+        return Ok(Vec::new());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(runs_dir)
         .with_context(|| format!("cannot list {}", runs_dir.display()))?
@@ -239,32 +302,35 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<String>> {
         .filter(|p| p.join("config.toml").is_file())
         .collect();
     entries.sort();
-    let mut lines = vec![format!(
-        "{:<44} {:<9} {:>6} {:>10} {:>9}",
-        "run", "status", "epochs", "best epoch", "test acc"
-    )];
+    let mut runs = Vec::new();
     for path in entries {
         let run = RunDir::open(&path)?;
+        if filter.is_some_and(|f| !run.id().contains(f)) {
+            continue;
+        }
         let state = run.state()?;
-        let results: Option<serde_json::Value> = std::fs::read_to_string(run.results())
+        let results: serde_json::Value = std::fs::read_to_string(run.results())
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        let acc = results
-            .as_ref()
-            .and_then(|r| r["clean"]["test_acc"].as_f64())
-            .map_or("-".to_string(), |a| format!("{a:.2} %"));
-        let (status, epochs, best) = match &state {
-            Some(s) => (
-                format!("{:?}", s.status).to_lowercase(),
-                s.completed_epochs.to_string(),
-                s.best_epoch.to_string(),
-            ),
-            None => ("new".into(), "0".into(), "-".into()),
-        };
-        lines.push(format!(
-            "{:<44} {status:<9} {epochs:>6} {best:>10} {acc:>9}",
-            run.id()
-        ));
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let config = ExperimentConfig::load(&run.config(), &[]).ok();
+        let reg = config.as_ref().and_then(|c| c.regularization.as_ref());
+        let status = state.as_ref().map_or("new".to_string(), |s| {
+            format!("{:?}", s.status).to_lowercase()
+        });
+        runs.push(serde_json::json!({
+            "run": run.id(),
+            "status": status,
+            "completed_epochs": state.as_ref().map(|s| s.completed_epochs),
+            "best_epoch": state.as_ref().map(|s| s.best_epoch),
+            "alpha": reg.and_then(|r| r.alpha),
+            "threshold": reg.and_then(|r| r.threshold),
+            "range": reg.map(|r| r.range.clone()),
+            "test_acc": results["clean"]["test_acc"].as_f64(),
+            "gaussian": curve_mean(&results["attacks"]["gaussian"]),
+            "boundary": results["attacks"]["boundary"]["mean_of_medians"].as_f64(),
+            "train_seconds": state.as_ref().map(|s| s.train_seconds),
+        }));
     }
-    Ok(lines)
+    Ok(runs)
 }

@@ -221,6 +221,33 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
         listing.contains("finished") && listing.contains("fashion-mnist-reg-"),
         "{listing}"
     );
+    let json = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args([
+            "runs",
+            "--json",
+            "--filter",
+            "fashion-mnist-reg",
+            "--runs-dir",
+        ])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let only = &listed[0];
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(only["alpha"].as_f64(), Some(10.0), "{only}");
+    assert_eq!(only["threshold"].as_f64(), Some(0.8));
+    assert_eq!(only["range"], "all");
+    assert_eq!(only["test_acc"], results["clean"]["test_acc"]);
+    assert!(only["gaussian"]
+        .as_f64()
+        .is_some_and(|g| g > 0.0 && g <= 100.0));
+    let none = Command::new(env!("CARGO_BIN_EXE_pixreg"))
+        .args(["runs", "--json", "--filter", "no-such-run", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
 }
 
 #[test]
