@@ -56,7 +56,8 @@ impl Cell {
         }
     }
 
-    fn from_values(values: &[f64]) -> Cell {
+    /// Mean, sample std and SEM of `values` (n = their count).
+    pub fn from_values(values: &[f64]) -> Cell {
         let n = values.len();
         let mean = values.iter().sum::<f64>() / n as f64;
         let std = (n > 1).then(|| {

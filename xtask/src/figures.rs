@@ -171,7 +171,30 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 /// Accuracy (%) vs ε, one line with markers per variant.
+/// The axes of a line figure.
+struct Axes<'a> {
+    x_desc: &'a str,
+    y_desc: &'a str,
+    /// `None`: from 0 to the largest value (plus its SEM), with a margin.
+    y_range: Option<(f64, f64)>,
+    legend: SeriesLabelPosition,
+}
+
+/// The axes of an accuracy-vs-ε figure.
+const ACCURACY_AXES: Axes<'static> = Axes {
+    x_desc: "ε (perturbation size, unit pixel scale)",
+    y_desc: "Accuracy (%)",
+    y_range: Some((0.0, 100.0)),
+    // Accuracy falls with ε from its clean value at the left: the lower-left corner is where
+    // no curve runs.
+    legend: SeriesLabelPosition::LowerLeft,
+};
+
 fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
+    lines_svg(title, lines, &ACCURACY_AXES)
+}
+
+fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -181,17 +204,24 @@ fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
             .flat_map(|(_, p)| p.iter().map(|(x, _, _)| *x))
             .fold(0.0f64, f64::max)
             .max(1e-6);
+        let (y_lo, y_hi) = axes.y_range.unwrap_or_else(|| {
+            let top = lines
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|(_, y, e)| y + e.unwrap_or(0.0)))
+                .fold(0.0f64, f64::max);
+            (0.0, (top * 1.1).max(1e-9))
+        });
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..100.0)
+            .build_cartesian_2d(0.0..x_max * 1.02, y_lo..y_hi)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc("ε (perturbation size, unit pixel scale)")
-            .y_desc("Accuracy (%)")
+            .x_desc(axes.x_desc)
+            .y_desc(axes.y_desc)
             .axis_desc_style(("sans-serif", 18))
             .label_style(("sans-serif", 14))
             .draw()
@@ -227,9 +257,7 @@ fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
         }
         chart
             .configure_series_labels()
-            // Accuracy falls with ε from its clean value at the left: the lower-left corner
-            // is where no curve runs.
-            .position(SeriesLabelPosition::LowerLeft)
+            .position(axes.legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 16))
@@ -357,4 +385,77 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// Draws, per row, the validation loss of every variant against the epoch (mean ± SEM over
+/// its seeds, from each run's `metrics.jsonl`) into `out_dir/figures/<row>-training.svg`:
+/// whether the models converged is part of reading the table.
+pub fn write_training_figures(
+    t: &TableResult,
+    runs_dir: &Path,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let dir = out_dir.join("figures");
+    let mut written = Vec::new();
+    for row in t.rows.iter().filter(|r| r.unavailable.is_none()) {
+        let lines: Vec<CurveLine> = row
+            .variants
+            .iter()
+            .filter_map(|v| {
+                let per_run: Vec<Vec<(usize, f64)>> = v
+                    .runs
+                    .iter()
+                    .map(|id| loss_by_epoch(&runs_dir.join(id)))
+                    .collect();
+                let epochs = per_run.iter().map(Vec::len).min().filter(|&n| n > 0)?;
+                let points = (0..epochs)
+                    .map(|k| {
+                        let values: Vec<f64> = per_run.iter().map(|r| r[k].1).collect();
+                        let cell = crate::assemble::Cell::from_values(&values);
+                        (
+                            per_run[0][k].0 as f64,
+                            cell.mean().unwrap_or(f64::NAN),
+                            cell.sem(),
+                        )
+                    })
+                    .collect();
+                Some((v.label(), points))
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!("{}-training.svg", slug(&row.label)));
+        let title = format!(
+            "{}: validation loss per epoch ({})",
+            row.label,
+            provenance_title(t)
+        );
+        let axes = Axes {
+            x_desc: "epoch (0 = untrained)",
+            y_desc: "validation cross-entropy",
+            y_range: None,
+            legend: SeriesLabelPosition::UpperRight,
+        };
+        write_atomic(&path, lines_svg(&title, &lines, &axes)?.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// (epoch, selection loss) of every committed epoch of a run after the untrained one (whose
+/// loss of ~2.3 would flatten the curve): validation loss, test loss without a validation
+/// split.
+fn loss_by_epoch(run: &Path) -> Vec<(usize, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let epoch = v["epoch"].as_u64()? as usize;
+            let loss = v["valid_loss"]
+                .as_f64()
+                .or_else(|| v["test_loss"].as_f64())?;
+            (epoch > 0).then_some((epoch, loss))
+        })
+        .collect()
 }

@@ -300,7 +300,12 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
     )?;
     let table = assemble::assemble(&plan, &paths, &report);
     assemble::write_tables(&table, &out_dir)?;
-    let figures = figures::write_figures(&table, &out_dir)?;
+    let mut figures = figures::write_figures(&table, &out_dir)?;
+    figures.extend(figures::write_training_figures(
+        &table,
+        &opts.runs_dir,
+        &out_dir,
+    )?);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let manifest = manifest::manifest(
         &plan,

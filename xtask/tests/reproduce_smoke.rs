@@ -93,7 +93,15 @@ fn table1_smoke_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["runs"].as_array().unwrap().len(), 6);
     assert!(manifest["git"]["commit"].is_string());
-    assert_eq!(outcome.figures.len(), 3 * 4 + 1);
+    // 3 rows × 4 curve columns, the Boundary bars, and one training-curve figure per row.
+    assert_eq!(outcome.figures.len(), 3 * 4 + 1 + 3);
+    let training = out.join("figures/mnist-training.svg");
+    let text = std::fs::read_to_string(&training).unwrap();
+    assert!(
+        text.contains("validation loss per epoch"),
+        "{}",
+        training.display()
+    );
     for figure in &outcome.figures {
         let text = std::fs::read_to_string(figure).unwrap();
         let head = text.trim_start();
@@ -103,7 +111,13 @@ fn table1_smoke_end_to_end() {
             figure.display()
         );
         assert!(text.trim_end().ends_with("</svg>"), "{}", figure.display());
-        assert!(text.contains("Accuracy (%)") || text.contains("squared L2"));
+        assert!(
+            text.contains("Accuracy (%)")
+                || text.contains("squared L2")
+                || text.contains("validation cross-entropy"),
+            "{}: no axis title",
+            figure.display()
+        );
     }
 
     // A second call reuses every run and rewrites the same table.
