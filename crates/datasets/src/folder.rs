@@ -46,7 +46,10 @@ pub type RawSplit = (Vec<RawImage>, ClassNames);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decode {
     /// Keep the size (all images must share it); RGB (3 channels) or PIL grayscale (1).
-    Fixed { rgb: bool },
+    Fixed {
+        /// Keep 3 RGB channels.
+        rgb: bool,
+    },
     /// ImageNet-like regularization photo: PIL grayscale, then [`photo_to_reg`] to 36×64.
     Photo,
 }

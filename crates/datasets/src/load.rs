@@ -28,7 +28,12 @@ pub enum Source {
     /// A user's ImageNet folder (`train/`, `val/` with class folders).
     Imagenet(PathBuf),
     /// The hub's parquet copy (train and test files in the hf cache).
-    Parquet { train: PathBuf, test: PathBuf },
+    Parquet {
+        /// The training split file.
+        train: PathBuf,
+        /// The test split file.
+        test: PathBuf,
+    },
 }
 
 impl Source {

@@ -16,13 +16,21 @@ pub const DEFAULT_VALID_FRACTION: f64 = 0.01;
 pub enum ValidSplit {
     /// `⌊n·fraction⌋` indices drawn without replacement with `ChaCha8Rng::seed_from_u64(seed)`
     /// (portable; not the reference's Python `random` stream).
-    Random { fraction: f64, seed: u64 },
+    Random {
+        /// Share of the training set held out.
+        fraction: f64,
+        /// Seed of the draw.
+        seed: u64,
+    },
     /// The reference's exact seed-0 draw (use it for seed-0 runs; other seeds have no published
     /// draw), read from `official_seed0_indices.json`
     /// (`../shared/specs/` in this project): key `MNIST`, `FashionMNIST`, `CIFAR10` or
     /// `CIFAR100`, field `valid_idxs_in_draw_order`. For `cifar10-jpeg` the CIFAR-10 draw is
     /// used: same indices, other images (the JPEG copy's order is class-grouped).
-    Official { path: PathBuf },
+    Official {
+        /// The file involved.
+        path: PathBuf,
+    },
     /// No validation split: every training image trains.
     None,
 }
