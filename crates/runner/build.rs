@@ -13,8 +13,18 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let commit = match git(&["rev-parse", "HEAD"]) {
         Some(sha) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Committed run folders and tables are data the binary does not read: a
+            // finished run updating them does not make the code dirty.
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)experiments/runs",
+                ":(top,exclude)experiments/results",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{sha}-dirty")
             } else {
