@@ -355,6 +355,8 @@ fn paper_comparisons(plan: &Plan, rows: &[RowResult]) -> Vec<PaperComparison> {
     plan.table
         .paper
         .iter()
+        // A table restricted to some rows (`--rows`) shows the paper's numbers of those rows.
+        .filter(|p| rows.iter().any(|r| r.dataset == p.dataset))
         .map(|p| {
             let ours = rows
                 .iter()
@@ -737,7 +739,14 @@ fn paired_column(v: &ColumnResult, b: &ColumnResult) -> PairedColumn {
     let value = Cell::from_values(&values);
     let n = values.len();
     let shown = value.display(if ratio { "ratio" } else { &column });
-    let verdict = if column == "clean" {
+    let verdict = if column == "fgsm" {
+        // The baseline is the FGSM surrogate: its own FGSM is white-box, the variant's is
+        // transferred, so their difference is not a robustness gain.
+        format!(
+            "not like for like: the baseline is attacked white-box (it is the surrogate), the \
+             variant by transfer ({kind} {shown})"
+        )
+    } else if column == "clean" {
         let mean = value.mean().unwrap_or(f64::NAN);
         let keeps = if mean >= CLEAN_RATIO_RULE {
             "keeps"
