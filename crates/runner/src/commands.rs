@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::ExperimentConfig;
 use crate::data::DataSource;
-use crate::eval::{check_model_matches, evaluate_loaded, evaluate_run, validate_attacks};
+use crate::eval::{evaluate_loaded, evaluate_run, validate_attacks};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{load_task_data, train, TrainOptions};
 
@@ -182,7 +182,6 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
         .surrogate
         .as_deref()
         .or(config.evaluation.surrogate.as_deref());
-    check_model_matches(&run, &stored)?;
     let results = evaluate_run(&run, &config, &data, &attacks, surrogate, args.provisional)?;
     print_results(&results);
     Ok(())
