@@ -5,8 +5,33 @@
 //! exported with `safetensors.torch.save_file(model.state_dict(), path)` loads here with
 //! [`ResNet::load`]. Loading is strict: a missing key, an extra key, a wrong shape or a wrong
 //! dtype is an error naming the key.
+//!
+//! Every checkpoint also describes itself in its safetensors `__metadata__` (string values;
+//! lists as JSON): `format` (`pixreg-resnet`), `arch`, `base_channels`, `in_shape`,
+//! `num_classes` and `pixreg_models_version` from [`architecture_metadata`], plus what the
+//! writer adds with [`ResNet::save_with_metadata`] (`pixreg train` records the input scaling,
+//! the pixreg version and its git commit). So a checkpoint found alone can be rebuilt, e.g. by
+//! `tools/pixreg_to_torch.py`, without its `model.json`.
+//!
+//! ```
+//! use pixreg_models::{checkpoint::read_metadata, Arch, ModelConfig, ResNet};
+//! use candle_core::Device;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ModelConfig::new(Arch::ResNet18, [1, 32, 32], 10, 4);
+//! let model = ResNet::new(&config, 0, &Device::Cpu)?;
+//! let path = std::env::temp_dir().join(format!("pixreg-doc-{}.safetensors", std::process::id()));
+//! model.save_with_metadata(&path, &[("input_scaling".into(), "5*(u-0.5)".into())])?;
+//! let metadata = read_metadata(&path)?;
+//! assert_eq!(metadata["arch"], "resnet18");
+//! assert_eq!(metadata["in_shape"], "[1,32,32]");
+//! assert_eq!(metadata["input_scaling"], "5*(u-0.5)");
+//! # std::fs::remove_file(&path)?;
+//! # Ok(())
+//! # }
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -96,11 +121,137 @@ impl ResNet {
     }
 
     /// Writes the complete state dict to a safetensors file (atomically: a temporary file in
-    /// the same directory, then a rename).
+    /// the same directory, then a rename), with the [`architecture_metadata`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let tensors: HashMap<String, Tensor> = self.state_dict()?.into_iter().collect();
-        write_safetensors(path.as_ref(), &tensors)
+        self.save_with_metadata(path, &[])
     }
+
+    /// [`ResNet::save`] with `extra` (key, value) pairs added to the file's `__metadata__`
+    /// (after the architecture's, which they may not replace).
+    pub fn save_with_metadata(
+        &self,
+        path: impl AsRef<Path>,
+        extra: &[(String, String)],
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let mut metadata = architecture_metadata(self.config());
+        for (key, value) in extra {
+            if metadata.contains_key(key) {
+                return Err(Error::Config(format!(
+                    "checkpoint metadata `{key}` is the architecture's own"
+                )));
+            }
+            metadata.insert(key.clone(), value.clone());
+        }
+        let bytes = safetensors_bytes(&self.state_dict()?, &metadata).map_err(|message| {
+            Error::Safetensors {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?;
+        write_atomically(path, |tmp| {
+            std::fs::write(tmp, &bytes).map_err(|source| Error::Io {
+                path: tmp.to_path_buf(),
+                source,
+            })
+        })
+    }
+}
+
+/// The safetensors file of `tensors` with `metadata` in its header, byte-identical for
+/// identical inputs. safetensors' own writer takes the metadata as a std `HashMap` and writes
+/// it in that map's per-process random order (two saves of one model differed), so the file is
+/// serialized without metadata and the header is rewritten with the keys sorted; tensor
+/// offsets count from the end of the header, so only the length prefix changes.
+fn safetensors_bytes(
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let plain = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
+        .map_err(|e| format!("cannot serialize: {e}"))?;
+    let header_len = u64::from_le_bytes(plain[..8].try_into().map_err(|_| "empty file")?) as usize;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&plain[8..8 + header_len]).map_err(|e| e.to_string())?;
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(metadata).map_err(|e| e.to_string())?,
+    );
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // The format pads the header with spaces to a multiple of 8 bytes (aligned data).
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len() + plain.len() - 8 - header_len);
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&plain[8 + header_len..]);
+    Ok(bytes)
+}
+
+/// What a checkpoint says about its architecture: `format`, `arch`, `base_channels`,
+/// `in_shape` (JSON list), `num_classes` and `pixreg_models_version`.
+pub fn architecture_metadata(config: &ModelConfig) -> BTreeMap<String, String> {
+    let [c, h, w] = config.in_shape;
+    BTreeMap::from([
+        ("format".to_string(), "pixreg-resnet".to_string()),
+        ("arch".to_string(), config.arch.name().to_string()),
+        (
+            "base_channels".to_string(),
+            config.base_channels.to_string(),
+        ),
+        ("in_shape".to_string(), format!("[{c},{h},{w}]")),
+        ("num_classes".to_string(), config.num_classes.to_string()),
+        (
+            "pixreg_models_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ])
+}
+
+/// The architecture a checkpoint describes in its metadata ([`architecture_metadata`]);
+/// `None` for a checkpoint without it (written before pixreg recorded it, or by PyTorch).
+pub fn config_from_metadata(path: &Path) -> Result<Option<ModelConfig>> {
+    let metadata = read_metadata(path)?;
+    if metadata.get("format").map(String::as_str) != Some("pixreg-resnet") {
+        return Ok(None);
+    }
+    let bad = |key: &str| {
+        Error::Config(format!(
+            "{}: checkpoint metadata `{key}` is missing or malformed",
+            path.display()
+        ))
+    };
+    let number = |key: &str| -> Result<usize> {
+        metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(key))
+    };
+    let arch = metadata.get("arch").ok_or_else(|| bad("arch"))?.parse()?;
+    let in_shape: [usize; 3] = metadata
+        .get("in_shape")
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| bad("in_shape"))?;
+    let config = ModelConfig::new(
+        arch,
+        in_shape,
+        number("num_classes")?,
+        number("base_channels")?,
+    );
+    config.validate()?;
+    Ok(Some(config))
+}
+
+/// The `__metadata__` of a safetensors file (empty when it has none, e.g. a PyTorch export).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+        })?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// Reads every tensor of a safetensors file onto `device`.

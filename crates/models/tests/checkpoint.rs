@@ -228,3 +228,52 @@ fn model_and_errors_can_cross_threads() {
     send_sync::<Error>();
     send_sync::<pixreg_models::SgdMomentum>();
 }
+
+#[test]
+fn checkpoints_describe_their_architecture_and_save_byte_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 4);
+    let model = ResNet::new(&config, 3, test_device()).unwrap();
+    let extra = [
+        ("git_commit".to_string(), "abc".to_string()),
+        ("input_scaling".to_string(), "{}".to_string()),
+    ];
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    // Many saves, so that a per-save random key order would show.
+    for _ in 0..8 {
+        model.save_with_metadata(&a, &extra).unwrap();
+        model.save_with_metadata(&b, &extra).unwrap();
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    }
+    let metadata = pixreg_models::checkpoint::read_metadata(&a).unwrap();
+    assert_eq!(metadata["git_commit"], "abc");
+    assert_eq!(metadata["num_classes"], "10");
+    assert_eq!(
+        pixreg_models::checkpoint::config_from_metadata(&a).unwrap(),
+        Some(config.clone())
+    );
+    // Still a plain safetensors file that loads strictly, with the same weights.
+    let loaded = ResNet::load(&a, &config, test_device()).unwrap();
+    for ((k, x), (_, y)) in model
+        .state_dict()
+        .unwrap()
+        .iter()
+        .zip(&loaded.state_dict().unwrap())
+    {
+        let diff = (x.to_dtype(DType::F64).unwrap() - y.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{k}");
+    }
+    // The architecture's own keys cannot be overwritten.
+    let clash = [("arch".to_string(), "resnet50".to_string())];
+    assert!(model.save_with_metadata(&a, &clash).is_err());
+}
