@@ -1,15 +1,16 @@
-//! Figures in the paper's style, drawn with `plotters` as SVG: accuracy vs ε per attack and
+//! Figures in the paper's style, drawn with `plotters` as SVG (with a PNG rendering beside
+//! each): accuracy vs ε per attack and
 //! row (one line per variant, baseline vs regularized), and bars of the decision-attack
 //! medians per row and variant. With more than one seed every point and bar carries a ±1 SEM
 //! error bar; titles name the profile and the number of seeds.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use plotters::prelude::*;
 
 use crate::assemble::{column_header, TableResult, CURVE_COLUMNS};
-use crate::util::write_atomic;
+use pixreg_runner::plot::{colour, plot_err, write_svg_and_png};
 
 /// Bars of one dataset: (variant, value, SEM) with `None` for a missing value.
 type BarGroup = (String, Vec<(String, Option<f64>, Option<f64>)>);
@@ -48,26 +49,6 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// Colour of the `i`-th variant: the baseline black-ish, the regularized model red, then a
-/// palette.
-fn colour(i: usize) -> RGBColor {
-    const FIXED: [RGBColor; 6] = [
-        RGBColor(40, 40, 40),
-        RGBColor(214, 39, 40),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(148, 103, 189),
-        RGBColor(255, 127, 14),
-    ];
-    match FIXED.get(i) {
-        Some(c) => *c,
-        None => {
-            let (r, g, b) = Palette99::pick(i).rgb();
-            RGBColor(r, g, b)
-        }
-    }
-}
-
 /// Draws every figure of `t` into `out_dir/figures/`; returns the files written.
 pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = out_dir.join("figures");
@@ -102,8 +83,7 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
                 curve_title(column),
                 provenance_title(t)
             );
-            write_atomic(&path, curve_svg(&title, &lines)?.as_bytes())?;
-            written.push(path);
+            written.extend(write_svg_and_png(&path, &curve_svg(&title, &lines)?)?);
         }
     }
     for column in t
@@ -147,8 +127,7 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
             column_header(column),
             provenance_title(t)
         );
-        write_atomic(&path, bars_svg(&title, &groups)?.as_bytes())?;
-        written.push(path);
+        written.extend(write_svg_and_png(&path, &bars_svg(&title, &groups)?)?);
     }
     Ok(written)
 }
@@ -164,10 +143,6 @@ fn curve_title(column: &str) -> &'static str {
         "pgd-l2" => "PGD (L2)",
         _ => column_header(column),
     }
-}
-
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("drawing a figure: {e}")
 }
 
 /// Accuracy (%) vs ε, one line with markers per variant.
@@ -437,8 +412,10 @@ pub fn write_training_figures(
             y_range: None,
             legend: SeriesLabelPosition::UpperRight,
         };
-        write_atomic(&path, lines_svg(&title, &lines, &axes)?.as_bytes())?;
-        written.push(path);
+        written.extend(write_svg_and_png(
+            &path,
+            &lines_svg(&title, &lines, &axes)?,
+        )?);
     }
     Ok(written)
 }

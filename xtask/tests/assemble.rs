@@ -298,9 +298,15 @@ fn assembles_mean_and_std_over_seeds() {
         Some("data not available")
     );
     let figures = write_figures(&table, &out).unwrap();
-    assert_eq!(figures.len(), 3 * 4 + 1);
-    for f in figures {
-        let text = std::fs::read_to_string(&f).unwrap();
+    // Each figure as SVG and as the PNG rendering beside it.
+    assert_eq!(figures.len(), 2 * (3 * 4 + 1));
+    for f in figures.iter().filter(|f| f.extension().unwrap() == "png") {
+        let png = std::fs::read(f).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());
+        assert!(figures.contains(&f.with_extension("svg")));
+    }
+    for f in figures.iter().filter(|f| f.extension().unwrap() == "svg") {
+        let text = std::fs::read_to_string(f).unwrap();
         assert!(text.trim_start().starts_with("<svg") && text.trim_end().ends_with("</svg>"));
         assert!(
             text.contains("smoke: not a result") && text.contains("n = 2 seeds"),

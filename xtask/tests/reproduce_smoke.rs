@@ -93,8 +93,9 @@ fn table1_smoke_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["runs"].as_array().unwrap().len(), 6);
     assert!(manifest["git"]["commit"].is_string());
-    // 3 rows × 4 curve columns, the Boundary bars, and one training-curve figure per row.
-    assert_eq!(outcome.figures.len(), 3 * 4 + 1 + 3);
+    // 3 rows × 4 curve columns, the Boundary bars, and one training-curve figure per row,
+    // each as SVG and PNG.
+    assert_eq!(outcome.figures.len(), 2 * (3 * 4 + 1 + 3));
     let training = out.join("figures/mnist-training.svg");
     let text = std::fs::read_to_string(&training).unwrap();
     assert!(
@@ -102,7 +103,16 @@ fn table1_smoke_end_to_end() {
         "{}",
         training.display()
     );
-    for figure in &outcome.figures {
+    for figure in outcome
+        .figures
+        .iter()
+        .filter(|f| f.extension().unwrap() == "svg")
+    {
+        assert!(
+            figure.with_extension("png").is_file(),
+            "{}",
+            figure.display()
+        );
         let text = std::fs::read_to_string(figure).unwrap();
         let head = text.trim_start();
         assert!(

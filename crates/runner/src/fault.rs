@@ -6,9 +6,19 @@
 //! Unset (always, outside tests), [`maybe_kill`] costs one environment lookup per commit step.
 
 /// The steps of an epoch commit after which a crash test can kill the process: the last
-/// weights, the optimizer state and the best checkpoint written, `metrics.jsonl` rewritten,
-/// `state.json` committed, the superseded files removed.
-pub const COMMIT_POINTS: [&str; 6] = ["last", "optimizer", "best", "metrics", "state", "cleanup"];
+/// weights, the optimizer state and the best checkpoint written, `metrics.jsonl`,
+/// `steps.jsonl` and the TensorBoard event file rewritten, `state.json` committed, the
+/// superseded files removed.
+pub const COMMIT_POINTS: [&str; 8] = [
+    "last",
+    "optimizer",
+    "best",
+    "metrics",
+    "steps",
+    "events",
+    "state",
+    "cleanup",
+];
 
 /// Environment variable read by [`maybe_kill`].
 pub const FAULT_ENV: &str = "PIXREG_FAULT_KILL_AT";

@@ -16,13 +16,16 @@
 
 pub mod commands;
 pub mod config;
+pub mod curves;
 pub mod data;
 pub mod eval;
 pub mod fault;
 pub mod limits;
 pub mod output;
+pub mod plot;
 pub mod predict;
 pub mod provenance;
 pub mod rsa_cmd;
 pub mod run_dir;
+pub mod tfevents;
 pub mod train;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pixreg_runner::{commands, predict, rsa_cmd};
+use pixreg_runner::{commands, plot, predict, rsa_cmd};
 
 /// pixreg: pixel-similarity regularization of CNNs (Attias, Pehlevan & Obeid, arXiv
 /// 2410.03952): similarity targets, training, robustness evaluation, run folders.
@@ -28,6 +28,8 @@ enum Command {
     Eval(commands::EvalArgs),
     /// List runs with their status and headline metrics.
     Runs(commands::RunsArgs),
+    /// Training curves of one or several runs in one figure (SVG and PNG).
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train_command(args),
         Command::Eval(args) => commands::eval_command(args),
         Command::Runs(args) => commands::runs_command(args),
+        Command::Plot(args) => plot::plot_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

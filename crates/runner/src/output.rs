@@ -118,6 +118,11 @@ pub fn save_safetensors(path: &Path, tensors: &[(&str, RawTensor<'_>)]) -> Resul
 
 /// Writes a text file atomically.
 pub fn write_text(path: &Path, contents: &str) -> Result<()> {
+    write_bytes(path, contents.as_bytes())
+}
+
+/// Writes a file atomically.
+pub fn write_bytes(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomically(path, |tmp| {
         fs::write(tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))
     })

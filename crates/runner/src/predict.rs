@@ -2,8 +2,8 @@
 //! images, for checking a model against the reference implementation.
 //!
 //! The architecture comes from the `model.json` saved next to the checkpoint, if there is
-//! one; the `--arch`, `--in-shape`, `--classes` and `--base-channels` flags override its
-//! fields (and are all required when there is none).
+//! one, else from the checkpoint's own metadata; the `--arch`, `--in-shape`, `--classes` and
+//! `--base-channels` flags override its fields (and are all required when there is neither).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,8 @@ fn model_config(args: &PredictArgs) -> Result<ModelConfig> {
             ModelConfig::load_json(path)
                 .with_context(|| format!("cannot read {}", path.display()))?,
         ),
-        None => None,
+        // A checkpoint found alone describes itself (pixreg train writes the metadata).
+        None => pixreg_models::checkpoint::config_from_metadata(&args.checkpoint)?,
     };
     let in_shape = match &args.in_shape {
         Some(v) => match <[usize; 3]>::try_from(v.as_slice()) {
@@ -120,7 +121,7 @@ fn model_config(args: &PredictArgs) -> Result<ModelConfig> {
     };
     let missing = |flag: &str| {
         anyhow::anyhow!(
-            "{flag} is required: no {CONFIG_FILE_NAME} next to {}",
+            "{flag} is required: no {CONFIG_FILE_NAME} next to {} and no architecture in its metadata",
             args.checkpoint.display()
         )
     };

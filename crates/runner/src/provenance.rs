@@ -16,6 +16,25 @@ pub const PIXREG_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// (`unknown` outside a git checkout); see `build.rs`.
 pub const GIT_COMMIT: &str = env!("PIXREG_GIT_COMMIT");
 
+/// What `pixreg train` adds to the architecture in every checkpoint's safetensors
+/// `__metadata__`: the input scaling the model was trained with (`x = scale·u + offset` of
+/// unit-range pixels `u = byte / 255`, as JSON `{"scale": s, "offset": o}`), the pixreg
+/// version and git commit that wrote it.
+pub fn checkpoint_metadata(scale: pixreg_datasets::ModelScale) -> Vec<(String, String)> {
+    vec![
+        (
+            "input_scaling".into(),
+            serde_json::json!({ "scale": scale.scale, "offset": scale.offset }).to_string(),
+        ),
+        (
+            "input_scaling_rule".into(),
+            "x = scale * u + offset, u = pixel / 255 in [0, 1]".into(),
+        ),
+        ("pixreg_version".into(), PIXREG_VERSION.into()),
+        ("git_commit".into(), GIT_COMMIT.into()),
+    ]
+}
+
 /// Lowercase hex sha256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file =

@@ -5,6 +5,8 @@
 //! runs/<id>/
 //!   config.toml                          resolved config (the id is its hash)
 //!   metrics.jsonl                        one JSON object per evaluated epoch (0 = untrained)
+//!   steps.jsonl                          scalars of every `display_every`-th step
+//!   events.out.tfevents.pixreg           both as a TensorBoard event file
 //!   checkpoints/model.json               architecture
 //!   checkpoints/last-EEEE.safetensors    weights after epoch EEEE (the last committed one)
 //!   checkpoints/optimizer-EEEE.safetensors  SGD momentum buffers after epoch EEEE
@@ -23,7 +25,7 @@
 //! Whatever instant a crash hits, the committed `state.json` names files that exist and
 //! belong together; files of an epoch that was not committed (and temporary files of a
 //! killed write) are removed by the next start ([`RunDir::remove_uncommitted`]), and metric
-//! lines after the committed epoch are ignored and dropped. So a resumed run retrains exactly
+//! and step lines after the committed epoch are ignored and dropped. So a resumed run retrains exactly
 //! the uncommitted epoch from exactly the committed weights, momentum and sampler position,
 //! and ends bit-identical to an uninterrupted run (tests/train.rs kills a real process at
 //! every step of the commit).
@@ -201,6 +203,14 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }
+    /// `steps.jsonl` ([`crate::curves::StepScalars`] lines).
+    pub fn steps(&self) -> PathBuf {
+        self.root.join("steps.jsonl")
+    }
+    /// The TensorBoard event file ([`crate::curves`]).
+    pub fn events(&self) -> PathBuf {
+        self.root.join("events.out.tfevents.pixreg")
+    }
     /// `checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
@@ -376,12 +386,23 @@ impl RunDir {
         match state {
             Some(s) => {
                 let lines = self.metric_lines(s.completed_epochs)?;
-                if lines.len() != self.metric_line_count()? {
+                let steps = self.step_lines(s.completed_epochs)?;
+                let trimmed = lines.len() != line_count(&self.metrics())?
+                    || steps.len() != line_count(&self.steps())?;
+                if trimmed {
                     self.save_metrics(&lines)?;
+                    self.save_steps(&steps)?;
+                    crate::curves::write_event_file(self, s.completed_epochs)?;
                 }
             }
             None => {
-                for path in [self.metrics(), self.results(), self.log_path()] {
+                for path in [
+                    self.metrics(),
+                    self.steps(),
+                    self.events(),
+                    self.results(),
+                    self.log_path(),
+                ] {
                     if path.is_file() {
                         fs::remove_file(&path)
                             .with_context(|| format!("cannot remove {}", path.display()))?;
@@ -429,17 +450,6 @@ impl RunDir {
         Ok(())
     }
 
-    fn metric_line_count(&self) -> Result<usize> {
-        let path = self.metrics();
-        if !path.is_file() {
-            return Ok(0);
-        }
-        Ok(fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .lines()
-            .count())
-    }
-
     /// The metric lines of epochs `0..=last_epoch` (later lines belong to an interrupted epoch).
     pub fn metric_lines(&self, last_epoch: usize) -> Result<Vec<serde_json::Value>> {
         let path = self.metrics();
@@ -460,6 +470,21 @@ impl RunDir {
             }
         }
         Ok(lines)
+    }
+
+    /// The step lines of epochs `1..=last_epoch` (later lines belong to an interrupted epoch).
+    pub fn step_lines(&self, last_epoch: usize) -> Result<Vec<crate::curves::StepScalars>> {
+        crate::curves::read_steps(&self.steps(), last_epoch)
+    }
+
+    /// Rewrites `steps.jsonl` atomically with `lines`.
+    pub fn save_steps(&self, lines: &[crate::curves::StepScalars]) -> Result<()> {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&serde_json::to_string(line)?);
+            text.push('\n');
+        }
+        write_text(&self.steps(), &text)
     }
 
     /// Rewrites `metrics.jsonl` atomically with `lines`.
@@ -490,4 +515,15 @@ impl RunDir {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
+}
+
+/// Lines of a text file (0 when it is absent).
+fn line_count(path: &Path) -> Result<usize> {
+    if !path.is_file() {
+        return Ok(0);
+    }
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .lines()
+        .count())
 }

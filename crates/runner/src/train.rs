@@ -28,6 +28,7 @@ use rsa_core::{
 use serde_json::json;
 
 use crate::config::{parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig};
+use crate::curves::{self, StepScalars};
 use crate::data::DataSource;
 use crate::fault;
 use crate::output::write_text;
@@ -392,6 +393,8 @@ fn epoch_metrics(
     let (loss, acc) = evaluate(model, &data.test_batcher(bs, scale, device)?)?;
     line["test_loss"] = json!(finite(loss, "test loss", epoch)?);
     line["test_acc"] = json!(acc);
+    // When the evaluation ended (not reproducible; the TensorBoard wall time of the epoch).
+    line["time"] = json!(crate::curves::unix_seconds());
     Ok(line)
 }
 
@@ -492,24 +495,36 @@ fn commit_epoch(
     optimizer: &SgdMomentum,
     state: &RunState,
     improved: bool,
-    metrics: &[serde_json::Value],
+    curves: &Curves,
+    metadata: &[(String, String)],
 ) -> Result<()> {
     let epoch = state.completed_epochs;
-    model.save(run.last_checkpoint_at(epoch))?;
+    model.save_with_metadata(run.last_checkpoint_at(epoch), metadata)?;
     fault::maybe_kill("last", epoch);
     optimizer.save_state(run.optimizer_at(epoch))?;
     fault::maybe_kill("optimizer", epoch);
     if improved {
-        model.save(run.best_checkpoint_at(epoch))?;
+        model.save_with_metadata(run.best_checkpoint_at(epoch), metadata)?;
     }
     fault::maybe_kill("best", epoch);
-    run.save_metrics(metrics)?;
+    run.save_metrics(&curves.metrics)?;
     fault::maybe_kill("metrics", epoch);
+    run.save_steps(&curves.steps)?;
+    fault::maybe_kill("steps", epoch);
+    curves::write_event_file(run, epoch)?;
+    fault::maybe_kill("events", epoch);
     run.save_state(state)?;
     fault::maybe_kill("state", epoch);
     run.remove_uncommitted(Some(state))?;
     fault::maybe_kill("cleanup", epoch);
     Ok(())
+}
+
+/// The committed training curves of a run: one metric line per evaluated epoch and the
+/// logged steps ([`curves`]).
+struct Curves {
+    metrics: Vec<serde_json::Value>,
+    steps: Vec<StepScalars>,
 }
 
 /// The body of [`train`], under the run's lock, after the folder was cleaned.
@@ -572,15 +587,22 @@ fn train_locked(
         run.log(&d.describe())?;
     }
 
-    let mut metrics = run.metric_lines(state.completed_epochs)?;
+    let metadata = crate::provenance::checkpoint_metadata(scale);
+    let mut curves = Curves {
+        metrics: run.metric_lines(state.completed_epochs)?,
+        steps: run.step_lines(state.completed_epochs)?,
+    };
     if !resuming {
         // Epoch 0 (the untrained model) is the first best checkpoint; it is committed with
         // epoch 1, so a crash before that restarts the run from scratch, identically.
         let line = epoch_metrics(&model, config, &data, 0, &device)?;
         state.best_valid_loss = selection_loss(&line);
         state.best_epoch = 0;
-        model.save(run.best_checkpoint_at(0))?;
-        metrics = vec![line];
+        model.save_with_metadata(run.best_checkpoint_at(0), &metadata)?;
+        curves = Curves {
+            metrics: vec![line],
+            steps: Vec::new(),
+        };
     }
 
     let batcher = data.train_batcher(t.batch_size, t.seed, scale, &device)?;
@@ -604,6 +626,8 @@ fn train_locked(
         );
         let (mut ce_sum, mut reg_sum, mut corr_sum, mut corr_n, mut n_steps) =
             (0f64, 0f64, 0f64, 0usize, 0usize);
+        let steps_per_epoch = batcher.num_batches();
+        let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
         for (step, batch) in batcher.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let pair_tensors = match reg.as_mut() {
@@ -644,16 +668,20 @@ fn train_locked(
             finite(ce, "training loss", epoch + 1)?;
             ce_sum += ce;
             n_steps += 1;
+            window_steps += 1;
             let mut message = format!("ce {ce:.3}");
+            let (mut step_reg, mut step_corr) = (None, None);
             if let (Some(reg_loss), Some(scores), Some((_, _, targets))) =
                 (&out.reg_loss, &out.scores, &pair_tensors)
             {
                 let r = reg_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 reg_sum += finite(r, "regularization loss", epoch + 1)?;
+                step_reg = Some(r);
                 let c = score_target_correlation(scores, targets)?;
                 if c.is_finite() {
                     corr_sum += c;
                     corr_n += 1;
+                    step_corr = Some(c);
                 }
                 // Undefined (constant targets, e.g. one sign only at Th 0.8): shown as –.
                 let corr = if c.is_finite() {
@@ -663,7 +691,10 @@ fn train_locked(
                 };
                 message.push_str(&format!(" reg {r:.3} corr {corr}"));
             }
-            if (step + 1) % t.display_every == 0 {
+            let displayed = (step + 1) % t.display_every == 0;
+            // The last step of an epoch is always kept, so that every epoch has a curve point
+            // even when display_every exceeds the epoch.
+            if displayed || step + 1 == steps_per_epoch {
                 let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;
                 let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
                 let acc = 100.0
@@ -673,11 +704,26 @@ fn train_locked(
                         .filter(|(p, l)| p == l)
                         .count() as f64
                     / labels.len() as f64;
-                run.log(&format!(
-                    "epoch {} step {}: {message} batch acc {acc:.1} %",
-                    epoch + 1,
-                    step + 1
-                ))?;
+                curves.steps.push(StepScalars {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    steps_per_epoch,
+                    ce,
+                    reg: step_reg,
+                    corr: step_corr,
+                    lr,
+                    batch_acc: acc,
+                    step_seconds: window_start.elapsed().as_secs_f64() / window_steps as f64,
+                    time: curves::unix_seconds(),
+                });
+                (window_start, window_steps) = (Instant::now(), 0);
+                if displayed {
+                    run.log(&format!(
+                        "epoch {} step {}: {message} batch acc {acc:.1} %",
+                        epoch + 1,
+                        step + 1
+                    ))?;
+                }
             }
             steps.set_message(message);
             steps.inc(1);
@@ -704,7 +750,7 @@ fn train_locked(
             state.best_valid_loss = loss;
             state.best_epoch = epoch + 1;
         }
-        metrics.push(line.clone());
+        curves.metrics.push(line.clone());
         state.completed_epochs = epoch + 1;
         state.train_seconds += seconds;
         state.peak_rss_mib = match (state.peak_rss_mib, peak_rss_mib()) {
@@ -722,7 +768,9 @@ fn train_locked(
         if state.completed_epochs == t.epochs {
             state.status = RunStatus::Trained;
         }
-        commit_epoch(run, &model, &optimizer, &state, improved, &metrics)?;
+        commit_epoch(
+            run, &model, &optimizer, &state, improved, &curves, &metadata,
+        )?;
         let summary = format!(
             "epoch {}/{}: lr {lr:.5} {} test acc {:.2} % ({seconds:.1} s)",
             epoch + 1,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::curves::StepScalars;
 use pixreg_runner::data::DataSource;
 use pixreg_runner::fault::{COMMIT_POINTS, FAULT_ENV};
 use pixreg_runner::run_dir::{RunDir, RunStatus};
@@ -85,8 +86,23 @@ fn metrics_without_times(run: &RunDir) -> Vec<serde_json::Value> {
         .unwrap()
         .into_iter()
         .map(|mut v| {
-            v.as_object_mut().unwrap().remove("epoch_seconds");
+            let o = v.as_object_mut().unwrap();
+            o.remove("epoch_seconds");
+            o.remove("time");
             v
+        })
+        .collect()
+}
+
+/// Step lines without the wall times.
+fn steps_without_times(run: &RunDir) -> Vec<StepScalars> {
+    run.step_lines(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|s| StepScalars {
+            step_seconds: 0.0,
+            time: 0.0,
+            ..s
         })
         .collect()
 }
@@ -119,6 +135,16 @@ fn assert_same_run(straight: &RunDir, resumed: &RunDir, what: &str) {
         metrics_without_times(resumed),
         "{what}: metrics differ"
     );
+    assert_eq!(
+        steps_without_times(straight),
+        steps_without_times(resumed),
+        "{what}: step scalars differ"
+    );
+    // The event file holds exactly the committed lines: same size as the straight run's
+    // (wall times are fixed-width doubles, so only the content can change the length).
+    let size = |run: &RunDir| std::fs::metadata(run.events()).map(|m| m.len()).ok();
+    assert!(size(straight).is_some(), "{what}: no event file");
+    assert_eq!(size(straight), size(resumed), "{what}: event files differ");
     let (s, r) = (
         straight.state().unwrap().unwrap(),
         resumed.state().unwrap().unwrap(),

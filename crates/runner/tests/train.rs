@@ -268,12 +268,28 @@ fn an_interrupted_run_resumes_to_exactly_the_same_weights() {
             .lines()
             .map(|l| {
                 let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("epoch_seconds");
+                let o = v.as_object_mut().unwrap();
+                o.remove("epoch_seconds");
+                o.remove("time");
                 v
             })
             .collect()
     };
     assert_eq!(metrics(full.run.root()), metrics(resumed.run.root()));
+    let steps = |run: &pixreg_runner::run_dir::RunDir| {
+        let lines = run.step_lines(usize::MAX).unwrap();
+        lines
+            .into_iter()
+            .map(|s| pixreg_runner::curves::StepScalars {
+                step_seconds: 0.0,
+                time: 0.0,
+                ..s
+            })
+            .collect::<Vec<_>>()
+    };
+    let full_steps = steps(&full.run);
+    assert!(!full_steps.is_empty(), "no step scalars were written");
+    assert_eq!(full_steps, steps(&resumed.run));
 }
 
 /// A run trained straight and the same run trained as 1 epoch, then resumed to the end; the
