@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::plan::{Plan, PlannedRun};
 use crate::util::{format_duration, write_atomic};
 
-/// Where things are.
+/// Where things are (absolute paths: children run in `runs_dir`).
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// The `pixreg` binary.
@@ -256,14 +256,14 @@ fn eval_jobs(plan: &Plan, paths: &Paths, report: &mut ExecReport, early: bool) -
         let mut args = vec![
             "eval".to_string(),
             "--run".into(),
-            paths.run_dir(&run.id).display().to_string(),
+            run.id.clone(),
             "--attacks".into(),
             missing.join(","),
             "--data-dir".into(),
             paths.data_dir.display().to_string(),
         ];
         if let Some(s) = surrogate.filter(|_| missing.iter().any(|a| a == "fgsm")) {
-            args.extend(["--surrogate".into(), paths.run_dir(s).display().to_string()]);
+            args.extend(["--surrogate".to_string(), s.to_string()]);
         }
         args.extend(evaluation_overrides(&run.config_toml));
         jobs.push(Job {
@@ -295,9 +295,9 @@ fn train_job(run: &PlannedRun, paths: &Paths) -> Job {
         args: vec![
             "train".into(),
             "--config".into(),
-            paths.config_file(&run.id).display().to_string(),
+            format!("xtask-configs/{}.toml", run.id),
             "--runs-dir".into(),
-            paths.runs_dir.display().to_string(),
+            ".".into(),
             "--data-dir".into(),
             paths.data_dir.display().to_string(),
             "--quiet".into(),
@@ -415,7 +415,10 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
     let started = Instant::now();
     let mut command = Command::new(&paths.pixreg);
     end_with_parent(&mut command);
+    // Children run in the runs folder and name runs relative to it, so what they print (and
+    // the captured logs, committed with the runs) holds no machine-specific path.
     let status = command
+        .current_dir(&paths.runs_dir)
         .args(&job.args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

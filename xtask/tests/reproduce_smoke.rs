@@ -85,6 +85,24 @@ fn table1_smoke_end_to_end() {
             }
         }
     }
+    // The captured child output (committed with the cpu profile's runs) names runs relative to
+    // the runs folder, never by this machine's absolute path.
+    let runs = &options.runs_dir;
+    let logs: Vec<_> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".xtask.log"))
+        .collect();
+    assert_eq!(logs.len(), 6);
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("results in "), "{}: {text}", log.display());
+        assert!(
+            !text.contains(&*tmp.path().to_string_lossy()),
+            "{} holds an absolute path: {text}",
+            log.display()
+        );
+    }
     let out = &outcome.out_dir;
     for file in ["table.md", "table.csv", "table.json", "manifest.json"] {
         assert!(out.join(file).is_file(), "{file}");
