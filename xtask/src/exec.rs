@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::{Plan, PlannedRun};
+use crate::progress::{last_phase, Watch};
 use crate::util::{format_duration, write_atomic};
 
 /// Where things are (absolute paths: children run in `runs_dir`).
@@ -187,17 +188,22 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
     // surrogate still to train. Then every run is checked once more after training.
     let early = eval_jobs(plan, paths, &mut report, true);
     let total = early.len() + train_jobs.len() + plan.runs.len();
-    let bar = if options.progress_bar {
-        ProgressBar::new(total as u64)
+    let multi = if options.progress_bar {
+        MultiProgress::new()
     } else {
-        ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
     };
+    let bar = multi.add(ProgressBar::new(total as u64));
     bar.set_style(
-        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} steps")
+        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} steps {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let bars = Bars {
+        multi: &multi,
+        total: &bar,
+    };
     for id in &report.reused {
-        bar.suspend(|| eprintln!("reuse  {id} (finished)"));
+        multi.suspend(|| eprintln!("reuse  {id} (finished)"));
     }
     let record = |report: &mut ExecReport, outcomes: Vec<JobOutcome>, eval: bool| {
         for (id, seconds, error) in outcomes {
@@ -211,13 +217,13 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
             }
         }
     };
-    let outcomes = run_pool(early, paths, options.jobs, &bar, "eval ");
+    let outcomes = run_pool(early, paths, options.jobs, &bars, "eval ");
     record(&mut report, outcomes, true);
-    let outcomes = run_pool(train_jobs, paths, options.jobs, &bar, "train");
+    let outcomes = run_pool(train_jobs, paths, options.jobs, &bars, "train");
     record(&mut report, outcomes, false);
     let late = eval_jobs(plan, paths, &mut report, false);
     bar.inc((plan.runs.len() - late.len()) as u64);
-    let outcomes = run_pool(late, paths, options.jobs, &bar, "eval ");
+    let outcomes = run_pool(late, paths, options.jobs, &bars, "eval ");
     record(&mut report, outcomes, true);
     bar.finish_and_clear();
     Ok(report)
@@ -322,24 +328,53 @@ fn remove_run(paths: &Paths, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The progress display: one bar per running child above the bar of the whole plan.
+struct Bars<'a> {
+    multi: &'a MultiProgress,
+    total: &'a ProgressBar,
+}
+
 /// Progress shared by the workers.
 struct PoolState {
     queue: VecDeque<Job>,
     done: usize,
     seconds_done: f64,
     running: usize,
+    /// (seconds left, estimated duration) of each running child that has an estimate.
+    estimates: BTreeMap<String, (f64, f64)>,
+}
+
+impl PoolState {
+    /// Seconds until the pool is done: the longest running child, then the queued jobs at the
+    /// mean duration (of finished jobs, else of the running estimates), `workers` at a time.
+    fn eta(&self, workers: usize) -> Option<f64> {
+        let longest = self
+            .estimates
+            .values()
+            .map(|e| e.0)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let mean = if self.done > 0 {
+            Some(self.seconds_done / self.done as f64)
+        } else if !self.estimates.is_empty() {
+            Some(self.estimates.values().map(|e| e.1).sum::<f64>() / self.estimates.len() as f64)
+        } else {
+            None
+        }?;
+        Some(longest.unwrap_or(0.0) + mean * self.queue.len() as f64 / workers as f64)
+    }
 }
 
 /// Outcome of one job: run id, wall seconds, error.
 type JobOutcome = (String, f64, Option<String>);
 
-/// Runs `jobs` with `workers` children at a time, one progress line per finished job with an
-/// ETA from the mean duration so far.
+/// Runs `jobs` with `workers` children at a time: a bar per running child (its epoch and
+/// step, or attack, from its `log.txt`, with an ETA from the wall time), one line per started
+/// job naming its log and per finished job with the pool's ETA.
 fn run_pool(
     jobs: Vec<Job>,
     paths: &Paths,
     workers: usize,
-    bar: &ProgressBar,
+    bars: &Bars,
     verb: &str,
 ) -> Vec<JobOutcome> {
     let total = jobs.len();
@@ -351,6 +386,7 @@ fn run_pool(
         done: 0,
         seconds_done: 0.0,
         running: 0,
+        estimates: BTreeMap::new(),
     }));
     let results: Arc<Mutex<Vec<JobOutcome>>> = Arc::default();
     let workers = workers.clamp(1, total);
@@ -367,9 +403,35 @@ fn run_pool(
                     s.running += 1;
                     job
                 };
-                bar.suspend(|| eprintln!("{verb} {} ...", job.id));
+                let log = paths.run_dir(&job.id).join("log.txt");
+                bars.multi
+                    .suspend(|| eprintln!("{verb} {} ... (log: {})", job.id, log.display()));
+                let child_bar = bars.multi.insert_before(bars.total, ProgressBar::new(1000));
+                child_bar.set_style(
+                    ProgressStyle::with_template("  {prefix} [{bar:24}] {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                child_bar.set_prefix(job.id.clone());
                 let started = Instant::now();
-                let outcome = run_child(&job, paths);
+                let on_progress = |left: Option<f64>| {
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    match left {
+                        Some(l) => {
+                            let elapsed = started.elapsed().as_secs_f64();
+                            s.estimates.insert(job.id.clone(), (l, elapsed + l));
+                        }
+                        None => {
+                            s.estimates.remove(&job.id);
+                        }
+                    }
+                    if let Some(eta) = s.eta(workers) {
+                        bars.total
+                            .set_message(format!("ETA {}", format_duration(eta)));
+                    }
+                };
+                let outcome = run_child(&job, paths, &child_bar, &on_progress);
+                child_bar.finish_and_clear();
                 let seconds = started.elapsed().as_secs_f64();
                 let error = outcome.err().map(|e| format!("{e:#}"));
                 let line = {
@@ -377,8 +439,8 @@ fn run_pool(
                     s.done += 1;
                     s.running -= 1;
                     s.seconds_done += seconds;
-                    let left = total - s.done;
-                    let eta = s.seconds_done / s.done as f64 * left as f64 / workers as f64;
+                    s.estimates.remove(&job.id);
+                    let eta = s.eta(workers).unwrap_or(0.0);
                     let status = match &error {
                         None => "done".to_string(),
                         Some(e) => format!("FAILED: {e}"),
@@ -391,8 +453,8 @@ fn run_pool(
                         format_duration(eta)
                     )
                 };
-                bar.inc(1);
-                bar.suspend(|| eprintln!("{line}"));
+                bars.total.inc(1);
+                bars.multi.suspend(|| eprintln!("{line}"));
                 results
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -404,8 +466,15 @@ fn run_pool(
     outcomes
 }
 
-/// Runs one `pixreg` child with its output appended to the run's xtask log.
-fn run_child(job: &Job, paths: &Paths) -> Result<()> {
+/// Runs one `pixreg` child with its output appended to the run's xtask log, showing on `bar`
+/// what its `log.txt` says (lines written before it started are not its progress) and
+/// telling `on_progress` the seconds it has left, once it can tell.
+fn run_child(
+    job: &Job,
+    paths: &Paths,
+    bar: &ProgressBar,
+    on_progress: &dyn Fn(Option<f64>),
+) -> Result<()> {
     let log_path = paths.log_file(&job.id);
     let log = OpenOptions::new()
         .create(true)
@@ -413,18 +482,42 @@ fn run_child(job: &Job, paths: &Paths) -> Result<()> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let started = Instant::now();
+    let run_log = paths.run_dir(&job.id).join("log.txt");
+    let old_log = std::fs::metadata(&run_log).map_or(0, |m| m.len());
     let mut command = Command::new(&paths.pixreg);
     end_with_parent(&mut command);
     // Children run in the runs folder and name runs relative to it, so what they print (and
     // the captured logs, committed with the runs) holds no machine-specific path.
-    let status = command
+    let mut child = command
         .current_dir(&paths.runs_dir)
         .args(&job.args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .status()
+        .spawn()
         .with_context(|| format!("cannot start {}", paths.pixreg.display()))?;
+    let mut watch = Watch::new();
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for pixreg {}", job.args[0]))?
+        {
+            break status;
+        }
+        if let Some((phase, left)) = watch.update(last_phase(&run_log, old_log)) {
+            bar.set_position((phase.fraction * 1000.0).round() as u64);
+            let eta = left.map_or(String::new(), |l| format!(", ETA {}", format_duration(l)));
+            bar.set_message(format!(
+                "{} ({} elapsed{eta})",
+                phase.what,
+                format_duration(watch.elapsed())
+            ));
+            on_progress(left);
+        }
+        // A log line comes every `display_every` steps (seconds apart): polling twice a
+        // second reads at most 8 KiB each time.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     if !status.success() {
         anyhow::bail!(
             "pixreg {} exited with {status}; see {id}.xtask.log and {id}/log.txt in the runs \

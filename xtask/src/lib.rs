@@ -14,6 +14,7 @@ pub mod exec;
 pub mod figures;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 pub mod slurm;
 pub mod util;
 

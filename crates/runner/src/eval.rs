@@ -282,8 +282,10 @@ pub fn evaluate_loaded(
         |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),
         bounds,
     );
-    for name in attacks {
+    for (k, name) in attacks.iter().enumerate() {
         let started = std::time::Instant::now();
+        // One line per attack in log.txt: `tail -f` (and xtask's progress bars) follow them.
+        run.log(&format!("evaluating {name} ({}/{})", k + 1, attacks.len()))?;
         let value = match name.as_str() {
             "gaussian" | "uniform" | "saltpepper" => {
                 let kind = match name.as_str() {
@@ -374,7 +376,9 @@ pub fn evaluate_loaded(
             }
             other => bail!("unknown attack `{other}`"),
         };
-        tracing::info!(attack = %name, seconds = started.elapsed().as_secs_f64(), "attack done");
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(attack = %name, seconds, "attack done");
+        run.log(&format!("evaluated {name} in {seconds:.1} s"))?;
         let mut value = in_percent(value);
         value["provenance"] = provenance()?;
         results["attacks"][name] = value;

@@ -719,8 +719,9 @@ fn train_locked(
                 (window_start, window_steps) = (Instant::now(), 0);
                 if displayed {
                     run.log(&format!(
-                        "epoch {} step {}: {message} batch acc {acc:.1} %",
+                        "epoch {}/{} step {}/{steps_per_epoch}: {message} batch acc {acc:.1} %",
                         epoch + 1,
+                        t.epochs,
                         step + 1
                     ))?;
                 }
