@@ -24,6 +24,47 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Boundary Attack configuration (defaults = foolbox 3.3.4, except `steps` in [`Self::paper`]).
+///
+/// # Examples
+///
+/// The paper's 50-step attack on two 1×4×4 images of a classifier that thresholds the mean
+/// pixel at 0.5. Each outcome is checked to be adversarial by querying the model with it.
+/// The outcome is in unit space, which equals model scale here because the input box is
+/// `[0, 1]`. A proposal is only accepted if it is closer to the original, so once some step
+/// has been accepted the final point is strictly closer than the initialisation.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_attacks::{predict_batched, BoundaryAttack, FnClassifier};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Device::Cpu;
+/// // Class 1 iff the mean pixel exceeds 0.5 (logits ∓(mean − 0.5)).
+/// let model = FnClassifier::new(
+///     |x: &Tensor| {
+///         let z = (x.flatten_from(1)?.mean_keepdim(1)? - 0.5)?;
+///         Tensor::cat(&[&z.neg()?, &z], 1)
+///     },
+///     (0.0, 1.0),
+/// );
+/// // A dark image (mean 0.25, class 0) and a bright one (mean 0.75, class 1).
+/// let pixels: Vec<f32> = [0.1f32, 0.6]
+///     .iter()
+///     .flat_map(|&o| (0..16).map(move |j| o + 0.1 * (j % 4) as f32))
+///     .collect();
+/// let images = Tensor::from_vec(pixels, (2, 1, 4, 4), &dev)?;
+/// let labels = [0u32, 1];
+///
+/// let outcomes = BoundaryAttack::paper().run(&model, &images, &labels, 0)?;
+/// for (o, &y) in outcomes.iter().zip(&labels) {
+///     assert!(o.success);
+///     let adv = Tensor::from_slice(&o.adversarial, (1, 1, 4, 4), &dev)?;
+///     assert_ne!(predict_batched(&model, &adv, 1)?[0], y);
+///     assert!(o.accepted_steps > 0 && o.l2 < o.init_l2);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BoundaryAttack {
     /// Maximum number of steps (foolbox default 25000; the paper protocol uses 50).

@@ -18,6 +18,57 @@ use candle_core::{DType, Device, Tensor, Var, D};
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
 /// A classifier that maps a batch of images to logits.
+///
+/// # Examples
+///
+/// A hand-written linear classifier on 1×4×4 images normalised to the model-scale box
+/// `[-1, 1]`, evaluated under the paper's Gaussian-noise grid. Noise is added in unit space,
+/// so `input_bounds` must return the box the images really live in. The noisy image is then
+/// clamped to the original image's own `[min, max]`. These images lie entirely on one side of
+/// the threshold, so no noise can flip them and the accuracy stays 1 at every ε.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_attacks::{accuracy, Classifier, NoiseAttack, NoiseKind, Task};
+///
+/// /// Two classes: class 1 iff `w · x + b > 0`.
+/// struct Linear {
+///     w: Tensor,
+///     b: f64,
+/// }
+///
+/// impl Classifier for Linear {
+///     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+///         let z = (x.flatten_from(1)?.matmul(&self.w)? + self.b)?; // [B, 1]
+///         Tensor::cat(&[&z.neg()?, &z], 1) // [B, 2]
+///     }
+///     fn input_bounds(&self) -> (f32, f32) {
+///         (-1.0, 1.0)
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Device::Cpu;
+/// // w = (1/16, …, 1/16), b = 0: class 1 iff the mean pixel is positive.
+/// let model = Linear {
+///     w: Tensor::full(1f32 / 16.0, (16, 1), &dev)?,
+///     b: 0.0,
+/// };
+/// // A dark image (pixels in [-0.9, -0.3]) and a bright one (pixels in [0.3, 0.9]).
+/// let pixels: Vec<f32> = [-0.9f32, 0.3]
+///     .iter()
+///     .flat_map(|&o| (0..16).map(move |j| o + 0.2 * (j % 4) as f32))
+///     .collect();
+/// let images = Tensor::from_vec(pixels, (2, 1, 4, 4), &dev)?;
+/// let labels = [0u32, 1];
+/// assert_eq!(accuracy(&model, &images, &labels, 2)?, 1.0);
+///
+/// let curve = NoiseAttack::paper(Task::Mnist, NoiseKind::Gaussian).run(&model, &images, &labels, 0)?;
+/// assert_eq!(curve.n_images, 2);
+/// assert!(curve.accuracy.iter().all(|&a| a == 1.0));
+/// # Ok(())
+/// # }
+/// ```
 pub trait Classifier {
     /// Logits `[B, K]` for `x` of shape `[B, C, H, W]` (f32, **model scale**).
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor>;

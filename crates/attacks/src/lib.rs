@@ -36,7 +36,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dev = Device::Cpu;
-//! // Class 1 iff the mean pixel exceeds 0.5.
+//! // Logits (1 − Σx, Σx − 1): class 1 iff the pixels sum above 1 (mean above 0.25).
 //! let w = Tensor::new(&[[-1f32, -1., -1., -1.], [1., 1., 1., 1.]], &dev)?;
 //! let b = Tensor::new(&[1f32, -1.], &dev)?;
 //! let model = FnClassifier::new(

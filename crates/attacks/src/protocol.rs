@@ -68,6 +68,57 @@ pub enum DecisionAttack {
 }
 
 /// Configuration of a median-distance evaluation.
+///
+/// # Examples
+///
+/// A miniature of the paper protocol: 4 of 6 test images drawn from the seed, 2 repeats of
+/// a 20-step Boundary Attack. No labels are passed because the protocol attacks the model's
+/// own clean predictions. All six images are away from the decision boundary, so every attack
+/// succeeds and every per-repeat median MSE is finite and positive.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_attacks::{BoundaryAttack, DecisionAttack, DecisionProtocol, FnClassifier};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Device::Cpu;
+/// // Class 1 iff the mean pixel exceeds 0.5 (logits ∓(mean − 0.5)).
+/// let model = FnClassifier::new(
+///     |x: &Tensor| {
+///         let z = (x.flatten_from(1)?.mean_keepdim(1)? - 0.5)?;
+///         Tensor::cat(&[&z.neg()?, &z], 1)
+///     },
+///     (0.0, 1.0),
+/// );
+/// // Six 1×4×4 test images with mean pixels 0.2, 0.3, 0.4, 0.6, 0.7, 0.8.
+/// let pixels: Vec<f32> = [0.05f32, 0.15, 0.25, 0.45, 0.55, 0.65]
+///     .iter()
+///     .flat_map(|&o| (0..16).map(move |j| o + 0.1 * (j % 4) as f32))
+///     .collect();
+/// let test_images = Tensor::from_vec(pixels, (6, 1, 4, 4), &dev)?;
+///
+/// let protocol = DecisionProtocol {
+///     attack: DecisionAttack::Boundary(BoundaryAttack {
+///         steps: 20,
+///         ..BoundaryAttack::paper()
+///     }),
+///     n_images: 4,
+///     repeats: 2,
+///     ..DecisionProtocol::paper(0)
+/// };
+/// let report = protocol.run(&model, &test_images)?;
+/// assert_eq!(report.indices.len(), 4);
+/// // Images 3, 4 and 5 are the bright ones (class 1).
+/// for (&i, &y) in report.indices.iter().zip(&report.labels) {
+///     assert_eq!(y, u32::from(i >= 3));
+/// }
+/// assert_eq!(report.medians.len(), 2);
+/// assert_eq!(report.success_rate, 1.0);
+/// assert!(report.medians.iter().all(|m| m.is_finite() && *m > 0.0));
+/// assert!(report.mean_of_medians.is_finite() && report.mean_of_medians > 0.0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionProtocol {
     /// The attack.

@@ -200,6 +200,50 @@ pub enum PgdNorm {
 /// foolbox-style defaults: L∞ `rel_stepsize = 0.01/0.3`, 40 steps; L2 `rel_stepsize = 0.025`,
 /// 50 steps. Step size = `rel_stepsize · ε`. Success is judged on the final iterate
 /// (`pred ≠ label`), as in foolbox; images misclassified from the start count as successes.
+///
+/// # Examples
+///
+/// L∞ PGD with ε = 0.1 (foolbox defaults otherwise) against a classifier that thresholds
+/// the mean pixel at 0.5, with input gradients from candle autograd through [`FnClassifier`].
+/// An L∞ perturbation of size ε moves the mean pixel by at most ε. So the image with mean 0.46
+/// can be pushed across the threshold, while the one with mean 0.15 cannot, and the robust
+/// accuracy is 1/2. Every perturbation stays within ε.
+///
+/// [`FnClassifier`]: crate::FnClassifier
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_attacks::{FnClassifier, Pgd};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dev = Device::Cpu;
+/// // Class 1 iff the mean pixel exceeds 0.5 (logits ∓(mean − 0.5)).
+/// let model = FnClassifier::new(
+///     |x: &Tensor| {
+///         let z = (x.flatten_from(1)?.mean_keepdim(1)? - 0.5)?;
+///         Tensor::cat(&[&z.neg()?, &z], 1)
+///     },
+///     (0.0, 1.0),
+/// );
+/// // Two class-0 images of 1×4×4 with mean pixels 0.46 and 0.15.
+/// let pixels: Vec<f32> = [0.31f32, 0.0]
+///     .iter()
+///     .flat_map(|&o| (0..16).map(move |j| o + 0.1 * (j % 4) as f32))
+///     .collect();
+/// let images = Tensor::from_vec(pixels, (2, 1, 4, 4), &dev)?;
+/// let labels = [0u32, 0];
+///
+/// let eps = 0.1;
+/// let out = Pgd::linf(eps).run(&model, &images, &labels, 0)?;
+/// assert_eq!(out.report.success, [true, false]);
+/// assert_eq!(out.report.robust_accuracy, 0.5);
+/// assert!(out.report.perturbation_norm.iter().all(|&p| p <= eps + 1e-6));
+/// // The same bound on the returned images (model scale equals unit scale for the box [0, 1]).
+/// let linf = (&out.adversarials - &images)?.abs()?.max_all()?.to_scalar::<f32>()?;
+/// assert!(f64::from(linf) <= eps + 1e-6);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pgd {
     /// Threat model.
