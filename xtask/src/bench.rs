@@ -5,6 +5,7 @@
 //! cargo xtask bench train-step --arch resnet18 --base-channels 16 --in-shape 1,32,32 \
 //!     --batch 64 --pairs 16 --steps 10 [--pytorch] [--candle-ops] [--device cuda:0]
 //! cargo xtask bench ops [--batch 64] [--base-channels 64] [--reps 3]
+//! cargo xtask bench epoch --config experiments/… .toml [--set k=v] [--pytorch]
 //! ```
 //!
 //! The last line printed is one JSON object (`median_ms`, `median_cpu_ms`, `peak_rss_mb`, and
@@ -23,9 +24,14 @@ use pixreg_models::bench::{self, TrainStepBench};
 use pixreg_models::heap::HeapOutcome;
 use pixreg_models::{Arch, ModelConfig};
 
+mod epoch;
+
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
+    /// One whole training epoch of a config (data, pairs, steps, evaluation), with its split,
+    /// against the official loop's work in PyTorch with `--pytorch`.
+    Epoch(epoch::EpochArgs),
     /// Milliseconds per training step (median) and peak RSS of one configuration.
     TrainStep(TrainStepArgs),
     /// Per-op forward and forward+backward times, fast CPU kernels against candle's ops, on
@@ -92,6 +98,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::TrainStep(args) => train_step(args, heap),
         BenchCommand::Ops(args) => ops(args),
+        BenchCommand::Epoch(args) => epoch::epoch(args, &xtask::workspace_root()),
     }
 }
 

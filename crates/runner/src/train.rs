@@ -520,6 +520,36 @@ fn commit_epoch(
     Ok(())
 }
 
+/// Where the wall time of one epoch went, in seconds (`split_seconds` of its metric line;
+/// not reproducible, like `epoch_seconds`, which also counts what falls between these).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct EpochSplit {
+    /// Next classification batch: reading, augmentation, tensor upload.
+    data: f64,
+    /// Drawing the step's pairs and gathering their images and targets.
+    pairs: f64,
+    /// The batch defense (noise augmentation or adversarial crafting), if any.
+    defense: f64,
+    /// Classification and pair forward passes and the losses.
+    forward: f64,
+    /// Backpropagation.
+    backward: f64,
+    /// The SGD update.
+    optimizer: f64,
+    /// Step scalars, correlation, log lines and the progress bar.
+    bookkeeping: f64,
+    /// Validation and test (and train, with `eval_train`) evaluation after the epoch.
+    evaluation: f64,
+}
+
+/// Seconds since `clock`, which restarts.
+fn lap(clock: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let seconds = now.duration_since(*clock).as_secs_f64();
+    *clock = now;
+    seconds
+}
+
 /// The committed training curves of a run: one metric line per evaluated epoch and the
 /// logged steps ([`curves`]).
 struct Curves {
@@ -628,8 +658,15 @@ fn train_locked(
             (0f64, 0f64, 0f64, 0usize, 0usize);
         let steps_per_epoch = batcher.num_batches();
         let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
-        for (step, batch) in batcher.epoch(epoch as u64).enumerate() {
+        let mut split = EpochSplit::default();
+        let mut batches = batcher.epoch(epoch as u64).enumerate();
+        loop {
+            let mut clock = Instant::now();
+            let Some((step, batch)) = batches.next() else {
+                break;
+            };
             let batch = batch?;
+            split.data += lap(&mut clock);
             let pair_tensors = match reg.as_mut() {
                 Some(r) => {
                     let b = r.sampler.next_batch()?;
@@ -651,6 +688,7 @@ fn train_locked(
                 }),
                 _ => None,
             };
+            split.pairs += lap(&mut clock);
             let images = match &defense {
                 Some(d) => d.apply(
                     &model,
@@ -660,9 +698,13 @@ fn train_locked(
                 )?,
                 None => batch.images.clone(),
             };
+            split.defense += lap(&mut clock);
             let out = model.training_step_loss(&images, &batch.labels, regularization)?;
+            split.forward += lap(&mut clock);
             let grads = out.loss.backward()?;
+            split.backward += lap(&mut clock);
             optimizer.step(&grads)?;
+            split.optimizer += lap(&mut clock);
 
             let ce = out.ce_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             finite(ce, "training loss", epoch + 1)?;
@@ -728,11 +770,15 @@ fn train_locked(
             }
             steps.set_message(message);
             steps.inc(1);
+            split.bookkeeping += lap(&mut clock);
         }
         steps.finish_and_clear();
 
+        let evaluation = Instant::now();
         let mut line = epoch_metrics(&model, config, &data, epoch + 1, &device)?;
+        split.evaluation = evaluation.elapsed().as_secs_f64();
         let seconds = started.elapsed().as_secs_f64();
+        line["split_seconds"] = serde_json::to_value(split)?;
         line["lr"] = json!(lr);
         line["train_ce"] = json!(ce_sum / n_steps.max(1) as f64);
         if reg.is_some() {

@@ -89,6 +89,7 @@ fn metrics_without_times(run: &RunDir) -> Vec<serde_json::Value> {
             let o = v.as_object_mut().unwrap();
             o.remove("epoch_seconds");
             o.remove("time");
+            o.remove("split_seconds");
             v
         })
         .collect()
