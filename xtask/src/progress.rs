@@ -22,12 +22,27 @@ pub fn parse_line(line: &str) -> Option<Phase> {
     // "<RFC 3339 stamp> <message>"
     let message = line.split_once(' ').map_or(line, |(_, m)| m);
     if let Some(rest) = message.strip_prefix("evaluating ") {
-        let (attack, count) = rest.rsplit_once(" (")?;
+        // "boundary (5/6)", or "boundary (5/6): repeat 2/5 done in 61.0 s"
+        let (head, repeat) = match rest.split_once("): repeat ") {
+            Some((head, tail)) => (format!("{head})"), Some(tail)),
+            None => (rest.to_string(), None),
+        };
+        let (attack, count) = head.rsplit_once(" (")?;
         let (k, n) = fraction_of(count.strip_suffix(')')?)?;
+        let within = match repeat {
+            Some(tail) => {
+                let (r, repeats) = fraction_of(tail.split_once(' ')?.0)?;
+                Some((r, repeats))
+            }
+            None => None,
+        };
         return Some(Phase {
             name: "evaluating",
-            fraction: (k - 1.0) / n,
-            what: format!("evaluating {attack} ({count}"),
+            fraction: (k - 1.0 + within.map_or(0.0, |(r, m)| r / m)) / n,
+            what: match within {
+                Some((r, m)) => format!("evaluating {attack} ({count}, repeat {r}/{m} done"),
+                None => format!("evaluating {attack} ({count}"),
+            },
         });
     }
     let rest = message.strip_prefix("epoch ")?;
@@ -143,6 +158,11 @@ mod tests {
         assert_eq!(attack.name, "evaluating");
         assert!((attack.fraction - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(attack.what, "evaluating boundary (5/6)");
+        let repeat =
+            parse_line("2026-12-03T12:00:00Z evaluating boundary (5/6): repeat 2/5 done in 61.0 s")
+                .unwrap();
+        assert!((repeat.fraction - (4.0 + 0.4) / 6.0).abs() < 1e-12);
+        assert_eq!(repeat.what, "evaluating boundary (5/6), repeat 2/5 done");
         for other in [
             "2026-12-03T12:00:00Z resuming after epoch 3",
             "2026-12-03T12:00:00Z run x started: epoch = 3",

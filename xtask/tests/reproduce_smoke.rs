@@ -95,6 +95,21 @@ fn table1_smoke_end_to_end() {
         .collect();
     assert_eq!(logs.len(), 6);
     for log in &logs {
+        // log.txt follows the evaluation attack by attack and repeat by repeat.
+        let run_log = runs.join(
+            log.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".xtask.log"),
+        );
+        let run_log = std::fs::read_to_string(run_log.join("log.txt")).unwrap();
+        assert!(
+            run_log.contains("evaluating boundary (")
+                && run_log.contains("): repeat 1/")
+                && run_log.contains("evaluated boundary in "),
+            "{}",
+            log.display()
+        );
         let text = std::fs::read_to_string(log).unwrap();
         assert!(text.contains("results in "), "{}: {text}", log.display());
         assert!(

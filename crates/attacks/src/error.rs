@@ -12,6 +12,9 @@ pub enum AttackError {
     /// A configuration value is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// A progress callback (e.g. [`crate::DecisionProtocol::run_observed`]'s) failed.
+    #[error("progress report failed: {0}")]
+    Progress(String),
     /// The batch of images was empty where at least one image is required.
     #[error("empty batch")]
     EmptyBatch,

@@ -179,6 +179,18 @@ impl DecisionProtocol {
         model: &C,
         test_images: &Tensor,
     ) -> Result<DecisionReport> {
+        self.run_observed(model, test_images, &mut |_| Ok(()))
+    }
+
+    /// [`DecisionProtocol::run`], calling `on_repeat` after each repeat (a repeat of the
+    /// paper's protocol attacks 1000 images for minutes: progress for a log or a bar); an
+    /// error it returns stops the run.
+    pub fn run_observed<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        test_images: &Tensor,
+        on_repeat: &mut dyn FnMut(&RepeatReport) -> Result<()>,
+    ) -> Result<DecisionReport> {
         let start = std::time::Instant::now();
         let (n_test, c, h, w) = check_images(test_images)?;
         checked_bounds(model)?;
@@ -233,6 +245,9 @@ impl DecisionProtocol {
                 distances,
                 wall_seconds: t0.elapsed().as_secs_f64(),
             });
+            if let Some(done) = repeats.last() {
+                on_repeat(done)?;
+            }
         }
         let medians: Vec<f64> = repeats.iter().map(|r| r.median).collect();
         let mean = medians.iter().sum::<f64>() / medians.len() as f64;

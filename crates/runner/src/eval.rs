@@ -323,7 +323,19 @@ pub fn evaluate_loaded(
                     )),
                     _ => DecisionAttack::HopSkipJump(hop_skip_jump(&config.evaluation)),
                 };
-                let report = protocol.run(&clf, &x)?;
+                let repeats = protocol.repeats;
+                let mut done = 0;
+                let report = protocol.run_observed(&clf, &x, &mut |r| {
+                    done += 1;
+                    let line = format!(
+                        "evaluating {name} ({}/{}): repeat {done}/{repeats} done in {:.1} s",
+                        k + 1,
+                        attacks.len(),
+                        r.wall_seconds
+                    );
+                    run.log(&line)
+                        .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
+                })?;
                 let settings = match &protocol.attack {
                     DecisionAttack::HopSkipJump(h) => json!({
                         "steps": h.steps,
