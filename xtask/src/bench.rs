@@ -20,11 +20,12 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use pixreg_models::bench::{self, TrainStepBench};
+use harness::TrainStepBench;
 use pixreg_models::heap::HeapOutcome;
 use pixreg_models::{Arch, ModelConfig};
 
 mod epoch;
+mod harness;
 
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
@@ -110,7 +111,7 @@ fn train_step(args: &TrainStepArgs, heap: HeapOutcome) -> Result<()> {
         .map_err(|v| anyhow::anyhow!("--in-shape needs C,H,W, got {v:?}"))?;
     let arch: Arch = args.arch.parse()?;
     let config = ModelConfig::new(arch, in_shape, 10, args.base_channels);
-    let report = bench::train_step(&TrainStepBench {
+    let report = harness::train_step(&TrainStepBench {
         config,
         batch: args.batch,
         pairs: args.pairs,
@@ -122,7 +123,7 @@ fn train_step(args: &TrainStepArgs, heap: HeapOutcome) -> Result<()> {
     for (i, ms) in report.step_ms.iter().enumerate() {
         println!("pixreg step {i}: {ms:.1} ms");
     }
-    let mut json = bench::to_json(&report)?;
+    let mut json = harness::to_json(&report)?;
     json["heap"] = heap.to_string().into();
     if args.pytorch {
         let torch = pytorch(args)?;
@@ -201,17 +202,46 @@ fn pytorch(args: &TrainStepArgs) -> Result<Option<serde_json::Value>> {
 }
 
 fn ops(args: &OpsArgs) -> Result<()> {
-    let timings = bench::ops(args.batch, 1, 32, args.base_channels, args.reps)?;
+    let roofline = harness::Roofline::measure(args.reps)?;
     println!(
-        "{:<34} {:>11} {:>11} {:>11} {:>11}",
-        "op (ms, median)", "candle fwd", "fast fwd", "candle f+b", "fast f+b"
+        "machine: {:.1} GFLOP/s (f32 1024³ matmul), {:.1} GB/s (copy), {} thread(s)",
+        roofline.peak_gflops, roofline.bandwidth_gbs, roofline.threads
     );
+    let timings = harness::ops(args.batch, 1, 32, args.base_channels, args.reps)?;
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>7}",
+        "op (ms, median)",
+        "candle fwd",
+        "fast fwd",
+        "candle f+b",
+        "fast f+b",
+        "GFLOP/s",
+        "GB/s",
+        "of bound"
+    );
+    let mut placed = Vec::new();
     for t in &timings {
+        let (gflops, gbs, fraction) = roofline.place(t);
         println!(
-            "{:<34} {:>11.1} {:>11.1} {:>11.1} {:>11.1}",
-            t.op, t.candle_fwd_ms, t.fast_fwd_ms, t.candle_fwd_bwd_ms, t.fast_fwd_bwd_ms
+            "{:<40} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>7.1} {:>6.0} %",
+            t.op,
+            t.candle_fwd_ms,
+            t.fast_fwd_ms,
+            t.candle_fwd_bwd_ms,
+            t.fast_fwd_bwd_ms,
+            gflops,
+            gbs,
+            100.0 * fraction
         );
+        let mut json = harness::to_json(t)?;
+        json["fast_fwd_bwd_gflops"] = gflops.into();
+        json["fast_fwd_bwd_gbs"] = gbs.into();
+        json["fraction_of_bound"] = fraction.into();
+        placed.push(json);
     }
-    println!("{}", bench::to_json(&timings)?);
+    println!(
+        "{}",
+        serde_json::json!({ "roofline": harness::to_json(&roofline)?, "ops": placed })
+    );
     Ok(())
 }

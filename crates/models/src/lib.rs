@@ -37,7 +37,6 @@
 /// avoid a second copy of `candle-core`.
 pub use candle_core;
 
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

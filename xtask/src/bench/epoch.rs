@@ -69,7 +69,7 @@ pub fn epoch(args: &EpochArgs, root: &Path) -> Result<()> {
         "epoch_seconds": line["epoch_seconds"],
         "split_seconds": line["split_seconds"],
         "targets_seconds": outcome.state.targets_seconds,
-        "peak_rss_mb": pixreg_models::bench::peak_rss_mb(),
+        "peak_rss_mb": super::harness::peak_rss_mb(),
         "threads": rayon::current_num_threads(),
     });
     print_split("pixreg", &ours);

@@ -1,24 +1,22 @@
-//! Benchmarks behind `cargo xtask bench`: the training step of the reference set-up and the
-//! per-op times of the heavy kernels, fast path against candle's own ops.
+//! The measurements behind `cargo xtask bench`: the training step of the reference set-up and
+//! the per-op times of the heavy kernels, fast path against candle's own ops, with each op's
+//! place on this machine's roofline ([`Roofline`]).
 //!
 //! These are measurements, not tests: run them on an otherwise idle machine.
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use pixreg_models::candle_core::{Device, Tensor, Var};
 use rand::distr::{Distribution, Uniform};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::ModelConfig;
-use crate::error::{Error, Result};
-use crate::kernels;
-use crate::loss::{PairBatch, Regularization};
-use crate::ops::{self, BatchNormStats};
-use crate::optim::SgdMomentum;
-use crate::resnet::ResNet;
-use crate::SimilarityLoss;
+use pixreg_models::kernels;
+use pixreg_models::ops::{self, BatchNormStats};
+use pixreg_models::{
+    Error, ModelConfig, PairBatch, Regularization, ResNet, Result, SgdMomentum, SimilarityLoss,
+};
 
 /// One training-step benchmark: the reference step (CE on `batch` images, plus, with
 /// `pairs > 0`, the arctanh pair loss on `pairs` pairs with α = 1) and an SGD momentum update.
@@ -191,9 +189,9 @@ fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
 
 fn device_name(dev: &Device) -> String {
     match dev.location() {
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        pixreg_models::candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        pixreg_models::candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        pixreg_models::candle_core::DeviceLocation::Cpu => "cpu".to_string(),
     }
 }
 
@@ -213,6 +211,74 @@ pub struct OpTiming {
     pub fast_fwd_ms: f64,
     /// Fast kernels' forward + backward.
     pub fast_fwd_bwd_ms: f64,
+    /// Floating-point operations of the forward pass (a multiply-add counts 2).
+    pub flops_fwd: f64,
+    /// Bytes the forward pass must move at least: its input, parameters and output, once.
+    pub bytes_fwd: f64,
+}
+
+/// The forward + backward pass does about three times the forward's work and traffic: the
+/// output, the input gradient and the weight gradient each cost one forward (exact for a
+/// convolution's FLOPs, an estimate for the traffic and for the elementwise ops).
+pub const BACKWARD_FACTOR: f64 = 3.0;
+
+/// This machine's limits, measured in the same run as the ops: the f32 matrix-product
+/// throughput of a square product too large for the caches to matter (candle's CPU matmul,
+/// i.e. the `gemm` crate the fast kernels use, on the benchmark's threads), and the copy
+/// bandwidth of buffers far larger than the last-level cache.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Roofline {
+    /// GFLOP/s of the large product (the practical FMA peak).
+    pub peak_gflops: f64,
+    /// GB/s of a parallel copy (bytes read + bytes written, per second).
+    pub bandwidth_gbs: f64,
+    /// Threads both used.
+    pub threads: usize,
+}
+
+impl Roofline {
+    /// Measures both limits (about two seconds).
+    pub fn measure(reps: usize) -> Result<Self> {
+        use rayon::prelude::*;
+        let cpu = &Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        // 1024³: 2.1 GFLOP, 4 MiB per operand: large enough that packing overhead is small.
+        let n = 1024;
+        let a = uniform_tensor(&mut rng, &[n, n], -1.0, 1.0, cpu)?;
+        let b = uniform_tensor(&mut rng, &[n, n], -1.0, 1.0, cpu)?;
+        let ms = time_ms(reps.max(3), || a.matmul(&b).map(drop).map_err(Error::from))?;
+        let peak_gflops = 2.0 * (n as f64).powi(3) / (ms * 1e6);
+        // 256 MiB each way: far beyond any cache of this class of machine.
+        let len = 64 << 20;
+        let src = vec![1f32; len];
+        let mut dst = vec![0f32; len];
+        let chunk = 1 << 16;
+        let ms = time_ms(reps.max(3), || {
+            dst.par_chunks_mut(chunk)
+                .zip(src.par_chunks(chunk))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            Ok(())
+        })?;
+        let bandwidth_gbs = 2.0 * (len * 4) as f64 / (ms * 1e6);
+        Ok(Self {
+            peak_gflops,
+            bandwidth_gbs,
+            threads: kernels::threads(),
+        })
+    }
+
+    /// How close an op's forward + backward is to the bound that applies to it: achieved
+    /// FLOP/s over min(peak, intensity × bandwidth), i.e. the larger of the compute and the
+    /// traffic fractions. Returns (GFLOP/s, GB/s, fraction). FLOPs are the direct
+    /// convolution's, so a Winograd convolution (3×3 stride 1, ≥ 16 channels), which does
+    /// fewer, shows its effective rate and can pass 100 %.
+    pub fn place(&self, op: &OpTiming) -> (f64, f64, f64) {
+        let seconds = op.fast_fwd_bwd_ms / 1e3;
+        let gflops = BACKWARD_FACTOR * op.flops_fwd / seconds / 1e9;
+        let gbs = BACKWARD_FACTOR * op.bytes_fwd / seconds / 1e9;
+        let fraction = (gflops / self.peak_gflops).max(gbs / self.bandwidth_gbs);
+        (gflops, gbs, fraction)
+    }
 }
 
 enum BenchOp {
@@ -298,36 +364,55 @@ pub fn ops(
         ("conv3x3 s1", 8 * base, 8 * base, 3, 1, 1, s / 8),
     ];
     let mut out = Vec::new();
-    let mut measure =
-        |label: String, op: BenchOp, x_shape: [usize; 4], w_shape: &[usize]| -> Result<()> {
-            let cpu = &Device::Cpu;
-            let x = Var::from_tensor(&uniform_tensor(&mut rng, &x_shape, -1.0, 1.0, cpu)?)?;
-            let w = Var::from_tensor(&uniform_tensor(&mut rng, w_shape, -0.1, 0.1, cpu)?)?;
-            let b = Var::from_tensor(&uniform_tensor(&mut rng, &[x_shape[1]], -0.1, 0.1, cpu)?)?;
-            let previous = kernels::enabled();
-            kernels::set_enabled(false);
-            let candle = time_op(&op, &x, &w, &b, reps);
-            kernels::set_enabled(true);
-            let fast = time_op(&op, &x, &w, &b, reps);
-            kernels::set_enabled(previous);
-            let (candle_fwd_ms, candle_fwd_bwd_ms) = candle?;
-            let (fast_fwd_ms, fast_fwd_bwd_ms) = fast?;
-            out.push(OpTiming {
-                op: label,
-                input: x_shape.to_vec(),
-                candle_fwd_ms,
-                candle_fwd_bwd_ms,
-                fast_fwd_ms,
-                fast_fwd_bwd_ms,
-            });
-            Ok(())
+    let mut measure = |label: String,
+                       op: BenchOp,
+                       x_shape: [usize; 4],
+                       w_shape: &[usize],
+                       (flops_fwd, bytes_fwd): (f64, f64)|
+     -> Result<()> {
+        let cpu = &Device::Cpu;
+        let x = Var::from_tensor(&uniform_tensor(&mut rng, &x_shape, -1.0, 1.0, cpu)?)?;
+        let w = Var::from_tensor(&uniform_tensor(&mut rng, w_shape, -0.1, 0.1, cpu)?)?;
+        let b = Var::from_tensor(&uniform_tensor(&mut rng, &[x_shape[1]], -0.1, 0.1, cpu)?)?;
+        let previous = kernels::enabled();
+        kernels::set_enabled(false);
+        let candle = time_op(&op, &x, &w, &b, reps);
+        kernels::set_enabled(true);
+        let fast = time_op(&op, &x, &w, &b, reps);
+        kernels::set_enabled(previous);
+        let (candle_fwd_ms, candle_fwd_bwd_ms) = candle?;
+        let (fast_fwd_ms, fast_fwd_bwd_ms) = fast?;
+        out.push(OpTiming {
+            op: label,
+            input: x_shape.to_vec(),
+            candle_fwd_ms,
+            candle_fwd_bwd_ms,
+            fast_fwd_ms,
+            fast_fwd_bwd_ms,
+            flops_fwd,
+            bytes_fwd,
+        });
+        Ok(())
+    };
+    // FLOPs and minimal bytes of a convolution's forward (f32).
+    let conv_cost =
+        |n: usize, ci: usize, co: usize, k: usize, stride: usize, pad: usize, hw: usize| {
+            let out = (hw + 2 * pad - k) / stride + 1;
+            let flops = 2.0 * (n * co * out * out * ci * k * k) as f64;
+            let bytes = 4.0 * (n * ci * hw * hw + co * ci * k * k + n * co * out * out) as f64;
+            (flops, bytes)
         };
+    // Batch norm in training mode: mean, variance, normalise and scale (about 8 FLOPs an
+    // element), reading the input twice and writing the output once.
+    let elements = (batch * base * s * s) as f64;
+    let bn_cost = (8.0 * elements, 12.0 * elements);
     for (name, ci, co, k, stride, padding, hw) in convs {
         measure(
             format!("{name} {ci}->{co} @{hw}x{hw}"),
             BenchOp::Conv { stride, padding },
             [batch, ci, hw, hw],
             &[co, ci, k, k],
+            conv_cost(batch, ci, co, k, stride, padding, hw),
         )?;
     }
     measure(
@@ -335,22 +420,27 @@ pub fn ops(
         BenchOp::BatchNorm,
         [batch, base, s, s],
         &[base],
+        bn_cost,
     )?;
     measure(
         format!("relu {base}ch @{s}x{s}"),
         BenchOp::Relu,
         [batch, base, s, s],
         &[base],
+        (elements, 8.0 * elements),
     )?;
     for (label, op) in [
         ("fused", BenchOp::ConvBnReluFused),
         ("separate", BenchOp::ConvBnReluSeparate),
     ] {
+        let (conv_flops, conv_bytes) = conv_cost(batch, base, base, 3, 1, 1, s);
         measure(
             format!("conv3x3+bn+relu {label} {base}->{base} @{s}x{s}"),
             op,
             [batch, base, s, s],
             &[base, base, 3, 3],
+            // Fused, the conv output never goes to memory; the bound counts it once anyway.
+            (conv_flops + bn_cost.0 + elements, conv_bytes),
         )?;
     }
     Ok(out)
@@ -359,4 +449,36 @@ pub fn ops(
 /// Converts a value to `serde_json::Value` (for the benchmark's JSON lines).
 pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| Error::Config(format!("benchmark report: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_op_is_placed_against_the_nearer_of_its_two_bounds() {
+        let roofline = Roofline {
+            peak_gflops: 100.0,
+            bandwidth_gbs: 10.0,
+            threads: 1,
+        };
+        let op = |flops_fwd: f64, bytes_fwd: f64| OpTiming {
+            op: String::new(),
+            input: Vec::new(),
+            candle_fwd_ms: 0.0,
+            candle_fwd_bwd_ms: 0.0,
+            fast_fwd_ms: 0.0,
+            // 3 forward passes' work in 3 ms: the forward's rate.
+            fast_fwd_bwd_ms: 3.0,
+            flops_fwd,
+            bytes_fwd,
+        };
+        // 50 GFLOP/s, 0.1 GB/s: compute-bound at half the peak.
+        let (gflops, gbs, fraction) = roofline.place(&op(5e7, 1e5));
+        assert!((gflops - 50.0).abs() < 1e-9 && (gbs - 0.1).abs() < 1e-9);
+        assert!((fraction - 0.5).abs() < 1e-9);
+        // 1 GFLOP/s, 8 GB/s: memory-bound at 80 % of the bandwidth.
+        let (_, _, fraction) = roofline.place(&op(1e6, 8e6));
+        assert!((fraction - 0.8).abs() < 1e-9);
+    }
 }
