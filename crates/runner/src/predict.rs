@@ -47,7 +47,7 @@ pub struct PredictArgs {
     /// Run in training mode (BatchNorm batch statistics) instead of eval mode.
     #[arg(long)]
     pub train_mode: bool,
-    /// Output safetensors file: `logits` [N, classes] and, with --pairs, `scores` [k].
+    /// Output safetensors file: `logits` `[N, classes]` and, with --pairs, `scores` `[k]`.
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -803,7 +803,7 @@ const FLIP: [usize; 4] = [3, 1, 2, 0];
 /// Input gradient `[N, C, H, W]` of a [`supports`] geometry `g`, from the output gradient
 /// `dy` (`[N, O, OH, OW]`): the forward convolution of `dy` with the flipped, transposed
 /// kernel (padding 1 again), whose transformed matrices are those of the forward's kernel
-/// permuted and transposed, `U'[i][j] = U[p(i)][p(j)]ᵀ` with `p` = [`FLIP`].
+/// permuted and transposed, `U'[i][j] = U[p(i)][p(j)]ᵀ` with `p` = `FLIP`.
 ///
 /// Why: the GEMMs read the transpose through its strides, so the flipped kernel is neither
 /// built nor transformed (the flip and the second weight transform were ≈ 4 % of a base-64
