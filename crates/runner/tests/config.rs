@@ -208,3 +208,27 @@ fn lr_schedule_matches_the_reference_golden_values() {
         }
     }
 }
+
+/// The committed runs of the reporting profiles are found by the hash of their resolved
+/// config: any change to the config types that changed the canonical TOML would orphan
+/// them (and silently retrain). Each folder's own config.toml must hash to its name.
+#[test]
+fn committed_runs_keep_their_ids() {
+    let runs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&runs).unwrap() {
+        let dir = entry.unwrap().path();
+        let config = dir.join("config.toml");
+        if !config.is_file() {
+            continue;
+        }
+        let parsed = ExperimentConfig::load(&config, &[]).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(parsed.run_id().unwrap(), name, "{}", config.display());
+        // And the canonical TOML reads back to itself.
+        let again = ExperimentConfig::from_toml(&toml::to_string(&parsed).unwrap(), &[]).unwrap();
+        assert_eq!(again.run_id().unwrap(), name);
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} committed runs found");
+}
