@@ -324,7 +324,7 @@ pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<serde_json
             "best_epoch": state.as_ref().map(|s| s.best_epoch),
             "alpha": reg.and_then(|r| r.alpha),
             "threshold": reg.and_then(|r| r.threshold),
-            "range": reg.map(|r| r.range.clone()),
+            "range": reg.map(|r| r.range.name()),
             "test_acc": results["clean"]["test_acc"].as_f64(),
             "gaussian": curve_mean(&results["attacks"]["gaussian"]),
             "boundary": results["attacks"]["boundary"]["mean_of_medians"].as_f64(),

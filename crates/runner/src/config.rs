@@ -24,7 +24,33 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+pub use pixreg_models::Arch;
+pub use rsa_core::{PairRange, SimilarityLoss};
 use serde::{Deserialize, Serialize};
+
+/// Serde through a library type's names (`Display` out, `FromStr` in): the config keeps the
+/// strings it always had (so run ids do not change) and is parsed once, here; an unknown
+/// name fails with the key and the library's own message.
+mod by_name {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(D::Error::custom)
+    }
+}
 
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,12 +97,19 @@ pub struct TaskConfig {
     pub test_limit: Option<usize>,
     /// `random` (seeded, `valid_portion` of the training set) or `official` (the seed-0
     /// indices of the official code, from `official_seed0_indices.json`).
-    #[serde(default = "default_valid_split")]
-    pub valid_split: String,
+    #[serde(default)]
+    pub valid_split: ValidSplitRule,
 }
 
-fn default_valid_split() -> String {
-    "random".into()
+/// `task.valid_split`: how the validation images are drawn from the training set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidSplitRule {
+    /// `valid_portion` of the training set, drawn with the run's seed.
+    #[default]
+    Random,
+    /// The official code's seed-0 indices (`official_seed0_indices.json`).
+    Official,
 }
 
 /// The network (`--archi`, `--base_channels`).
@@ -84,15 +117,15 @@ fn default_valid_split() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// `resnet18`, `resnet34`, `resnet50` or `resnet101`.
-    #[serde(default = "default_arch")]
-    pub arch: String,
+    #[serde(default = "default_arch", with = "by_name")]
+    pub arch: Arch,
     /// Width of the first section (64 in the paper).
     #[serde(default = "default_base_channels")]
     pub base_channels: usize,
 }
 
-fn default_arch() -> String {
-    "resnet18".into()
+fn default_arch() -> Arch {
+    Arch::ResNet18
 }
 fn default_base_channels() -> usize {
     64
@@ -125,8 +158,8 @@ pub struct RegularizationConfig {
     #[serde(default)]
     pub graded_double: bool,
     /// `all`, `high`, `low`, `positive`, `negative`, `high_positive` or `double`.
-    #[serde(default = "default_range")]
-    pub range: String,
+    #[serde(default, with = "by_name")]
+    pub range: PairRange,
     /// Source of the regularization images; absent: the task's own dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -137,8 +170,8 @@ pub struct RegularizationConfig {
     #[serde(default = "default_pairs")]
     pub pairs_per_batch: usize,
     /// `arctanh` (the reference's default) or `mse`.
-    #[serde(default = "default_loss")]
-    pub loss: String,
+    #[serde(default, with = "by_name")]
+    pub loss: SimilarityLoss,
     /// `pixel`, or the path of a `.safetensors`/`.npy` `[N, N]` target matrix of your own.
     #[serde(default = "default_targets")]
     pub targets: String,
@@ -153,17 +186,11 @@ pub struct RegularizationConfig {
     pub boost_value: f32,
 }
 
-fn default_range() -> String {
-    "all".into()
-}
 fn default_n_images() -> usize {
     5000
 }
 fn default_pairs() -> usize {
     16
-}
-fn default_loss() -> String {
-    "arctanh".into()
 }
 fn default_targets() -> String {
     "pixel".into()
@@ -230,7 +257,7 @@ pub struct NoiseAugmentationConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdversarialConfig {
     /// `fgsm` (one step of ε, Goodfellow et al.) or `pgd` (random start, Madry et al.).
-    pub attack: String,
+    pub attack: AdversarialAttack,
     /// L∞ radius in unit scale.
     pub epsilon: f64,
     /// PGD steps (default 7).
@@ -244,6 +271,16 @@ pub struct AdversarialConfig {
     pub fraction: f64,
 }
 
+/// `training.adversarial.attack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdversarialAttack {
+    /// One step of ε (Goodfellow et al.).
+    Fgsm,
+    /// Projected gradient descent with a random start (Madry et al.).
+    Pgd,
+}
+
 fn default_fraction() -> f64 {
     1.0
 }
@@ -254,14 +291,14 @@ pub const DEFAULT_ADVERSARIAL_STEPS: usize = 7;
 impl AdversarialConfig {
     /// The attack that crafts the training batches.
     pub fn attack(&self) -> Result<pixreg_attacks::Pgd> {
-        match self.attack.as_str() {
-            "fgsm" => {
+        match self.attack {
+            AdversarialAttack::Fgsm => {
                 if self.steps.is_some() || self.rel_stepsize.is_some() {
                     bail!("training.adversarial: steps and rel_stepsize apply to `pgd` only");
                 }
                 Ok(pixreg_attacks::Pgd::fgsm(self.epsilon))
             }
-            "pgd" => {
+            AdversarialAttack::Pgd => {
                 let steps = self.steps.unwrap_or(DEFAULT_ADVERSARIAL_STEPS);
                 Ok(pixreg_attacks::Pgd {
                     steps,
@@ -269,7 +306,6 @@ impl AdversarialConfig {
                     ..pixreg_attacks::Pgd::linf(self.epsilon)
                 })
             }
-            other => bail!("training.adversarial.attack must be `fgsm` or `pgd`, got `{other}`"),
         }
     }
 
@@ -479,16 +515,9 @@ impl ExperimentConfig {
                 TASKS.join(", ")
             );
         }
-        if !["random", "official"].contains(&self.task.valid_split.as_str()) {
-            bail!("task.valid_split must be `random` or `official`");
-        }
         if self.task.train_limit == Some(0) || self.task.test_limit == Some(0) {
             bail!("task.train_limit and task.test_limit must be positive when given");
         }
-        self.model
-            .arch
-            .parse::<pixreg_models::Arch>()
-            .with_context(|| format!("model.arch `{}`", self.model.arch))?;
         if self.model.base_channels == 0 {
             bail!("model.base_channels must be positive");
         }
@@ -652,11 +681,9 @@ impl RegularizationConfig {
                 bail!("regularization.threshold2 must lie in [0, threshold), got {th2}");
             }
         }
-        let range: rsa_core::PairRange = self.range.parse()?;
-        if range == rsa_core::PairRange::Double && self.threshold2.is_none() {
+        if self.range == PairRange::Double && self.threshold2.is_none() {
             bail!("regularization.range = \"double\" needs regularization.threshold2");
         }
-        self.loss.parse::<rsa_core::SimilarityLoss>()?;
         if self.n_images < 2 {
             bail!("regularization.n_images must be at least 2");
         }

@@ -191,7 +191,7 @@ fn evaluable_state(run: &RunDir, provisional: bool) -> Result<RunState> {
 /// Checks that `config.toml` describes the architecture in `checkpoints/model.json`.
 pub fn check_model_matches(run: &RunDir, config: &ExperimentConfig) -> Result<()> {
     let model = ModelConfig::load_json(run.model_json())?;
-    let arch: pixreg_models::Arch = config.model.arch.parse()?;
+    let arch = config.model.arch;
     let rgb_channels = if config.task.rgb { 3 } else { 1 };
     if model.arch != arch
         || model.base_channels != config.model.base_channels

@@ -22,12 +22,14 @@ use pixreg_models::{
 };
 use rsa_core::model_side::score_target_correlation;
 use rsa_core::{
-    load_similarity_matrix, DoubleThresholdMode, PairRange, PairSampler, PairSelection,
-    SamplerState, SimilaritySource, ThresholdedTargets,
+    load_similarity_matrix, DoubleThresholdMode, PairSampler, PairSelection, SamplerState,
+    SimilaritySource, ThresholdedTargets,
 };
 use serde_json::json;
 
-use crate::config::{parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig};
+use crate::config::{
+    parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig, ValidSplitRule,
+};
 use crate::curves::{self, StepScalars};
 use crate::data::DataSource;
 use crate::fault;
@@ -115,11 +117,11 @@ pub fn load_task_data(
     let name: DatasetName = config.task.dataset.parse()?;
     let data_dir = source.dir.as_path();
     let opts = source.options(config.task.rgb);
-    let valid = match config.task.valid_split.as_str() {
-        "official" => ValidSplit::Official {
+    let valid = match config.task.valid_split {
+        ValidSplitRule::Official => ValidSplit::Official {
             path: official_indices_file(data_dir)?,
         },
-        _ => ValidSplit::Random {
+        ValidSplitRule::Random => ValidSplit::Random {
             fraction: config.training.valid_portion,
             seed: config.training.seed,
         },
@@ -138,7 +140,7 @@ pub fn load_task_data(
 
 /// The model architecture for a config and its data.
 pub fn model_config(config: &ExperimentConfig, data: &ClassificationData) -> Result<ModelConfig> {
-    let arch: Arch = config.model.arch.parse()?;
+    let arch: Arch = config.model.arch;
     let set = &data.train_set;
     Ok(ModelConfig::new(
         arch,
@@ -300,8 +302,11 @@ fn build_regularization(
         let matrix = load_similarity_matrix(path, reg.targets_key.as_deref(), images.len())?;
         SimilaritySource::from_matrix(&matrix)?
     };
-    let range: PairRange = reg.range.parse()?;
-    let selection = Arc::new(PairSelection::build(similarity, range, target_rule(reg)?)?);
+    let selection = Arc::new(PairSelection::build(
+        similarity,
+        reg.range,
+        target_rule(reg)?,
+    )?);
     let k = reg.pairs_per_batch;
     let sampler = match sampler_state {
         Some(p) => PairSampler::resume(
@@ -316,9 +321,10 @@ fn build_regularization(
         None => PairSampler::new(selection.clone(), k, seed)?,
     };
     run.log(&format!(
-        "regularization: {} images from {source}, range {range}, {} pairs selected ({:.4} % of \
+        "regularization: {} images from {source}, range {}, {} pairs selected ({:.4} % of \
          all), targets ready in {:.2} s",
         images.len(),
+        reg.range,
         selection.len(),
         100.0 * selection.fraction(),
         start.elapsed().as_secs_f64()
@@ -327,7 +333,7 @@ fn build_regularization(
         images: images.model_tensor(task, device)?,
         sampler,
         alpha: reg.alpha.context("regularization.alpha is unset")?,
-        criterion: reg.loss.parse()?,
+        criterion: reg.loss,
         targets_seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -1,6 +1,6 @@
 //! Experiment configs: defaults, presets, overrides, validation, stable run ids.
 
-use pixreg_runner::config::{preset, ExperimentConfig};
+use pixreg_runner::config::{preset, Arch, ExperimentConfig, PairRange, SimilarityLoss};
 
 fn parse(text: &str, overrides: &[&str]) -> anyhow::Result<ExperimentConfig> {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -12,7 +12,7 @@ const MINIMAL: &str = "[task]\ndataset = \"fashion-mnist\"\n";
 #[test]
 fn defaults_are_the_official_code_s() {
     let c = parse(MINIMAL, &[]).unwrap();
-    assert_eq!(c.model.arch, "resnet18");
+    assert_eq!(c.model.arch, Arch::ResNet18);
     assert_eq!(c.model.base_channels, 64);
     assert!(c.regularization.is_none());
     let t = &c.training;
@@ -31,8 +31,8 @@ fn regularization_section_takes_the_readme_preset() {
     assert_eq!(r.source.as_deref(), Some("fashion-mnist"));
     assert_eq!((r.n_images, r.pairs_per_batch), (5000, 16));
     assert_eq!(
-        (r.range.as_str(), r.loss.as_str(), r.boosting),
-        ("all", "arctanh", true)
+        (r.range, r.loss, r.boosting),
+        (PairRange::All, SimilarityLoss::ArctanhSquare, true)
     );
     let m = parse("[task]\ndataset = \"mnist\"\n[regularization]\n", &[]).unwrap();
     let r = m.regularization.unwrap();
@@ -61,8 +61,8 @@ fn overrides_set_dotted_keys_with_toml_values() {
     assert_eq!(c.training.epochs, 3);
     let r = c.regularization.unwrap();
     assert_eq!(r.alpha, Some(2.5));
-    assert_eq!(r.range, "high");
-    assert_eq!(c.model.arch, "resnet34");
+    assert_eq!(r.range, PairRange::High);
+    assert_eq!(c.model.arch, Arch::ResNet34);
 }
 
 #[test]

@@ -143,14 +143,15 @@ fn pytorch_epoch(
         "offset": scale.offset,
         "alpha": reg.and_then(|r| r.alpha).unwrap_or(0.0),
         "threshold": reg.and_then(|r| r.threshold).unwrap_or(0.0),
-        "range": reg.map_or("all".to_string(), |r| r.range.clone()),
+        "range": reg.map_or("all", |r| r.range.name()),
         "n_images": reg.map_or(0, |r| r.n_images),
         "pairs": reg.map_or(0, |r| r.pairs_per_batch),
     });
     let own_images = |r: &pixreg_runner::config::RegularizationConfig| {
         r.source.as_ref().is_none_or(|s| *s == config.task.dataset)
     };
-    if reg.is_some_and(|r| r.loss != "arctanh" || r.targets != "pixel" || !own_images(r)) {
+    let arctanh = pixreg_runner::config::SimilarityLoss::ArctanhSquare;
+    if reg.is_some_and(|r| r.loss != arctanh || r.targets != "pixel" || !own_images(r)) {
         bail!(
             "the PyTorch epoch covers pixel targets of the task's own images with the arctanh loss"
         );
