@@ -24,6 +24,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+pub use pixreg_datasets::DatasetName;
+use pixreg_datasets::Family;
 pub use pixreg_models::Arch;
 pub use rsa_core::{PairRange, SimilarityLoss};
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,35 @@ mod by_name {
     {
         let text = String::deserialize(d)?;
         text.parse().map_err(D::Error::custom)
+    }
+}
+
+/// [`by_name`] for an optional value.
+mod by_name_opt {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        Option::<String>::deserialize(d)?
+            .map(|text| text.parse().map_err(D::Error::custom))
+            .transpose()
     }
 }
 
@@ -84,7 +115,8 @@ fn default_device() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     /// `mnist`, `fashion-mnist`, `cifar10`, `cifar100` or `cifar10-jpeg`.
-    pub dataset: String,
+    #[serde(with = "by_name")]
+    pub dataset: DatasetName,
     /// Keep RGB instead of the reference's default grayscale (CIFAR only).
     #[serde(default)]
     pub rgb: bool,
@@ -161,8 +193,8 @@ pub struct RegularizationConfig {
     #[serde(default, with = "by_name")]
     pub range: PairRange,
     /// Source of the regularization images; absent: the task's own dataset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "by_name_opt")]
+    pub source: Option<DatasetName>,
     /// N, the number of regularization images.
     #[serde(default = "default_n_images")]
     pub n_images: usize,
@@ -419,46 +451,40 @@ fn default_boundary_repeats() -> usize {
     5
 }
 
-/// The README's recommended (α, Th) for each (task, regularization source) pair.
-pub const PRESETS: [(&str, &str, f64, f64); 10] = [
-    ("cifar10", "cifar10", 10.0, 0.8),
-    ("cifar10", "cifar100", 10.0, 0.8),
-    ("cifar10", "imagenet", 10.0, 0.8),
-    ("cifar100", "cifar10", 10.0, 0.8),
-    ("cifar100", "cifar100", 10.0, 0.8),
-    ("cifar100", "imagenet", 10.0, 0.8),
-    ("mnist", "mnist", 4.0, 0.2),
-    ("mnist", "fashion-mnist", 10.0, 0.8),
-    ("fashion-mnist", "mnist", 10.0, 0.4),
-    ("fashion-mnist", "fashion-mnist", 10.0, 0.8),
-];
-
-/// The preset's dataset family name: the JPEG CIFAR-10 copy uses CIFAR-10's values and every
-/// ImageNet-like source ImageNet's.
-fn preset_name(dataset: &str) -> &str {
-    match dataset {
-        "cifar10-jpeg" => "cifar10",
-        "tiny-imagenet" => "imagenet",
+/// The README's recommended (α, Th) for a task and regularization source; the JPEG CIFAR-10
+/// copy takes CIFAR-10's values and every ImageNet-like source ImageNet's.
+pub fn preset(task: DatasetName, source: DatasetName) -> Option<(f64, f64)> {
+    use DatasetName::*;
+    let key = |d: DatasetName| match d {
+        Cifar10Jpeg => Cifar10,
+        TinyImagenet => Imagenet,
         other => other,
+    };
+    match (key(task), key(source)) {
+        (Cifar10 | Cifar100, Cifar10 | Cifar100 | Imagenet) => Some((10.0, 0.8)),
+        (Mnist, Mnist) => Some((4.0, 0.2)),
+        (Mnist, FashionMnist) => Some((10.0, 0.8)),
+        (FashionMnist, Mnist) => Some((10.0, 0.4)),
+        (FashionMnist, FashionMnist) => Some((10.0, 0.8)),
+        _ => None,
     }
 }
 
-/// (α, Th) of the README table for a task and regularization source.
-pub fn preset(task: &str, source: &str) -> Option<(f64, f64)> {
-    let (t, s) = (preset_name(task), preset_name(source));
-    PRESETS
-        .iter()
-        .find(|(pt, ps, _, _)| *pt == t && *ps == s)
-        .map(|&(_, _, a, th)| (a, th))
+/// Whether a dataset can be a classification task (the ImageNet-like ones are regularization
+/// sources only).
+fn is_task(dataset: DatasetName) -> bool {
+    dataset.family() != Family::ImagenetLike
 }
 
-const TASKS: [&str; 5] = [
-    "mnist",
-    "fashion-mnist",
-    "cifar10",
-    "cifar100",
-    "cifar10-jpeg",
-];
+/// The datasets that can be a task, for messages.
+fn task_list() -> String {
+    DatasetName::ALL
+        .into_iter()
+        .filter(|d| is_task(*d))
+        .map(DatasetName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl ExperimentConfig {
     /// Reads a TOML file and applies `key=value` overrides (dotted keys, values in TOML
@@ -483,17 +509,17 @@ impl ExperimentConfig {
 
     /// Fills the values that default to something derived (preset α/Th, the source dataset).
     fn resolve(&mut self) -> Result<()> {
-        let task = self.task.dataset.clone();
-        if !TASKS.contains(&task.as_str()) {
+        let task = self.task.dataset;
+        if !is_task(task) {
             bail!(
                 "task.dataset `{task}` is not a classification task; expected one of {}",
-                TASKS.join(", ")
+                task_list()
             );
         }
         if let Some(reg) = &mut self.regularization {
-            let source = reg.source.get_or_insert_with(|| task.clone()).clone();
+            let source = *reg.source.get_or_insert(task);
             if reg.alpha.is_none() || reg.threshold.is_none() {
-                let Some((alpha, th)) = preset(&task, &source) else {
+                let Some((alpha, th)) = preset(task, source) else {
                     bail!(
                         "regularization.alpha and regularization.threshold must be given: the \
                          paper has no preset for task {task} with source {source}"
@@ -508,11 +534,11 @@ impl ExperimentConfig {
 
     /// Rejects invalid values with a message naming the field.
     pub fn validate(&self) -> Result<()> {
-        if !TASKS.contains(&self.task.dataset.as_str()) {
+        if !is_task(self.task.dataset) {
             bail!(
                 "task.dataset `{}` is not a classification task; expected one of {}",
                 self.task.dataset,
-                TASKS.join(", ")
+                task_list()
             );
         }
         if self.task.train_limit == Some(0) || self.task.test_limit == Some(0) {
@@ -588,7 +614,7 @@ impl ExperimentConfig {
 
     /// Refuses a model width or batch whose training step cannot fit in memory.
     fn check_training_step_fits(&self) -> Result<()> {
-        let side = if self.task.dataset.starts_with("cifar") {
+        let side = if self.task.dataset.family() == Family::CifarLike {
             32
         } else {
             28
@@ -692,11 +718,6 @@ impl RegularizationConfig {
         }
         if !(self.boost_value.is_finite() && self.boost_value > 0.0 && self.boost_value <= 1.0) {
             bail!("regularization.boost_value must lie in (0, 1]");
-        }
-        if let Some(source) = &self.source {
-            source
-                .parse::<pixreg_datasets::DatasetName>()
-                .with_context(|| "regularization.source")?;
         }
         Ok(())
     }

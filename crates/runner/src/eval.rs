@@ -112,12 +112,15 @@ pub fn validate_attacks(names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn attack_task(dataset: &str) -> Result<Task> {
+/// The attack protocol (ε grids, Boundary Attack indices) of a task: the JPEG CIFAR-10 copy
+/// is attacked as CIFAR-10.
+fn attack_task(dataset: pixreg_datasets::DatasetName) -> Result<Task> {
+    use pixreg_datasets::DatasetName;
     Ok(match dataset {
-        "mnist" => Task::Mnist,
-        "fashion-mnist" => Task::FashionMnist,
-        "cifar10" | "cifar10-jpeg" => Task::Cifar10,
-        "cifar100" => Task::Cifar100,
+        DatasetName::Mnist => Task::Mnist,
+        DatasetName::FashionMnist => Task::FashionMnist,
+        DatasetName::Cifar10 | DatasetName::Cifar10Jpeg => Task::Cifar10,
+        DatasetName::Cifar100 => Task::Cifar100,
         other => bail!("no attack protocol for dataset {other}"),
     })
 }
@@ -262,7 +265,7 @@ pub fn evaluate_loaded(
             provisional,
         ))
     };
-    let task = attack_task(&config.task.dataset)?;
+    let task = attack_task(config.task.dataset)?;
     let seed = config.training.seed;
     let mut results = current_results(run, &sha, provisional)?;
     results["format"] = json!(RESULTS_FORMAT);

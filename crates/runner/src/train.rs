@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use pixreg_attacks::{FnClassifier, GaussianAugmentation, Pgd};
-use pixreg_datasets::{ClassificationData, DatasetName, ModelScale, RegImages, ValidSplit};
+use pixreg_datasets::{ClassificationData, ModelScale, RegImages, ValidSplit};
 use pixreg_models::{
     Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum, SimilarityLoss,
 };
@@ -114,7 +114,7 @@ pub fn load_task_data(
     config: &ExperimentConfig,
     source: &DataSource,
 ) -> Result<ClassificationData> {
-    let name: DatasetName = config.task.dataset.parse()?;
+    let name = config.task.dataset;
     let data_dir = source.dir.as_path();
     let opts = source.options(config.task.rgb);
     let valid = match config.task.valid_split {
@@ -277,12 +277,8 @@ fn build_regularization(
     device: &Device,
     run: &RunDir,
 ) -> Result<RegState> {
-    let task: DatasetName = config.task.dataset.parse()?;
-    let source: DatasetName = reg
-        .source
-        .as_deref()
-        .unwrap_or(&config.task.dataset)
-        .parse()?;
+    let task = config.task.dataset;
+    let source = reg.source.unwrap_or(task);
     let seed = config.training.seed;
     let start = Instant::now();
     let images = if source == task {

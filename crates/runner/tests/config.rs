@@ -1,6 +1,8 @@
 //! Experiment configs: defaults, presets, overrides, validation, stable run ids.
 
-use pixreg_runner::config::{preset, Arch, ExperimentConfig, PairRange, SimilarityLoss};
+use pixreg_runner::config::{
+    preset, Arch, DatasetName, ExperimentConfig, PairRange, SimilarityLoss,
+};
 
 fn parse(text: &str, overrides: &[&str]) -> anyhow::Result<ExperimentConfig> {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -28,7 +30,7 @@ fn regularization_section_takes_the_readme_preset() {
     let c = parse(&format!("{MINIMAL}[regularization]\n"), &[]).unwrap();
     let r = c.regularization.unwrap();
     assert_eq!((r.alpha, r.threshold), (Some(10.0), Some(0.8)));
-    assert_eq!(r.source.as_deref(), Some("fashion-mnist"));
+    assert_eq!(r.source, Some(DatasetName::FashionMnist));
     assert_eq!((r.n_images, r.pairs_per_batch), (5000, 16));
     assert_eq!(
         (r.range, r.loss, r.boosting),
@@ -37,8 +39,14 @@ fn regularization_section_takes_the_readme_preset() {
     let m = parse("[task]\ndataset = \"mnist\"\n[regularization]\n", &[]).unwrap();
     let r = m.regularization.unwrap();
     assert_eq!((r.alpha, r.threshold), (Some(4.0), Some(0.2)));
-    assert_eq!(preset("fashion-mnist", "mnist"), Some((10.0, 0.4)));
-    assert_eq!(preset("cifar10-jpeg", "tiny-imagenet"), Some((10.0, 0.8)));
+    use DatasetName::*;
+    assert_eq!(preset(FashionMnist, Mnist), Some((10.0, 0.4)));
+    assert_eq!(preset(Cifar10Jpeg, TinyImagenet), Some((10.0, 0.8)));
+    assert_eq!(preset(Mnist, Mnist), Some((4.0, 0.2)));
+    assert_eq!(preset(Mnist, FashionMnist), Some((10.0, 0.8)));
+    assert_eq!(preset(FashionMnist, FashionMnist), Some((10.0, 0.8)));
+    assert_eq!(preset(Cifar100, Imagenet), Some((10.0, 0.8)));
+    assert_eq!(preset(Mnist, Cifar10), None);
     let no_preset = parse(
         "[task]\ndataset = \"mnist\"\n[regularization]\nsource = \"tiny-imagenet\"\n",
         &[],

@@ -125,7 +125,7 @@ fn pytorch_epoch(
     let t = &config.training;
     let reg = config.regularization.as_ref();
     let spec = json!({
-        "dataset": config.task.dataset,
+        "dataset": config.task.dataset.as_str(),
         "data_dir": data_dir,
         "n_train": data.split.train.len(),
         "n_valid": data.split.valid.len(),
@@ -148,7 +148,7 @@ fn pytorch_epoch(
         "pairs": reg.map_or(0, |r| r.pairs_per_batch),
     });
     let own_images = |r: &pixreg_runner::config::RegularizationConfig| {
-        r.source.as_ref().is_none_or(|s| *s == config.task.dataset)
+        r.source.is_none_or(|s| s == config.task.dataset)
     };
     let arctanh = pixreg_runner::config::SimilarityLoss::ArctanhSquare;
     if reg.is_some_and(|r| r.loss != arctanh || r.targets != "pixel" || !own_images(r)) {
