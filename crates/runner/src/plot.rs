@@ -77,7 +77,11 @@ impl RunCurves {
             .filter_map(|s| Some((s.epoch_position(), step(s)?)))
             .collect();
         if points.is_empty() {
+            // An epoch mean describes the whole epoch: drawn at its middle.
             self.per_epoch(epoch_key)
+                .into_iter()
+                .map(|(x, y)| (x - 0.5, y))
+                .collect()
         } else {
             points
         }

@@ -736,9 +736,10 @@ fn train_locked(
                 message.push_str(&format!(" reg {r:.3} corr {corr}"));
             }
             let displayed = (step + 1) % t.display_every == 0;
-            // The last step of an epoch is always kept, so that every epoch has a curve point
-            // even when display_every exceeds the epoch.
-            if displayed || step + 1 == steps_per_epoch {
+            // With display_every beyond the epoch, its last step is kept, so that every epoch
+            // has a curve point (otherwise not: the last batch is the short remainder).
+            let last_of_short = step + 1 == steps_per_epoch && steps_per_epoch < t.display_every;
+            if displayed || last_of_short {
                 let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;
                 let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
                 let acc = 100.0
