@@ -567,100 +567,204 @@ fn train_locked(
     data_source: &DataSource,
     options: TrainOptions,
 ) -> Result<(RunState, ClassificationData)> {
-    let device = parse_device(&config.device)?;
     let data = load_task_data(config, data_source)?;
-    run.create()?;
-    write_text(&run.config(), &toml::to_string_pretty(config)?)?;
-    let model_cfg = model_config(config, &data)?;
-    model_cfg.save_json(run.model_json())?;
-
-    let mut state = previous.unwrap_or_else(|| fresh_state(config));
-    let resuming = state.completed_epochs > 0;
-    let committed = run.committed_files(&state);
-    let mut model = match &committed.last {
-        Some(last) => {
-            run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
-            ResNet::load(last, &model_cfg, &device)
-                .with_context(|| format!("resuming {}", run.root().display()))?
-        }
-        None => {
-            run.log(&format!(
-                "run {} started: {}",
-                run.id(),
-                toml::to_string(config)?
-            ))?;
-            ResNet::new(&model_cfg, config.training.seed, &device)?
-        }
-    };
+    let mut trainer = Trainer::start_or_resume(config, run, previous, &data, data_source)?;
     let t = &config.training;
-    let mut optimizer =
-        SgdMomentum::new(model.named_parameters(), t.lr, t.momentum, t.weight_decay);
-    if let Some(path) = &committed.optimizer {
-        optimizer
-            .load_state(path)
-            .with_context(|| format!("resuming {}", run.root().display()))?;
-    }
-    let mut reg = match &config.regularization {
-        Some(r) if r.alpha.is_some_and(|a| a > 0.0) => Some(build_regularization(
-            config,
-            r,
-            &data,
-            data_source,
-            if resuming { state.sampler } else { None },
-            &device,
-            run,
-        )?),
-        _ => None,
-    };
-    state.targets_seconds = reg.as_ref().map(|r| r.targets_seconds);
-    let scale = data.model_scale()?;
-    let defense = BatchDefense::from_config(t, scale)?;
-    if let Some(d) = &defense {
-        run.log(&d.describe())?;
-    }
-
-    let metadata = crate::provenance::checkpoint_metadata(scale);
-    let mut curves = Curves {
-        metrics: run.metric_lines(state.completed_epochs)?,
-        steps: run.step_lines(state.completed_epochs)?,
-    };
-    if !resuming {
-        // Epoch 0 (the untrained model) is the first best checkpoint; it is committed with
-        // epoch 1, so a crash before that restarts the run from scratch, identically.
-        let line = epoch_metrics(&model, config, &data, 0, &device)?;
-        state.best_valid_loss = selection_loss(&line);
-        state.best_epoch = 0;
-        model.save_with_metadata(run.best_checkpoint_at(0), &metadata)?;
-        curves = Curves {
-            metrics: vec![line],
-            steps: Vec::new(),
-        };
-    }
-
-    let batcher = data.train_batcher(t.batch_size, t.seed, scale, &device)?;
+    let batcher = data.train_batcher(t.batch_size, t.seed, trainer.scale, &trainer.device)?;
+    let first = trainer.state.completed_epochs;
     let end = options
         .max_epochs
-        .map_or(t.epochs, |m| (state.completed_epochs + m).min(t.epochs));
+        .map_or(t.epochs, |m| (first + m).min(t.epochs));
     let epochs_bar = progress_bar(t.epochs as u64, options.quiet, "epochs".into());
-    epochs_bar.set_position(state.completed_epochs as u64);
-    for epoch in state.completed_epochs..end {
+    epochs_bar.set_position(first as u64);
+    for epoch in first..end {
         let started = Instant::now();
+        let totals = trainer.train_epoch(epoch, &batcher, options.quiet)?;
+        let summary = trainer.end_epoch(epoch, totals, started)?;
+        if !options.quiet {
+            epochs_bar.println(summary);
+        }
+        epochs_bar.inc(1);
+    }
+    epochs_bar.finish_and_clear();
+    let state = trainer.state;
+    Ok((state, data))
+}
+
+/// A run being trained: the model, its optimizer and regularizer, and what has been
+/// committed. [`Trainer::train_epoch`] runs the steps of one epoch, [`Trainer::end_epoch`]
+/// evaluates and commits it.
+struct Trainer<'a> {
+    config: &'a ExperimentConfig,
+    run: &'a RunDir,
+    data: &'a ClassificationData,
+    device: Device,
+    scale: ModelScale,
+    model: ResNet,
+    optimizer: SgdMomentum,
+    reg: Option<RegState>,
+    defense: Option<BatchDefense>,
+    state: RunState,
+    curves: Curves,
+    /// What every checkpoint's safetensors header records besides the architecture.
+    metadata: Vec<(String, String)>,
+}
+
+/// Sums over the steps of one epoch.
+#[derive(Debug, Default)]
+struct EpochTotals {
+    lr: f64,
+    steps: usize,
+    ce: f64,
+    reg: f64,
+    corr: f64,
+    /// Steps whose correlation was defined.
+    corr_steps: usize,
+    split: EpochSplit,
+}
+
+/// What one step measured.
+struct StepStats {
+    ce: f64,
+    reg: Option<f64>,
+    /// `None` where undefined (constant targets) or unregularized.
+    corr: Option<f64>,
+    /// Accuracy (%) on the step's batch, when asked for.
+    batch_acc: Option<f64>,
+}
+
+impl StepStats {
+    /// The progress-bar and log text: `ce 0.300 reg 0.027 corr 0.53` (`corr –` when
+    /// undefined, e.g. targets of one sign only at Th 0.8).
+    fn message(&self) -> String {
+        let mut message = format!("ce {:.3}", self.ce);
+        if let Some(r) = self.reg {
+            let corr = self.corr.map_or("–".to_string(), |c| format!("{c:.2}"));
+            message.push_str(&format!(" reg {r:.3} corr {corr}"));
+        }
+        message
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Builds the model, optimizer and regularizer of a new run, or loads the committed
+    /// epoch of an interrupted one (weights, momentum, sampler position, curves).
+    fn start_or_resume(
+        config: &'a ExperimentConfig,
+        run: &'a RunDir,
+        previous: Option<RunState>,
+        data: &'a ClassificationData,
+        data_source: &DataSource,
+    ) -> Result<Self> {
+        let device = parse_device(&config.device)?;
+        run.create()?;
+        write_text(&run.config(), &toml::to_string_pretty(config)?)?;
+        let model_cfg = model_config(config, data)?;
+        model_cfg.save_json(run.model_json())?;
+
+        let mut state = previous.unwrap_or_else(|| fresh_state(config));
+        let resuming = state.completed_epochs > 0;
+        let committed = run.committed_files(&state);
+        let model = match &committed.last {
+            Some(last) => {
+                run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
+                ResNet::load(last, &model_cfg, &device)
+                    .with_context(|| format!("resuming {}", run.root().display()))?
+            }
+            None => {
+                run.log(&format!(
+                    "run {} started: {}",
+                    run.id(),
+                    toml::to_string(config)?
+                ))?;
+                ResNet::new(&model_cfg, config.training.seed, &device)?
+            }
+        };
+        let t = &config.training;
+        let mut optimizer =
+            SgdMomentum::new(model.named_parameters(), t.lr, t.momentum, t.weight_decay);
+        if let Some(path) = &committed.optimizer {
+            optimizer
+                .load_state(path)
+                .with_context(|| format!("resuming {}", run.root().display()))?;
+        }
+        let reg = match &config.regularization {
+            Some(r) if r.alpha.is_some_and(|a| a > 0.0) => Some(build_regularization(
+                config,
+                r,
+                data,
+                data_source,
+                if resuming { state.sampler } else { None },
+                &device,
+                run,
+            )?),
+            _ => None,
+        };
+        state.targets_seconds = reg.as_ref().map(|r| r.targets_seconds);
+        let scale = data.model_scale()?;
+        let defense = BatchDefense::from_config(t, scale)?;
+        if let Some(d) = &defense {
+            run.log(&d.describe())?;
+        }
+        let metadata = crate::provenance::checkpoint_metadata(scale);
+        let mut curves = Curves {
+            metrics: run.metric_lines(state.completed_epochs)?,
+            steps: run.step_lines(state.completed_epochs)?,
+        };
+        if !resuming {
+            // Epoch 0 (the untrained model) is the first best checkpoint; it is committed
+            // with epoch 1, so a crash before that restarts the run from scratch, identically.
+            let line = epoch_metrics(&model, config, data, 0, &device)?;
+            state.best_valid_loss = selection_loss(&line);
+            state.best_epoch = 0;
+            model.save_with_metadata(run.best_checkpoint_at(0), &metadata)?;
+            curves = Curves {
+                metrics: vec![line],
+                steps: Vec::new(),
+            };
+        }
+        Ok(Self {
+            config,
+            run,
+            data,
+            device,
+            scale,
+            model,
+            optimizer,
+            reg,
+            defense,
+            state,
+            curves,
+            metadata,
+        })
+    }
+
+    /// The steps of epoch `epoch` (from 0): every `display_every`-th one logged and kept as a
+    /// curve point.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        batcher: &pixreg_datasets::Batcher<'_>,
+        quiet: bool,
+    ) -> Result<EpochTotals> {
+        let t = &self.config.training;
         let lr = t.lr_at(epoch);
-        optimizer.set_lr(lr);
-        model.set_training(true);
-        if let Some(r) = reg.as_mut() {
+        self.optimizer.set_lr(lr);
+        self.model.set_training(true);
+        if let Some(r) = self.reg.as_mut() {
             r.sampler.restart_pass();
         }
-        let steps = progress_bar(
-            batcher.num_batches() as u64,
-            options.quiet,
+        let steps_per_epoch = batcher.num_batches();
+        let bar = progress_bar(
+            steps_per_epoch as u64,
+            quiet,
             format!("epoch {}/{}", epoch + 1, t.epochs),
         );
-        let (mut ce_sum, mut reg_sum, mut corr_sum, mut corr_n, mut n_steps) =
-            (0f64, 0f64, 0f64, 0usize, 0usize);
-        let steps_per_epoch = batcher.num_batches();
+        let mut totals = EpochTotals {
+            lr,
+            ..EpochTotals::default()
+        };
         let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
-        let mut split = EpochSplit::default();
         let mut batches = batcher.epoch(epoch as u64).enumerate();
         loop {
             let mut clock = Instant::now();
@@ -668,94 +772,30 @@ fn train_locked(
                 break;
             };
             let batch = batch?;
-            split.data += lap(&mut clock);
-            let pair_tensors = match reg.as_mut() {
-                Some(r) => {
-                    let b = r.sampler.next_batch()?;
-                    let rows = Tensor::new(b.rows.as_slice(), &device)?;
-                    let cols = Tensor::new(b.cols.as_slice(), &device)?;
-                    Some((
-                        r.images.index_select(&rows, 0)?,
-                        r.images.index_select(&cols, 0)?,
-                        Tensor::new(b.targets.as_slice(), &device)?,
-                    ))
-                }
-                None => None,
-            };
-            let regularization = match (&reg, &pair_tensors) {
-                (Some(r), Some((a, b, targets))) => Some(Regularization {
-                    pairs: PairBatch { a, b, targets },
-                    alpha: r.alpha,
-                    criterion: r.criterion,
-                }),
-                _ => None,
-            };
-            split.pairs += lap(&mut clock);
-            let images = match &defense {
-                Some(d) => d.apply(
-                    &model,
-                    &batch.images,
-                    &batch.labels,
-                    step_seed(t.seed, epoch, step),
-                )?,
-                None => batch.images.clone(),
-            };
-            split.defense += lap(&mut clock);
-            let out = model.training_step_loss(&images, &batch.labels, regularization)?;
-            split.forward += lap(&mut clock);
-            let grads = out.loss.backward()?;
-            split.backward += lap(&mut clock);
-            optimizer.step(&grads)?;
-            split.optimizer += lap(&mut clock);
-
-            let ce = out.ce_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            finite(ce, "training loss", epoch + 1)?;
-            ce_sum += ce;
-            n_steps += 1;
-            window_steps += 1;
-            let mut message = format!("ce {ce:.3}");
-            let (mut step_reg, mut step_corr) = (None, None);
-            if let (Some(reg_loss), Some(scores), Some((_, _, targets))) =
-                (&out.reg_loss, &out.scores, &pair_tensors)
-            {
-                let r = reg_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                reg_sum += finite(r, "regularization loss", epoch + 1)?;
-                step_reg = Some(r);
-                let c = score_target_correlation(scores, targets)?;
-                if c.is_finite() {
-                    corr_sum += c;
-                    corr_n += 1;
-                    step_corr = Some(c);
-                }
-                // Undefined (constant targets, e.g. one sign only at Th 0.8): shown as –.
-                let corr = if c.is_finite() {
-                    format!("{c:.2}")
-                } else {
-                    "–".to_string()
-                };
-                message.push_str(&format!(" reg {r:.3} corr {corr}"));
-            }
+            totals.split.data += lap(&mut clock);
             let displayed = (step + 1) % t.display_every == 0;
             // With display_every beyond the epoch, its last step is kept, so that every epoch
             // has a curve point (otherwise not: the last batch is the short remainder).
             let last_of_short = step + 1 == steps_per_epoch && steps_per_epoch < t.display_every;
-            if displayed || last_of_short {
-                let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;
-                let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
-                let acc = 100.0
-                    * predicted
-                        .iter()
-                        .zip(&labels)
-                        .filter(|(p, l)| p == l)
-                        .count() as f64
-                    / labels.len() as f64;
-                curves.steps.push(StepScalars {
+            let logged = displayed || last_of_short;
+            let stats = self.step(epoch, step, &batch, logged, &mut totals.split, &mut clock)?;
+            totals.steps += 1;
+            totals.ce += stats.ce;
+            totals.reg += stats.reg.unwrap_or(0.0);
+            if let Some(c) = stats.corr {
+                totals.corr += c;
+                totals.corr_steps += 1;
+            }
+            window_steps += 1;
+            let message = stats.message();
+            if let Some(acc) = stats.batch_acc {
+                self.curves.steps.push(StepScalars {
                     epoch: epoch + 1,
                     step: step + 1,
                     steps_per_epoch,
-                    ce,
-                    reg: step_reg,
-                    corr: step_corr,
+                    ce: stats.ce,
+                    reg: stats.reg,
+                    corr: stats.corr,
                     lr,
                     batch_acc: acc,
                     step_seconds: window_start.elapsed().as_secs_f64() / window_steps as f64,
@@ -763,7 +803,7 @@ fn train_locked(
                 });
                 (window_start, window_steps) = (Instant::now(), 0);
                 if displayed {
-                    run.log(&format!(
+                    self.run.log(&format!(
                         "epoch {}/{} step {}/{steps_per_epoch}: {message} batch acc {acc:.1} %",
                         epoch + 1,
                         t.epochs,
@@ -771,43 +811,140 @@ fn train_locked(
                     ))?;
                 }
             }
-            steps.set_message(message);
-            steps.inc(1);
-            split.bookkeeping += lap(&mut clock);
+            bar.set_message(message);
+            bar.inc(1);
+            totals.split.bookkeeping += lap(&mut clock);
         }
-        steps.finish_and_clear();
+        bar.finish_and_clear();
+        Ok(totals)
+    }
 
+    /// One SGD step on `batch` (with the step's pairs and batch defense), timed into `split`.
+    fn step(
+        &mut self,
+        epoch: usize,
+        step: usize,
+        batch: &pixreg_datasets::Batch,
+        with_accuracy: bool,
+        split: &mut EpochSplit,
+        clock: &mut Instant,
+    ) -> Result<StepStats> {
+        let device = &self.device;
+        let pair_tensors = match self.reg.as_mut() {
+            Some(r) => {
+                let b = r.sampler.next_batch()?;
+                let rows = Tensor::new(b.rows.as_slice(), device)?;
+                let cols = Tensor::new(b.cols.as_slice(), device)?;
+                Some((
+                    r.images.index_select(&rows, 0)?,
+                    r.images.index_select(&cols, 0)?,
+                    Tensor::new(b.targets.as_slice(), device)?,
+                ))
+            }
+            None => None,
+        };
+        let regularization = match (&self.reg, &pair_tensors) {
+            (Some(r), Some((a, b, targets))) => Some(Regularization {
+                pairs: PairBatch { a, b, targets },
+                alpha: r.alpha,
+                criterion: r.criterion,
+            }),
+            _ => None,
+        };
+        split.pairs += lap(clock);
+        let images = match &self.defense {
+            Some(d) => d.apply(
+                &self.model,
+                &batch.images,
+                &batch.labels,
+                step_seed(self.config.training.seed, epoch, step),
+            )?,
+            None => batch.images.clone(),
+        };
+        split.defense += lap(clock);
+        let out = self
+            .model
+            .training_step_loss(&images, &batch.labels, regularization)?;
+        split.forward += lap(clock);
+        let grads = out.loss.backward()?;
+        split.backward += lap(clock);
+        self.optimizer.step(&grads)?;
+        split.optimizer += lap(clock);
+
+        let ce = out.ce_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        finite(ce, "training loss", epoch + 1)?;
+        let (mut reg, mut corr) = (None, None);
+        if let (Some(reg_loss), Some(scores), Some((_, _, targets))) =
+            (&out.reg_loss, &out.scores, &pair_tensors)
+        {
+            let r = reg_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            reg = Some(finite(r, "regularization loss", epoch + 1)?);
+            let c = score_target_correlation(scores, targets)?;
+            corr = c.is_finite().then_some(c);
+        }
+        let batch_acc = if with_accuracy {
+            let predicted: Vec<u32> = out.logits.argmax(1)?.to_vec1()?;
+            let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
+            let correct = predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            Some(100.0 * correct as f64 / labels.len() as f64)
+        } else {
+            None
+        };
+        Ok(StepStats {
+            ce,
+            reg,
+            corr,
+            batch_acc,
+        })
+    }
+
+    /// Evaluates epoch `epoch` (from 0), updates the state and commits the epoch; returns the
+    /// summary line it logged.
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        mut totals: EpochTotals,
+        started: Instant,
+    ) -> Result<String> {
+        let t = &self.config.training;
         let evaluation = Instant::now();
-        let mut line = epoch_metrics(&model, config, &data, epoch + 1, &device)?;
-        split.evaluation = evaluation.elapsed().as_secs_f64();
+        let mut line = epoch_metrics(&self.model, self.config, self.data, epoch + 1, &self.device)?;
+        totals.split.evaluation = evaluation.elapsed().as_secs_f64();
         let seconds = started.elapsed().as_secs_f64();
-        line["split_seconds"] = serde_json::to_value(split)?;
+        let steps = totals.steps.max(1) as f64;
+        let lr = totals.lr;
+        line["split_seconds"] = serde_json::to_value(totals.split)?;
         line["lr"] = json!(lr);
-        line["train_ce"] = json!(ce_sum / n_steps.max(1) as f64);
-        if reg.is_some() {
-            line["reg_loss"] = json!(reg_sum / n_steps.max(1) as f64);
-            line["score_target_corr"] = if corr_n > 0 {
-                json!(corr_sum / corr_n as f64)
+        line["train_ce"] = json!(totals.ce / steps);
+        if self.reg.is_some() {
+            line["reg_loss"] = json!(totals.reg / steps);
+            line["score_target_corr"] = if totals.corr_steps > 0 {
+                json!(totals.corr / totals.corr_steps as f64)
             } else {
                 serde_json::Value::Null
             };
         }
         line["epoch_seconds"] = json!(seconds);
 
+        let state = &mut self.state;
         let loss = selection_loss(&line);
         let improved = loss < state.best_valid_loss;
         if improved {
             state.best_valid_loss = loss;
             state.best_epoch = epoch + 1;
         }
-        curves.metrics.push(line.clone());
+        self.curves.metrics.push(line.clone());
         state.completed_epochs = epoch + 1;
         state.train_seconds += seconds;
         state.peak_rss_mib = match (state.peak_rss_mib, peak_rss_mib()) {
             (Some(before), Some(now)) => Some(before.max(now)),
             (before, now) => now.or(before),
         };
-        state.sampler = reg.as_ref().map(|r| {
+        state.sampler = self.reg.as_ref().map(|r| {
             let s = r.sampler.state();
             SamplerPosition {
                 seed: s.seed,
@@ -819,7 +956,13 @@ fn train_locked(
             state.status = RunStatus::Trained;
         }
         commit_epoch(
-            run, &model, &optimizer, &state, improved, &curves, &metadata,
+            self.run,
+            &self.model,
+            &self.optimizer,
+            &self.state,
+            improved,
+            &self.curves,
+            &self.metadata,
         )?;
         let summary = format!(
             "epoch {}/{}: lr {lr:.5} {} test acc {:.2} % ({seconds:.1} s)",
@@ -830,12 +973,7 @@ fn train_locked(
                 .map_or(String::new(), |v| format!("valid loss {v:.4}")),
             line["test_acc"].as_f64().unwrap_or(f64::NAN),
         );
-        run.log(&summary)?;
-        if !options.quiet {
-            epochs_bar.println(summary);
-        }
-        epochs_bar.inc(1);
+        self.run.log(&summary)?;
+        Ok(summary)
     }
-    epochs_bar.finish_and_clear();
-    Ok((state, data))
 }
