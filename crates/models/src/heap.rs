@@ -8,7 +8,7 @@
 //! that replaces a zero page also sends a TLB-shootdown interrupt to the other cores. Most of
 //! them land on the thread that runs candle's backward pass, which the kernel threads then
 //! wait for. Measured on the 2-core development machine (ResNet18 base 64 + 16 pairs, batch
-//! 64): 10–12 % off the step time, with one thread and with two (`docs/performance.md`).
+//! 64): 10–12 % off the step time, with one thread and with two (`experiments/results/perf/2026-11-rounds.md`).
 //!
 //! [`retain_freed_memory`] keeps freed memory in the process (no trimming) and serves blocks
 //! up to 32 MiB from the heap, so after the first step the working set stays mapped. The

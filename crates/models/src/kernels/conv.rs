@@ -99,7 +99,7 @@ impl Geometry {
     ///
     /// Why: that runs im2col + `W'·col` GEMMs (`C × O·k² × columns`, the forward's shape) in
     /// place of `Wᵀ·dY` GEMMs with the short inner dimension O (`C·k² × O × columns`) plus
-    /// col2im's accumulation; see `docs/performance.md` for the measured gain.
+    /// col2im's accumulation; see `experiments/results/perf/2026-11-rounds.md` for the measured gain.
     fn input_gradient_as_conv(&self) -> Option<Self> {
         let square = self.kh == self.kw && self.padding < self.kh;
         if self.stride != 1 || !square || self.pointwise() {

@@ -77,7 +77,7 @@ pub(crate) fn f32_data<'a>(
 /// Threads the kernels spread their work over (rayon's global pool).
 ///
 /// Rayon rather than candle's own barrier pool: candle's main thread spin-waits for its
-/// workers, which collapses when the cores are shared (measured in `docs/performance.md`);
+/// workers, which collapses when the cores are shared (measured in `experiments/results/perf/2026-11-rounds.md`);
 /// rayon's idle threads sleep.
 pub fn threads() -> usize {
     rayon::current_num_threads()

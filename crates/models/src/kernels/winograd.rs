@@ -51,7 +51,7 @@ pub fn supports(g: &Geometry) -> bool {
 /// weight gradient (ms, Winograd against im2col): 8 channels at 32×32 1.6/1.5 against
 /// 1.4/2.5, 4 channels 0.7/0.6 against 0.5/0.5; 16 channels at 16×16 1.0/1.2 against 1.0/1.1,
 /// at 32×32 3.8/4.2 against 4.0/4.7; 64 channels at 32×32 29/35 against 42/41, 512 channels at
-/// 4×4 25/24 against 35/38 (see `docs/performance.md`).
+/// 4×4 25/24 against 35/38 (see `experiments/results/perf/2026-11-rounds.md`).
 pub fn suits(g: &Geometry) -> bool {
     supports(g) && g.c.min(g.o) >= 16
 }
