@@ -144,6 +144,9 @@ pub struct ColumnResult {
     /// The headline value of each run, in the order of the variant's `runs` (seed order);
     /// empty when the column has no number.
     pub per_seed: Vec<f64>,
+    /// Test images each run's attack evaluated (when every seed used the same number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_images: Option<u64>,
 }
 
 /// One variant of one row.
@@ -610,6 +613,7 @@ fn column_result(
             }
         }
     }
+    let n_images = common_images(paths, runs, column);
     let scalars: Vec<f64> = values
         .iter()
         .filter_map(|v| match v {
@@ -624,6 +628,7 @@ fn column_result(
             epsilons: Vec::new(),
             curve: Vec::new(),
             per_seed: scalars,
+            n_images,
         };
     }
     let curves: Vec<(&Vec<f64>, &Vec<f64>)> = values
@@ -647,7 +652,26 @@ fn column_result(
         epsilons: eps,
         curve,
         per_seed: means,
+        n_images,
     }
+}
+
+/// The number of test images the attack `column` evaluated in every run of `runs`, if it is
+/// the same for all (`n_images` of each results.json entry).
+fn common_images(paths: &Paths, runs: &[String], column: &str) -> Option<u64> {
+    let counts: Vec<Option<u64>> = runs
+        .iter()
+        .map(|id| {
+            let results = current_results(&paths.run_dir(id)).ok()?;
+            results["attacks"][column]["n_images"].as_u64()
+        })
+        .collect();
+    let first = *counts.first()?;
+    counts
+        .iter()
+        .all(|c| *c == first)
+        .then_some(first)
+        .flatten()
 }
 
 fn missing_column(column: &str, reason: String) -> ColumnResult {
@@ -657,6 +681,7 @@ fn missing_column(column: &str, reason: String) -> ColumnResult {
         epsilons: Vec::new(),
         curve: Vec::new(),
         per_seed: Vec::new(),
+        n_images: None,
     }
 }
 
@@ -1277,6 +1302,7 @@ mod tests {
             epsilons: Vec::new(),
             curve: Vec::new(),
             per_seed: per_seed.to_vec(),
+            n_images: None,
         }
     }
 

@@ -18,6 +18,33 @@ type BarGroup = (String, Vec<(String, Option<f64>, Option<f64>)>);
 /// One curve: its name and (ε, mean, SEM) points.
 type CurveLine = (String, Vec<(f64, f64, Option<f64>)>);
 
+/// The test images every variant's `column` evaluated, when they agree.
+fn images_of<'a>(
+    mut variants: impl Iterator<Item = &'a crate::assemble::VariantResult>,
+    column: &str,
+) -> Option<u64> {
+    let count = |v: &crate::assemble::VariantResult| {
+        v.columns
+            .iter()
+            .find(|c| c.column == column)
+            .and_then(|c| c.n_images)
+    };
+    let first = count(variants.next()?)?;
+    variants.all(|v| count(v) == Some(first)).then_some(first)
+}
+
+/// "profile cpu, 10000 images, n = 3 seeds, ± SEM" for titles (the images when known).
+fn provenance_title_with(t: &TableResult, images: Option<u64>) -> String {
+    let base = provenance_title(t);
+    match images {
+        Some(n) => match base.split_once(", ") {
+            Some((profile, seeds)) => format!("{profile}, {n} images, {seeds}"),
+            None => format!("{base}, {n} images"),
+        },
+        None => base,
+    }
+}
+
 /// "profile `cpu`, n = 3 seeds" for titles.
 fn provenance_title(t: &TableResult) -> String {
     let seeds = if t.seeds == 1 {
@@ -81,7 +108,7 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
                 "{}: {} ({})",
                 row.label,
                 curve_title(column),
-                provenance_title(t)
+                provenance_title_with(t, images_of(row.variants.iter(), column))
             );
             written.extend(write_svg_and_png(&path, &curve_svg(&title, &lines)?)?);
         }
@@ -122,10 +149,11 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let path = dir.join(format!("{column}-median.svg"));
+        let variants = t.rows.iter().flat_map(|r| r.variants.iter());
         let title = format!(
             "{} per dataset ({})",
             column_header(column),
-            provenance_title(t)
+            provenance_title_with(t, images_of(variants, column))
         );
         written.extend(write_svg_and_png(&path, &bars_svg(&title, &groups)?)?);
     }
