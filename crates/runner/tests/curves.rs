@@ -10,7 +10,7 @@ use pixreg_runner::train::{train, TrainOptions};
 
 mod common;
 
-use common::{tiny_config, DATA};
+use common::{python_with, run_ok, tiny_config, DATA};
 
 /// A trained tiny run (2 epochs of 2 steps, a step line every step) in a temporary folder.
 fn trained_run() -> (tempfile::TempDir, RunDir) {
@@ -47,16 +47,6 @@ fn every_logged_step_is_committed_with_its_epoch() {
     }
 }
 
-/// A Python that can import `module`: $PIXREG_PYTHON, else `python3`.
-fn python_with(module: &str) -> Option<String> {
-    let python = std::env::var("PIXREG_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
-
 #[test]
 fn tensorboard_reads_the_event_file() {
     let Some(python) = python_with("tensorboard") else {
@@ -77,16 +67,7 @@ acc.Reload()
 out = {tag: [[e.step, e.value] for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 print(json.dumps(out))
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .arg(run.events())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(&python).args(["-c", script]).arg(run.events()));
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ce = read["train/ce"].as_array().expect("train/ce scalars");
     assert_eq!(ce.len(), steps.len());
@@ -122,17 +103,12 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 fn pixreg_plot_draws_every_panel_as_svg_and_png() {
     let (dir, run) = trained_run();
     let out = dir.path().join("figures");
-    let status = Command::new(env!("CARGO_BIN_EXE_pixreg"))
-        .arg("plot")
-        .arg(run.root())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_pixreg"))
+            .arg("plot")
+            .arg(run.root())
+            .arg("--out")
+            .arg(&out),
     );
     let svg = std::fs::read_to_string(out.join("curves.svg")).unwrap();
     for panel in [

@@ -13,21 +13,12 @@ use pixreg_runner::train::{load_task_data, train, TrainOptions};
 
 mod common;
 
-use common::{tiny_config, DATA};
+use common::{python_with, run_ok, tiny_config, DATA};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tools/pixreg_to_torch.py"
 );
-
-fn python_with_torch() -> Option<String> {
-    let python = std::env::var("PIXREG_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import torch, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
 
 fn read_logits(path: &Path) -> Vec<Vec<f32>> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
@@ -36,7 +27,7 @@ fn read_logits(path: &Path) -> Vec<Vec<f32>> {
 
 #[test]
 fn the_shipped_script_loads_a_checkpoint_into_pytorch_with_the_same_logits() {
-    let Some(python) = python_with_torch() else {
+    let Some(python) = python_with("torch, safetensors") else {
         eprintln!("skipped: no Python with torch and safetensors (set PIXREG_PYTHON to one)");
         return;
     };
@@ -88,35 +79,25 @@ fn the_shipped_script_loads_a_checkpoint_into_pytorch_with_the_same_logits() {
     candle_core::safetensors::save(&tensors, &images).unwrap();
 
     let ours = dir.path().join("pixreg.safetensors");
-    let status = Command::new(env!("CARGO_BIN_EXE_pixreg"))
-        .args(["predict", "--checkpoint"])
-        .arg(&alone)
-        .arg("--images")
-        .arg(&images)
-        .arg("--out")
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_pixreg"))
+            .args(["predict", "--checkpoint"])
+            .arg(&alone)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&ours),
     );
     let theirs = dir.path().join("torch.safetensors");
-    let status = Command::new(&python)
-        .arg(SCRIPT)
-        .arg("--checkpoint")
-        .arg(&alone)
-        .arg("--images")
-        .arg(&images)
-        .arg("--out")
-        .arg(&theirs)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    run_ok(
+        Command::new(&python)
+            .arg(SCRIPT)
+            .arg("--checkpoint")
+            .arg(&alone)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&theirs),
     );
     let (a, b) = (read_logits(&ours), read_logits(&theirs));
     assert_eq!(a.len(), 100);
@@ -130,20 +111,15 @@ fn the_shipped_script_loads_a_checkpoint_into_pytorch_with_the_same_logits() {
     assert!(worst <= 1e-4, "pixreg and PyTorch logits differ by {worst}");
 
     // Importable too: load() returns the module in eval mode with the recorded scaling.
-    let probe = Command::new(&python)
-        .arg("-c")
-        .arg(
-            "import sys; sys.path.insert(0, sys.argv[1]); from pixreg_to_torch import load; \
-             m = load(sys.argv[2]); print(m.training, m.input_scaling['scale'])",
-        )
-        .arg(Path::new(SCRIPT).parent().unwrap())
-        .arg(&alone)
-        .output()
-        .unwrap();
-    assert!(
-        probe.status.success(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
+    let probe = run_ok(
+        Command::new(&python)
+            .arg("-c")
+            .arg(
+                "import sys; sys.path.insert(0, sys.argv[1]); from pixreg_to_torch import load; \
+                 m = load(sys.argv[2]); print(m.training, m.input_scaling['scale'])",
+            )
+            .arg(Path::new(SCRIPT).parent().unwrap())
+            .arg(&alone),
     );
     let printed = String::from_utf8_lossy(&probe.stdout);
     let fields: Vec<&str> = printed.split_whitespace().collect();

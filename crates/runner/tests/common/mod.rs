@@ -1,6 +1,7 @@
 //! What the training tests share: the shipped data, the smoke config and a tiny run.
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use pixreg_runner::config::ExperimentConfig;
 
@@ -31,4 +32,29 @@ pub fn tiny_config(extra: &[&str]) -> ExperimentConfig {
     .map(|s| s.to_string())
     .collect();
     ExperimentConfig::load(Path::new(SMOKE), &overrides).unwrap()
+}
+
+/// Runs `command` and asserts it succeeded, with its stderr in the failure message.
+#[allow(dead_code)] // shared by some of the test crates that include this module
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = command.output().expect("start the command");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        command,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A Python that can import `modules` (e.g. `"torch, safetensors"`): `$PIXREG_PYTHON`, else
+/// `python3`; `None` when it cannot.
+#[allow(dead_code)] // shared by some of the test crates that include this module
+pub fn python_with(modules: &str) -> Option<String> {
+    let python = std::env::var("PIXREG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
 }
