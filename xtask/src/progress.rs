@@ -22,25 +22,30 @@ pub fn parse_line(line: &str) -> Option<Phase> {
     // "<RFC 3339 stamp> <message>"
     let message = line.split_once(' ').map_or(line, |(_, m)| m);
     if let Some(rest) = message.strip_prefix("evaluating ") {
-        // "boundary (5/6)", or "boundary (5/6): repeat 2/5 done in 61.0 s"
-        let (head, repeat) = match rest.split_once("): repeat ") {
+        // "boundary (5/6)", or with progress within the attack "boundary (5/6): repeat 2/5
+        // done in 61.0 s" / "pgd-linf (6/7): ε 3/6 done (0.1) after 12.0 s"
+        let (head, within) = match rest.split_once("): ") {
             Some((head, tail)) => (format!("{head})"), Some(tail)),
             None => (rest.to_string(), None),
         };
         let (attack, count) = head.rsplit_once(" (")?;
         let (k, n) = fraction_of(count.strip_suffix(')')?)?;
-        let within = match repeat {
+        let within = match within {
             Some(tail) => {
-                let (r, repeats) = fraction_of(tail.split_once(' ')?.0)?;
-                Some((r, repeats))
+                let mut words = tail.split_whitespace();
+                let unit = words.next()?;
+                let (r, m) = fraction_of(words.next()?)?;
+                Some((unit.to_string(), r, m))
             }
             None => None,
         };
         return Some(Phase {
             name: "evaluating",
-            fraction: (k - 1.0 + within.map_or(0.0, |(r, m)| r / m)) / n,
+            fraction: (k - 1.0 + within.as_ref().map_or(0.0, |(_, r, m)| r / m)) / n,
             what: match within {
-                Some((r, m)) => format!("evaluating {attack} ({count}, repeat {r}/{m} done"),
+                Some((unit, r, m)) => {
+                    format!("evaluating {attack} ({count}, {unit} {r}/{m} done")
+                }
                 None => format!("evaluating {attack} ({count}"),
             },
         });
@@ -163,6 +168,12 @@ mod tests {
                 .unwrap();
         assert!((repeat.fraction - (4.0 + 0.4) / 6.0).abs() < 1e-12);
         assert_eq!(repeat.what, "evaluating boundary (5/6), repeat 2/5 done");
+        let pgd = parse_line(
+            "2026-12-03T12:00:00Z evaluating pgd-linf (2/2): ε 3/6 done (0.1) after 12.0 s",
+        )
+        .unwrap();
+        assert!((pgd.fraction - (1.0 + 0.5) / 2.0).abs() < 1e-12);
+        assert_eq!(pgd.what, "evaluating pgd-linf (2/2), ε 3/6 done");
         for other in [
             "2026-12-03T12:00:00Z resuming after epoch 3",
             "2026-12-03T12:00:00Z run x started: epoch = 3",

@@ -502,6 +502,21 @@ impl Pgd {
         epsilons: &[f64],
         seed: u64,
     ) -> Result<AccuracyCurve> {
+        self.run_grid_observed(model, images, labels, epsilons, seed, &mut |_, _| Ok(()))
+    }
+
+    /// [`Pgd::run_grid`], calling `on_epsilon(ε, robust accuracy)` after each ε (a grid on
+    /// 10 000 images takes minutes: progress for a log or a bar); an error it returns stops
+    /// the run.
+    pub fn run_grid_observed<C: DifferentiableClassifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        epsilons: &[f64],
+        seed: u64,
+        on_epsilon: &mut dyn FnMut(f64, f64) -> Result<()>,
+    ) -> Result<AccuracyCurve> {
         let start = std::time::Instant::now();
         let mut acc = Vec::with_capacity(epsilons.len());
         for &e in epsilons {
@@ -509,7 +524,9 @@ impl Pgd {
                 epsilon: e,
                 ..self.clone()
             };
-            acc.push(p.run(model, images, labels, seed)?.report.robust_accuracy);
+            let robust = p.run(model, images, labels, seed)?.report.robust_accuracy;
+            on_epsilon(e, robust)?;
+            acc.push(robust);
         }
         Ok(AccuracyCurve {
             attack: format!("PGD-{:?}", self.norm),

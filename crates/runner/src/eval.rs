@@ -378,12 +378,26 @@ pub fn evaluate_loaded(
                 } else {
                     (Pgd::l2(0.0), pgd_l2_grid(task))
                 };
-                serde_json::to_value(pgd.run_grid(
+                let (mut done, started) = (0, std::time::Instant::now());
+                let points = grid.len();
+                serde_json::to_value(pgd.run_grid_observed(
                     &clf,
                     &x.narrow(0, 0, n)?,
                     &labels[..n],
                     &grid,
                     seed,
+                    &mut |eps, _| {
+                        done += 1;
+                        let line = format!(
+                            "evaluating {name} ({}/{}): ε {done}/{points} done ({eps}) after \
+                             {:.1} s",
+                            k + 1,
+                            attacks.len(),
+                            started.elapsed().as_secs_f64()
+                        );
+                        run.log(&line)
+                            .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
+                    },
                 )?)?
             }
             "corruptions" => {

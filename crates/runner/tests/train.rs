@@ -206,6 +206,16 @@ fn regularized_fashion_mnist_run_learns_and_leaves_a_complete_folder() {
         "{per_image} queries per image with 2 iterations of ≤ 15 gradient queries"
     );
     assert_eq!(results["attacks"]["pgd-linf"]["n_images"].as_u64(), Some(8));
+    // log.txt follows the PGD grid ε by ε (xtask's progress bars read these lines).
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let points = results["attacks"]["pgd-linf"]["epsilons"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        log.contains(&format!("): ε {points}/{points} done")),
+        "no per-ε progress in {log}"
+    );
     assert!(
         results["attacks"]["gaussian"].is_object(),
         "earlier results are kept"
