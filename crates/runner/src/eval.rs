@@ -112,6 +112,49 @@ pub fn validate_attacks(names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Progress within one long attack (the repeats of a decision attack, the ε of a PGD grid):
+/// one line per finished part in log.txt, with the elapsed time and an ETA from it, also on
+/// the terminal when stderr is one (xtask's children write to files: their bars read the log).
+struct AttackProgress<'a> {
+    run: &'a RunDir,
+    prefix: String,
+    unit: &'static str,
+    done: usize,
+    started: std::time::Instant,
+    terminal: bool,
+}
+
+impl<'a> AttackProgress<'a> {
+    fn new(run: &'a RunDir, attack: &str, (k, n): (usize, usize), unit: &'static str) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            run,
+            prefix: format!("evaluating {attack} ({}/{n})", k + 1),
+            unit,
+            done: 0,
+            started: std::time::Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// One more of `total` parts is done.
+    fn done(&mut self, total: usize) -> pixreg_attacks::Result<()> {
+        self.done += 1;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = elapsed / self.done as f64 * total.saturating_sub(self.done) as f64;
+        let line = format!(
+            "{}: {} {}/{total} done after {elapsed:.1} s, ETA {left:.0} s",
+            self.prefix, self.unit, self.done
+        );
+        if self.terminal {
+            eprintln!("{line}");
+        }
+        self.run
+            .log(&line)
+            .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
+    }
+}
+
 /// The attack protocol (ε grids, Boundary Attack indices) of a task: the JPEG CIFAR-10 copy
 /// is attacked as CIFAR-10.
 fn attack_task(dataset: pixreg_datasets::DatasetName) -> Result<Task> {
@@ -326,19 +369,9 @@ pub fn evaluate_loaded(
                     )),
                     _ => DecisionAttack::HopSkipJump(hop_skip_jump(&config.evaluation)),
                 };
+                let mut progress = AttackProgress::new(run, name, (k, attacks.len()), "repeat");
                 let repeats = protocol.repeats;
-                let mut done = 0;
-                let report = protocol.run_observed(&clf, &x, &mut |r| {
-                    done += 1;
-                    let line = format!(
-                        "evaluating {name} ({}/{}): repeat {done}/{repeats} done in {:.1} s",
-                        k + 1,
-                        attacks.len(),
-                        r.wall_seconds
-                    );
-                    run.log(&line)
-                        .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
-                })?;
+                let report = protocol.run_observed(&clf, &x, &mut |_| progress.done(repeats))?;
                 let settings = match &protocol.attack {
                     DecisionAttack::HopSkipJump(h) => json!({
                         "steps": h.steps,
@@ -378,7 +411,7 @@ pub fn evaluate_loaded(
                 } else {
                     (Pgd::l2(0.0), pgd_l2_grid(task))
                 };
-                let (mut done, started) = (0, std::time::Instant::now());
+                let mut progress = AttackProgress::new(run, name, (k, attacks.len()), "ε");
                 let points = grid.len();
                 serde_json::to_value(pgd.run_grid_observed(
                     &clf,
@@ -386,18 +419,7 @@ pub fn evaluate_loaded(
                     &labels[..n],
                     &grid,
                     seed,
-                    &mut |eps, _| {
-                        done += 1;
-                        let line = format!(
-                            "evaluating {name} ({}/{}): ε {done}/{points} done ({eps}) after \
-                             {:.1} s",
-                            k + 1,
-                            attacks.len(),
-                            started.elapsed().as_secs_f64()
-                        );
-                        run.log(&line)
-                            .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
-                    },
+                    &mut |_, _| progress.done(points),
                 )?)?
             }
             "corruptions" => {
