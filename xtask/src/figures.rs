@@ -315,7 +315,19 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
                     String::new()
                 }
             })
-            .y_label_formatter(&|y: &f64| format!("{y:.2e}"))
+            // Label only 1, 2 and 5 of each decade: plotters' log axis offers every mantissa
+            // and the labels ran into each other near the top of a decade.
+            .y_label_formatter(&|y: &f64| {
+                let mantissa = y / 10f64.powf(y.log10().floor());
+                let shown = [1.0, 2.0, 5.0, 10.0]
+                    .iter()
+                    .any(|m| (mantissa - m).abs() < 1e-6 * m);
+                if shown {
+                    format!("{y:.0e}")
+                } else {
+                    String::new()
+                }
+            })
             .x_desc("Dataset")
             .y_desc("Median per-pixel squared L2")
             .axis_desc_style(("sans-serif", 18))
