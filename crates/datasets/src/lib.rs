@@ -61,6 +61,7 @@ pub mod checksum;
 pub mod cifar;
 pub mod error;
 pub mod folder;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod image_set;
@@ -73,6 +74,7 @@ pub mod transform;
 
 pub use batch::{Batch, BatchOptions, Batcher, Epoch};
 pub use error::{Error, Result};
+#[cfg(feature = "hub")]
 pub use hub::HubDataset;
 pub use image_set::ImageSet;
 pub use load::{

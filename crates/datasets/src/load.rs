@@ -7,9 +7,12 @@ use candle_core::{Device, Tensor};
 use crate::cifar;
 use crate::error::{Error, Result};
 use crate::folder::{self, Decode, CIFAR10_CLASSES};
+#[cfg(feature = "hub")]
 use crate::hub::{read_parquet, HubDataset};
 use crate::idx;
-use crate::name::{DatasetName, Download, Family, LoadOptions, Split};
+#[cfg(feature = "hub")]
+use crate::name::Download;
+use crate::name::{DatasetName, Family, LoadOptions, Split};
 use crate::ImageSet;
 
 /// Where a dataset's files were found.
@@ -28,6 +31,7 @@ pub enum Source {
     /// A user's ImageNet folder (`train/`, `val/` with class folders).
     Imagenet(PathBuf),
     /// The hub's parquet copy (train and test files in the hf cache).
+    #[cfg(feature = "hub")]
     Parquet {
         /// The training split file.
         train: PathBuf,
@@ -48,6 +52,7 @@ impl Source {
             | Source::Folder(p)
             | Source::TinyImagenet(p)
             | Source::Imagenet(p) => p,
+            #[cfg(feature = "hub")]
             Source::Parquet { .. } => return None,
         };
         let first = path.strip_prefix(data_dir).ok()?.components().next()?;
@@ -124,7 +129,8 @@ fn expected_layout(name: DatasetName) -> &'static str {
     }
 }
 
-/// Finds `name` under the data directory, else (with [`Download::Allowed`]) fetches its hub
+/// Finds `name` under the data directory, else (with
+/// [downloads allowed](crate::name::Download::Allowed)) fetches its hub
 /// parquet copy. Offline, a missing dataset is an error and the network is never touched.
 pub fn locate(name: DatasetName, opts: &LoadOptions) -> Result<Source> {
     if let Some(source) = find_local(name, &opts.data_dir)? {
@@ -135,26 +141,32 @@ pub fn locate(name: DatasetName, opts: &LoadOptions) -> Result<Source> {
         }
         return Ok(source);
     }
+    #[cfg(feature = "hub")]
     let hub = HubDataset::of(name);
-    match (opts.download, hub) {
-        (Download::Allowed, Some(hub)) => Ok(Source::Parquet {
+    #[cfg(feature = "hub")]
+    if let (Download::Allowed, Some(hub)) = (opts.download, hub) {
+        return Ok(Source::Parquet {
             train: hub.fetch(Split::Train)?,
             test: hub.fetch(Split::Test)?,
-        }),
-        (download, hub) => Err(Error::DatasetNotFound {
-            name: name.to_string(),
-            detail: format!(
-                "expected {}/{}{}",
-                opts.data_dir.display(),
-                expected_layout(name),
-                match (download, hub) {
-                    (Download::Offline, Some(_)) =>
-                        "; downloads are off (allow them with --download to fetch the Hugging Face copy)",
-                    _ => "; no download source exists for it",
-                }
-            ),
-        }),
+        });
     }
+    #[cfg(feature = "hub")]
+    let why = match (opts.download, hub) {
+        (Download::Offline, Some(_)) => {
+            "; downloads are off (allow them with --download to fetch the Hugging Face copy)"
+        }
+        _ => "; no download source exists for it",
+    };
+    #[cfg(not(feature = "hub"))]
+    let why = "; this build reads local files only (pixreg-datasets without its `hub` feature)";
+    Err(Error::DatasetNotFound {
+        name: name.to_string(),
+        detail: format!(
+            "expected {}/{}{why}",
+            opts.data_dir.display(),
+            expected_layout(name),
+        ),
+    })
 }
 
 /// The split folder name of an ImageNet folder.
@@ -219,6 +231,7 @@ pub fn load_split_limited(
             Decode::Photo,
             limit,
         )?,
+        #[cfg(feature = "hub")]
         Source::Parquet { train, test } => {
             let hub = HubDataset::of(name)
                 .ok_or_else(|| Error::Invalid(format!("{name} has no hub copy")))?;
