@@ -110,13 +110,14 @@ pub fn event_file(steps: &[StepScalars], metrics: &[serde_json::Value]) -> Event
     file
 }
 
-/// Rewrites the run's event file from its committed `steps.jsonl` and `metrics.jsonl`
-/// (epochs `0..=last_epoch`).
-pub fn write_event_file(run: &RunDir, last_epoch: usize) -> Result<()> {
-    let steps = run.step_lines(last_epoch)?;
-    let metrics = run.metric_lines(last_epoch)?;
+/// Rewrites the run's event file from the step and metric lines being committed.
+pub fn write_event_file(
+    run: &RunDir,
+    steps: &[StepScalars],
+    metrics: &[serde_json::Value],
+) -> Result<()> {
     let path = run.events();
-    write_bytes(&path, &event_file(&steps, &metrics).into_bytes())
+    write_bytes(&path, &event_file(steps, metrics).into_bytes())
         .with_context(|| format!("writing the TensorBoard events of {}", run.root().display()))
 }
 

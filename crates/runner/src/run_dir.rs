@@ -392,7 +392,7 @@ impl RunDir {
                 if trimmed {
                     self.save_metrics(&lines)?;
                     self.save_steps(&steps)?;
-                    crate::curves::write_event_file(self, s.completed_epochs)?;
+                    crate::curves::write_event_file(self, &steps, &lines)?;
                 }
             }
             None => {
@@ -479,22 +479,12 @@ impl RunDir {
 
     /// Rewrites `steps.jsonl` atomically with `lines`.
     pub fn save_steps(&self, lines: &[crate::curves::StepScalars]) -> Result<()> {
-        let mut text = String::new();
-        for line in lines {
-            text.push_str(&serde_json::to_string(line)?);
-            text.push('\n');
-        }
-        write_text(&self.steps(), &text)
+        write_json_lines(&self.steps(), lines)
     }
 
     /// Rewrites `metrics.jsonl` atomically with `lines`.
     pub fn save_metrics(&self, lines: &[serde_json::Value]) -> Result<()> {
-        let mut text = String::new();
-        for line in lines {
-            text.push_str(&serde_json::to_string(line)?);
-            text.push('\n');
-        }
-        write_text(&self.metrics(), &text)
+        write_json_lines(&self.metrics(), lines)
     }
 
     /// Appends `line` to `log.txt`, each of its lines after an RFC 3339 UTC timestamp (a log,
@@ -526,4 +516,14 @@ fn line_count(path: &Path) -> Result<usize> {
         .with_context(|| format!("cannot read {}", path.display()))?
         .lines()
         .count())
+}
+
+/// Writes one JSON object per line to `path`, atomically.
+fn write_json_lines<T: Serialize>(path: &Path, lines: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&serde_json::to_string(line)?);
+        text.push('\n');
+    }
+    write_text(path, &text)
 }

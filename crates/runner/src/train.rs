@@ -513,7 +513,7 @@ fn commit_epoch(
     fault::maybe_kill("metrics", epoch);
     run.save_steps(&curves.steps)?;
     fault::maybe_kill("steps", epoch);
-    curves::write_event_file(run, epoch)?;
+    curves::write_event_file(run, &curves.steps, &curves.metrics)?;
     fault::maybe_kill("events", epoch);
     run.save_state(state)?;
     fault::maybe_kill("state", epoch);
