@@ -37,7 +37,7 @@ try:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 except ImportError as e:
-    print(f"error: {e} (pip install torch numpy)", file=sys.stderr)
+    print(f"torch is not importable: {e} (pip install torch numpy)", file=sys.stderr)
     sys.exit(2)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

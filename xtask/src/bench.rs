@@ -164,41 +164,63 @@ fn pytorch(args: &TrainStepArgs) -> Result<Option<serde_json::Value>> {
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let output = Command::new(&args.python)
-        .arg(&script)
-        .args(["--arch", &args.arch])
-        .args(["--base-channels", &args.base_channels.to_string()])
-        .args(["--in-shape", &shape])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--pairs", &args.pairs.to_string()])
-        .args(["--steps", &args.steps.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
-        .args(["--device", &args.device])
+    let script_args: Vec<String> = [
+        ("--arch", args.arch.clone()),
+        ("--base-channels", args.base_channels.to_string()),
+        ("--in-shape", shape),
+        ("--batch", args.batch.to_string()),
+        ("--pairs", args.pairs.to_string()),
+        ("--steps", args.steps.to_string()),
+        ("--warmup", args.warmup.to_string()),
+        ("--device", args.device.clone()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    let Some((stdout, report)) = run_pytorch(&args.python, &script, &script_args)? else {
+        return Ok(None);
+    };
+    for line in stdout.lines().filter(|l| l.starts_with("step")) {
+        println!("pytorch {line}");
+    }
+    Ok(Some(report))
+}
+
+/// Runs a PyTorch benchmark script of `tools/` with `args`: its stdout and the JSON object of
+/// its last line, or `None` (with a message) when the script exits 2 because torch is not
+/// importable.
+fn run_pytorch(
+    python: &str,
+    script: &Path,
+    args: &[String],
+) -> Result<Option<(String, serde_json::Value)>> {
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
         .output()
-        .with_context(|| format!("running {} {}", args.python, script.display()))?;
-    if output.status.code() == Some(2) {
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(2) && stderr.contains("not importable") {
         eprintln!("torch is not importable: PyTorch comparison skipped");
         return Ok(None);
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
             "{} failed ({}): {}",
             script.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr)
+            stderr.trim()
         );
     }
-    for line in stdout.lines().filter(|l| l.starts_with("step")) {
-        println!("pytorch {line}");
-    }
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let last = stdout
         .lines()
         .last()
-        .context("the PyTorch benchmark printed nothing")?;
-    Ok(Some(serde_json::from_str(last).with_context(|| {
-        format!("the PyTorch benchmark's last line is not JSON: {last}")
-    })?))
+        .with_context(|| format!("{} printed nothing", script.display()))?
+        .to_string();
+    let report = serde_json::from_str(&last)
+        .with_context(|| format!("the last line of {} is not JSON: {last}", script.display()))?;
+    Ok(Some((stdout, report)))
 }
 
 fn ops(args: &OpsArgs) -> Result<()> {

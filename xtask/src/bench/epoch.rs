@@ -4,7 +4,6 @@
 //! with each side's split of the epoch and the ratio pixreg / PyTorch.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use pixreg_runner::config::ExperimentConfig;
@@ -160,31 +159,6 @@ fn pytorch_epoch(
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, spec.to_string())?;
     let script = root.join("tools").join("bench_epoch.py");
-    let output = Command::new(&args.python)
-        .arg(&script)
-        .arg("--spec")
-        .arg(&spec_path)
-        .output()
-        .with_context(|| format!("running {} {}", args.python, script.display()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(2) && stderr.contains("importable") {
-        eprintln!("torch is not importable: PyTorch comparison skipped");
-        return Ok(None);
-    }
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            script.display(),
-            output.status,
-            stderr.trim()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout
-        .lines()
-        .last()
-        .context("the PyTorch epoch printed nothing")?;
-    Ok(Some(serde_json::from_str(last).with_context(|| {
-        format!("the PyTorch epoch's last line is not JSON: {last}")
-    })?))
+    let spec_arg = vec!["--spec".to_string(), spec_path.display().to_string()];
+    Ok(super::run_pytorch(&args.python, &script, &spec_arg)?.map(|(_, report)| report))
 }
