@@ -211,6 +211,51 @@ pub struct DatasetInfo {
     pub label: String,
     /// Instruction printed in the row of a missing dataset.
     pub how_to_get: String,
+    /// Where `cargo xtask fetch-data` downloads it from.
+    #[serde(default)]
+    pub download: Option<DownloadSpec>,
+}
+
+/// How a downloaded file becomes dataset files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Unpack {
+    /// Kept as downloaded.
+    #[serde(rename = "none")]
+    None,
+    /// Gunzipped to its name without `.gz`.
+    #[serde(rename = "gunzip")]
+    Gunzip,
+    /// A gzipped tar extracted.
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    /// A zip archive extracted.
+    #[serde(rename = "zip")]
+    Zip,
+}
+
+/// A dataset's `download` table in `datasets.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadSpec {
+    /// Base URLs, tried in order until one serves every file (each ends with `/`).
+    pub base_urls: Vec<String>,
+    /// File names appended to a base URL.
+    pub files: Vec<String>,
+    /// How each downloaded file is unpacked.
+    pub unpack: Unpack,
+    /// Folder (relative to the data directory) the unpacked files go to.
+    pub into: String,
+    /// Leading path components dropped from archive members (GitHub archives wrap everything
+    /// in one folder).
+    #[serde(default)]
+    pub strip_components: usize,
+    /// Archive members kept (path prefixes after stripping); default: all.
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Sha256 of the sorted `sha256sum` listing of the files under each named folder
+    /// (relative to `into`).
+    #[serde(default)]
+    pub tree_sha256: BTreeMap<String, String>,
 }
 
 /// The whole catalogue.

@@ -7,10 +7,14 @@
 //! figures ([`figures`]) and a manifest ([`manifest`]) to `results/<table>/<profile>/`
 //! (untracked), or, with `--update-reference`, to the committed reference results in
 //! `experiments/results/<table>/<profile>/`.
+//!
+//! `cargo xtask fetch-data` ([`fetch`]) downloads the datasets from their public sources and
+//! verifies them against the shipped `SHA256SUMS` before putting them in place.
 
 pub mod assemble;
 pub mod catalogue;
 pub mod exec;
+pub mod fetch;
 pub mod figures;
 pub mod manifest;
 pub mod plan;

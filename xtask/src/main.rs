@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use pixreg_datasets::DatasetName;
 use xtask::catalogue::Catalogue;
+use xtask::fetch::{fetch_dataset, FetchOptions, Fetched};
 use xtask::{reproduce, resolve_data_dir, workspace_root, Launcher, ReproduceOptions};
 
 mod bench;
@@ -28,6 +30,31 @@ enum Command {
     /// Training-step and per-op benchmarks of the CPU path.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Download datasets from their public sources (experiments/datasets.toml) and verify
+    /// them against the shipped SHA256SUMS before they are put in place.
+    FetchData(FetchDataArgs),
+}
+
+/// Arguments of `cargo xtask fetch-data`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    cargo xtask fetch-data\n  \
+    cargo xtask fetch-data mnist fashion-mnist --dir ~/data")]
+struct FetchDataArgs {
+    /// Datasets (default: those the shipped profiles train on: mnist, fashion-mnist,
+    /// cifar10-jpeg, tiny-imagenet).
+    datasets: Vec<String>,
+    /// Data directory, created when missing (default: $PIXREG_DATA_DIR, else
+    /// ../shared/datasets beside the repository, where `cargo xtask reproduce` looks).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A base URL tried instead of the declared sources (a mirror holding the same file
+    /// names).
+    #[arg(long, value_name = "URL")]
+    from: Option<String>,
+    /// Seconds allowed for each file's download.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
 }
 
 /// Arguments of `cargo xtask reproduce`.
@@ -118,10 +145,75 @@ fn list() -> Result<()> {
     Ok(())
 }
 
+fn fetch_data(args: FetchDataArgs) -> Result<()> {
+    let root = workspace_root();
+    let catalogue = Catalogue::load(&root.join("experiments"))?;
+    let data_dir = match args.dir {
+        Some(dir) => dir,
+        None => match std::env::var_os(pixreg_datasets::DATA_DIR_ENV) {
+            Some(env) if !env.is_empty() => PathBuf::from(env),
+            _ => root
+                .parent()
+                .unwrap_or(&root)
+                .join("shared")
+                .join("datasets"),
+        },
+    };
+    let names = if args.datasets.is_empty() {
+        DEFAULT_FETCH.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.datasets
+    };
+    let opts = FetchOptions {
+        data_dir: absolute(data_dir)?,
+        from: args.from,
+        timeout_s: args.timeout,
+    };
+    let mut failed = Vec::new();
+    for name in &names {
+        let outcome = name
+            .parse::<DatasetName>()
+            .map_err(anyhow::Error::from)
+            .and_then(|dataset| {
+                let info = catalogue.dataset(dataset.as_str())?;
+                fetch_dataset(dataset, info, &opts)
+            });
+        let dir = opts.data_dir.display();
+        match outcome {
+            Ok(Fetched::Present { verified }) => {
+                println!("{name}: present in {dir}, {verified} file(s) match SHA256SUMS")
+            }
+            Ok(Fetched::Downloaded { verified: 0 }) => {
+                println!("{name}: downloaded to {dir}; not verified (no sha256 of it is shipped)")
+            }
+            Ok(Fetched::Downloaded { verified }) => {
+                println!("{name}: downloaded to {dir}, {verified} checksum(s) match")
+            }
+            Err(err) => failed.push((name.as_str(), err)),
+        }
+    }
+    // One failure is the error itself (one line); several are each printed, then named.
+    if failed.len() == 1 {
+        return Err(failed.remove(0).1);
+    }
+    if !failed.is_empty() {
+        for (_, err) in &failed {
+            eprintln!("error: {err:#}");
+        }
+        let names: Vec<&str> = failed.iter().map(|(name, _)| *name).collect();
+        anyhow::bail!("not fetched: {}", names.join(", "));
+    }
+    Ok(())
+}
+
+/// The datasets the shipped profiles need (`fetch-data` without arguments).
+const DEFAULT_FETCH: [&str; 4] = ["mnist", "fashion-mnist", "cifar10-jpeg", "tiny-imagenet"];
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List => list(),
         Command::Bench(cmd) => bench::run(&cmd),
+        Command::FetchData(args) => fetch_data(args),
         Command::Reproduce(args) => {
             let root = workspace_root();
             let runs_dir = match args.runs_dir {

@@ -106,8 +106,12 @@ pub fn missing_dataset(
         Some(_) => None,
         None => {
             let info = catalogue.dataset(name)?;
+            let fetch = match info.download {
+                Some(_) => format!("run `cargo xtask fetch-data {name}`, or "),
+                None => String::new(),
+            };
             Some(format!(
-                "data not available: {} is missing ({})",
+                "data not available: {} is missing ({fetch}{})",
                 info.label,
                 info.how_to_get.replace("<data-dir>", data_dir_label)
             ))

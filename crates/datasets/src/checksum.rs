@@ -1,6 +1,8 @@
 //! Checksums of the data files: every file a loader reads that the shipped list names
-//! ([`SHIPPED_SHA256SUMS`], a copy of the project's `../shared/datasets/SHA256SUMS`) is checked
-//! against its sha256 before it is used, so a corrupted or substituted copy fails with one line
+//! ([`SHIPPED_SHA256SUMS`]: the project's `../shared/datasets/SHA256SUMS`, followed by the
+//! uncompressed MNIST and Fashion-MNIST IDX files, which `cargo xtask fetch-data` writes from the
+//! canonical `.gz` files and which equal the published md5s) is checked against its sha256
+//! before it is used, so a corrupted or substituted copy fails with one line
 //! naming the file instead of training on wrong data.
 //!
 //! Hashing the 80 MB of shipped data takes about a second; a verdict is cached by file size

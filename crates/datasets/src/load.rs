@@ -44,7 +44,7 @@ impl Source {
     /// The top folder of the data directory the files lie in (the first component of their
     /// path relative to it), whose entries of the checksum list are verified; `None` for the
     /// hub's cache.
-    fn folder_in(&self, data_dir: &Path) -> Option<String> {
+    pub fn folder_in(&self, data_dir: &Path) -> Option<String> {
         let path = match self {
             Source::Idx(p)
             | Source::Cifar10Bin(p)
