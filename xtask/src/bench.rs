@@ -12,7 +12,7 @@
 //! with `--pytorch` the PyTorch report and the wall-time, CPU-time and RSS ratios). Thread
 //! counts follow `RAYON_NUM_THREADS` (pixreg and candle) and `OMP_NUM_THREADS` (PyTorch).
 //! Like `pixreg`, the benchmarks keep freed heap memory in the process
-//! ([`pixreg_models::heap`]; `heap` in the JSON says what was done, and
+//! ([`pixreg_models::kernels::heap`]; `heap` in the JSON says what was done, and
 //! `PIXREG_KEEP_MALLOC_DEFAULTS=1` measures glibc's defaults instead).
 //! Results are in `docs/performance.md`.
 
@@ -21,7 +21,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use harness::TrainStepBench;
-use pixreg_models::heap::HeapOutcome;
+use pixreg_models::kernels::heap::HeapOutcome;
 use pixreg_models::{Arch, ModelConfig};
 
 mod epoch;
@@ -95,7 +95,7 @@ pub struct OpsArgs {
 
 /// Runs a benchmark command.
 pub fn run(cmd: &BenchCommand) -> Result<()> {
-    let heap = pixreg_models::heap::retain_freed_memory();
+    let heap = pixreg_models::kernels::heap::retain_freed_memory();
     match cmd {
         BenchCommand::TrainStep(args) => train_step(args, heap),
         BenchCommand::Ops(args) => ops(args),

@@ -36,13 +36,13 @@
 /// The candle version this crate's tensors come from: depend on it through this re-export to
 /// avoid a second copy of `candle-core`.
 pub use candle_core;
+/// The CPU backend [`ops`] dispatches to (its own crate, `pixreg-kernels`).
+pub use pixreg_kernels as kernels;
 
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
-pub mod heap;
-pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod ops;

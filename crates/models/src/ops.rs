@@ -3,18 +3,22 @@
 //! Every convolution and batch normalisation of the network goes through these functions
 //! ([`conv2d`], [`batch_norm`], and in training mode the fused [`conv2d_batch_norm_train`]
 //! and [`add_relu`]), so faster kernels can replace them without touching the layers. On the
-//! CPU (float32, [`kernels::enabled`]) they run the fast kernels of [`crate::kernels`];
-//! elsewhere candle's own ops.
+//! CPU (float32, [`kernels::enabled`]) they run the fast kernels of `pixreg-kernels`;
+//! elsewhere candle's own ops. The similarity head's centred cosine and channel mean
+//! ([`centered_cosine_halves`], [`update_running_mean`]) dispatch the same way, to the pair
+//! kernels or to `rsa-core`'s composition.
 
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{Error, Result};
-use crate::kernels::{
-    self,
+use pixreg_kernels::{
+    self as kernels,
     conv::{Conv2dOp, Geometry},
     conv_bn::ConvBatchNormTrain,
     norm::{AddRelu, BatchNormTrain, ChannelAffine, Relu},
+    pair::{self, CenteredCosine},
 };
+use rsa_core::model_side::{self, COSINE_EPS};
 
 /// 2-D convolution without bias, NCHW input, `[out, in, kh, kw]` kernel, no dilation or groups.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -373,4 +377,65 @@ pub(crate) fn ensure_f32(x: &Tensor, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Per-channel mean of `a` and `b` together (`[k, C, ...]` each), detached `[C]`
+/// (`rsa_core::model_side::batch_channel_mean`; on the CPU one parallel pass).
+pub fn batch_channel_mean(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if kernels::applies(&[a, b]) && a.dims() == b.dims() && a.rank() >= 2 {
+        return Ok(pair::channel_mean(a, b)?);
+    }
+    Ok(model_side::batch_channel_mean(a, b)?)
+}
+
+/// One running-mean step of the similarity head from the two halves of a pair batch
+/// (`rsa_core::model_side::update_running_mean`).
+pub fn update_running_mean(running: &Tensor, a: &Tensor, b: &Tensor, beta: f64) -> Result<Tensor> {
+    Ok(model_side::running_mean_step(
+        running,
+        &batch_channel_mean(a, b)?,
+        beta,
+    )?)
+}
+
+/// The `[C]` mean a pair kernel centres with, checked against the features' channels.
+fn pair_kernel_mean(features: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    let channels = features.dim(1)?;
+    if mean.dims() != [channels] {
+        return Err(Error::Input(format!(
+            "the mean has shape {:?} but the features have {channels} channels",
+            mean.dims()
+        )));
+    }
+    Ok(mean.detach().contiguous()?)
+}
+
+/// Centred cosine of each pair `(a_i, b_i)` (`rsa_core::model_side::centered_cosine`), `[k]`.
+///
+/// On the CPU in float32 one fused kernel with its own backward pass (one pass over the
+/// features each way, in parallel over pairs); elsewhere the candle composition, which the
+/// kernel is tested against (`tests/pair_kernels.rs`).
+pub fn centered_cosine(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    if kernels::applies(&[a, b, mean]) && a.rank() >= 2 && a.dims() == b.dims() {
+        let mean = pair_kernel_mean(a, mean)?;
+        let op = CenteredCosine::new(COSINE_EPS);
+        return Ok(a.contiguous()?.apply_op3(&b.contiguous()?, &mean, op)?);
+    }
+    Ok(model_side::centered_cosine(a, b, mean)?)
+}
+
+/// [`centered_cosine`] of the two halves of one batch of feature maps `[2k, C, ...]` (rows `i`
+/// and `k + i` are pair `i`), `[k]`.
+///
+/// Why a halves form: a model that runs both sides of its pairs through the network in one
+/// pass gets their features as one tensor; splitting it with `narrow` would make candle's
+/// backward pass build a zero-padded full-size gradient for each half and add them up.
+pub fn centered_cosine_halves(pairs: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    model_side::pair_halves(pairs)?;
+    if kernels::applies(&[pairs, mean]) {
+        let mean = pair_kernel_mean(pairs, mean)?;
+        let op = CenteredCosine::new(COSINE_EPS);
+        return Ok(pairs.contiguous()?.apply_op2(&mean, op)?);
+    }
+    Ok(model_side::centered_cosine_halves(pairs, mean)?)
 }

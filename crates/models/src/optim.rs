@@ -8,8 +8,8 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::checkpoint::{read_safetensors, write_safetensors};
 use crate::error::{Error, Result};
-use crate::kernels::{
-    self,
+use pixreg_kernels::{
+    self as kernels,
     sgd::{MomentumBufferUpdate, ParamUpdate},
 };
 

@@ -376,13 +376,13 @@ impl ResNet {
         let features = self.core.forward(&Tensor::cat(&[a, b], 0)?, mode)?;
         let mut layer_scores = Vec::with_capacity(NUM_LAYERS);
         for (l, f) in features.iter().enumerate() {
-            let mean = rsa_core::model_side::update_running_mean(
+            let mean = crate::ops::update_running_mean(
                 &self.running_means[l],
                 &f.narrow(0, 0, k)?,
                 &f.narrow(0, k, k)?,
                 SIMILARITY_BETA,
             )?;
-            layer_scores.push(rsa_core::model_side::centered_cosine_halves(f, &mean)?);
+            layer_scores.push(crate::ops::centered_cosine_halves(f, &mean)?);
             self.running_means[l] = mean;
         }
         let scores = rsa_core::model_side::combine_layer_scores(

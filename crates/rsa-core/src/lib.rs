@@ -41,7 +41,6 @@ pub mod error;
 pub mod external;
 pub mod loss;
 pub mod model_side;
-mod pair_kernels;
 pub mod pairs;
 pub mod sampler;
 pub mod similarity;

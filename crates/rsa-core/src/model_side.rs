@@ -7,8 +7,11 @@
 //! not depend on the batch composition more than through one exponential-moving-average step.
 //! The per-layer scores are mixed by a softmax over a learnable `layer_weight` vector.
 //!
-//! All functions work on candle tensors and are differentiable through candle's autograd except
-//! where stated (the running mean is a constant, exactly as in PyTorch).
+//! All functions are compositions of candle ops: device- and type-agnostic, and
+//! differentiable through candle's autograd except where stated (the running mean is a
+//! constant, exactly as in PyTorch). `pixreg-models`' `ops` runs the same maths as fused CPU
+//! kernels (`pixreg-kernels`' `pair`) on float32 CPU tensors and falls back to these
+//! elsewhere; its tests hold the kernels to these functions.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -28,7 +31,6 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::pair_kernels::{self, CenteredCosine};
 use crate::{Error, Result};
 
 /// The reference's cosine-similarity epsilon (`torch.nn.functional.cosine_similarity` default).
@@ -52,14 +54,6 @@ fn check_feature_pair(a: &Tensor, b: &Tensor) -> Result<()> {
 /// spatial positions, returned as a detached `[C]` tensor.
 pub fn batch_channel_mean(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_feature_pair(a, b)?;
-    if pair_kernels::applies(a) && b.dtype() == a.dtype() {
-        return Ok(pair_kernels::channel_mean(a, b)?);
-    }
-    batch_channel_mean_composite(a, b)
-}
-
-/// [`batch_channel_mean`] composed from candle ops (any device and float type).
-pub(crate) fn batch_channel_mean_composite(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let both = Tensor::cat(&[a.detach(), b.detach()], 0)?;
     let (images, channels) = (both.dim(0)?, both.dim(1)?);
     let positions = match images * channels {
@@ -77,7 +71,12 @@ pub(crate) fn batch_channel_mean_composite(a: &Tensor, b: &Tensor) -> Result<Ten
 /// The reference applies this *before* centring, in training and evaluation mode alike, with
 /// no bias correction (the first call centres with `0.1·m`).
 pub fn update_running_mean(running: &Tensor, a: &Tensor, b: &Tensor, beta: f64) -> Result<Tensor> {
-    let m = batch_channel_mean(a, b)?;
+    running_mean_step(running, &batch_channel_mean(a, b)?, beta)
+}
+
+/// The running-mean step of [`update_running_mean`] given the batch's per-channel mean `m`
+/// (`[C]`, however computed): `beta·running + (1 − beta)·m`, without gradient.
+pub fn running_mean_step(running: &Tensor, m: &Tensor, beta: f64) -> Result<Tensor> {
     if running.dims() != m.dims() {
         return Err(Error::InvalidArgument(format!(
             "running mean has shape {:?} but the features have {} channels",
@@ -85,7 +84,7 @@ pub fn update_running_mean(running: &Tensor, a: &Tensor, b: &Tensor, beta: f64) 
             m.dim(0)?
         )));
     }
-    let updated = ((running.detach() * beta)? + (m * (1.0 - beta))?)?;
+    let updated = ((running.detach() * beta)? + (m.detach() * (1.0 - beta))?)?;
     Ok(updated)
 }
 
@@ -117,36 +116,30 @@ pub fn rowwise_cosine(a: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
 /// Centred cosine similarity of each pair `(a_i, b_i)`: both feature maps minus the per-channel
 /// `mean` (a constant), flattened over channels and space, compared with [`rowwise_cosine`]
 /// (eps [`COSINE_EPS`]). Returns `[k]`.
-///
-/// On the CPU in float32 this is one fused kernel with its own backward pass (one pass over
-/// the features each way, in parallel over pairs, see `pair_kernels`); elsewhere the candle
-/// composition below, which the kernel is tested against.
 pub fn centered_cosine(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> {
     check_feature_pair(a, b)?;
-    if pair_kernels::applies(a) && a.dtype() == b.dtype() && mean.dtype() == a.dtype() {
-        let channels = a.dim(1)?;
-        if mean.dims() != [channels] {
-            return Err(Error::InvalidArgument(format!(
-                "the mean has shape {:?} but the features have {channels} channels",
-                mean.dims()
-            )));
-        }
-        return Ok(a.contiguous()?.apply_op3(
-            &b.contiguous()?,
-            &mean.detach().contiguous()?,
-            CenteredCosine::new(COSINE_EPS),
-        )?);
+    let channels = a.dim(1)?;
+    if mean.dims() != [channels] {
+        return Err(Error::InvalidArgument(format!(
+            "the mean has shape {:?} but the features have {channels} channels",
+            mean.dims()
+        )));
     }
-    centered_cosine_composite(a, b, mean)
+    let m = channel_broadcast(mean, a.rank())?;
+    let ac = a.broadcast_sub(&m)?.flatten_from(1)?;
+    let bc = b.broadcast_sub(&m)?.flatten_from(1)?;
+    rowwise_cosine(&ac, &bc, COSINE_EPS)
 }
 
 /// [`centered_cosine`] of the two halves of one batch of feature maps `[2k, C, ...]`: rows
 /// `i` and `k + i` are pair `i`. Returns `[k]`.
-///
-/// Why: a model that runs both sides of its pairs through the network in one pass gets their
-/// features as one tensor; splitting it with `narrow` would make candle's backward pass build
-/// a zero-padded full-size gradient for each half and add them up.
 pub fn centered_cosine_halves(pairs: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    let k = pair_halves(pairs)?;
+    centered_cosine(&pairs.narrow(0, 0, k)?, &pairs.narrow(0, k, k)?, mean)
+}
+
+/// `k` of a `[2k, C, ...]` batch of pairs, or an error naming the shape.
+pub fn pair_halves(pairs: &Tensor) -> Result<usize> {
     let rows = pairs.dims().first().copied().unwrap_or(0);
     if pairs.rank() < 2 || rows % 2 != 0 {
         return Err(Error::InvalidArgument(format!(
@@ -154,30 +147,7 @@ pub fn centered_cosine_halves(pairs: &Tensor, mean: &Tensor) -> Result<Tensor> {
             pairs.dims()
         )));
     }
-    if pair_kernels::applies(pairs) && mean.dtype() == pairs.dtype() {
-        let channels = pairs.dim(1)?;
-        if mean.dims() != [channels] {
-            return Err(Error::InvalidArgument(format!(
-                "the mean has shape {:?} but the features have {channels} channels",
-                mean.dims()
-            )));
-        }
-        return Ok(pairs.contiguous()?.apply_op2(
-            &mean.detach().contiguous()?,
-            CenteredCosine::new(COSINE_EPS),
-        )?);
-    }
-    let k = rows / 2;
-    centered_cosine_composite(&pairs.narrow(0, 0, k)?, &pairs.narrow(0, k, k)?, mean)
-}
-
-/// [`centered_cosine`] composed from candle ops (any device and float type).
-pub(crate) fn centered_cosine_composite(a: &Tensor, b: &Tensor, mean: &Tensor) -> Result<Tensor> {
-    check_feature_pair(a, b)?;
-    let m = channel_broadcast(mean, a.rank())?;
-    let ac = a.broadcast_sub(&m)?.flatten_from(1)?;
-    let bc = b.broadcast_sub(&m)?.flatten_from(1)?;
-    rowwise_cosine(&ac, &bc, COSINE_EPS)
+    Ok(rows / 2)
 }
 
 /// Softmax of a 1-D tensor, computed stably (the maximum is subtracted as a constant).

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let heap = pixreg_models::heap::retain_freed_memory();
+    let heap = pixreg_models::kernels::heap::retain_freed_memory();
     tracing::debug!("heap: {heap}");
     // A bug must still end in one line and exit 2, not a multi-line panic report.
     std::panic::set_hook(Box::new(|info| {

@@ -25,8 +25,8 @@
 //! Transformed values are sums of up to 16 inputs (exact coefficients ±1, ±½), so the results
 //! differ from im2col's by rounding only (≈ 1e-6 relative; tested against im2col and candle).
 
-use super::conv::{gemm_parallelism, matmul, DstLayout, Geometry, Mat};
 use super::{par_map, threads, uninit_vec, with_scratch};
+use crate::gemm::{gemm_parallelism, matmul, DstLayout, Geometry, Mat};
 
 /// Tiles a band aims for (the `n` of its forward GEMMs, the `k` of its weight-gradient
 /// GEMMs), as [`super::conv`]'s `GROUP_COLUMNS` for im2col. 128 was the best of 64–1024 on

@@ -11,35 +11,19 @@
 //! dimensions, 1 for `[k, C]`), a per-channel mean `[C]`. Sums are float32 within a channel's
 //! run in 16 lanes, float64 across channels and for the cosine itself.
 //!
-//! [`crate::model_side`] uses these on CPU float32 tensors and the candle composition
-//! elsewhere; the unit tests check one against the other.
+//! `pixreg-models`' `ops` uses these on CPU float32 tensors and `rsa-core`'s candle
+//! composition (`model_side`) elsewhere; `crates/models/tests/pair_kernels.rs` checks one
+//! against the other.
 
 use std::sync::OnceLock;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use crate::f32_data;
 use rayon::prelude::*;
 
 /// Lanes of the float32 partial sums (one AVX-512 register, four SSE ones).
 const LANES: usize = 16;
-
-/// Whether the kernels apply: float32 on the CPU.
-pub(crate) fn applies(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
-}
-
-fn f32_data<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        bail!("{what}: expected float32");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{what}: the kernel needs a contiguous tensor"),
-    }
-}
 
 /// `(k, C, S)` of a `[k, C, S…]` shape.
 fn kcs(dims: &[usize]) -> candle_core::Result<(usize, usize, usize)> {
@@ -137,13 +121,14 @@ struct PairStats {
 /// tensor), PyTorch's `cosine_similarity` semantics (each side divided by `max(‖x'‖, eps)`);
 /// gradients for `a` and `b` (the mean is a constant).
 #[derive(Debug)]
-pub(crate) struct CenteredCosine {
+pub struct CenteredCosine {
     eps: f64,
     stats: OnceLock<Vec<PairStats>>,
 }
 
 impl CenteredCosine {
-    pub(crate) fn new(eps: f64) -> Self {
+    /// The op with PyTorch's norm clamp `eps` (`cosine_similarity`'s default is 1e-8).
+    pub fn new(eps: f64) -> Self {
         Self {
             eps,
             stats: OnceLock::new(),
@@ -375,7 +360,7 @@ fn with_data<R>(
 
 /// Per-channel mean of `a` and `b` together (`[k, C, S…]` each, float32 on the CPU) over
 /// images and trailing positions, float64 sums: `[C]`.
-pub(crate) fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+pub fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let (k, c, s) = kcs(a.dims())?;
     let (a, b) = (a.contiguous()?, b.contiguous()?);
     let count = (2 * k * s) as f64;
@@ -394,188 +379,4 @@ pub(crate) fn channel_mean(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor
         })
     })?;
     Tensor::from_vec(means, c, a.device())
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::{Device, Var};
-
-    use super::*;
-    use crate::model_side::{
-        batch_channel_mean_composite, centered_cosine, centered_cosine_composite,
-        centered_cosine_halves,
-    };
-
-    fn assert_close(what: &str, fast: &Tensor, reference: &Tensor, tol: f32) {
-        let (f, r): (Vec<f32>, Vec<f32>) = (
-            fast.flatten_all().unwrap().to_vec1().unwrap(),
-            reference.flatten_all().unwrap().to_vec1().unwrap(),
-        );
-        assert_eq!(f.len(), r.len(), "{what}: lengths");
-        let scale = r.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in f.iter().zip(&r).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}[{i}]: fast {x}, candle {y} (scale {scale})"
-            );
-        }
-    }
-
-    /// The gradients of `Σ scores·up`.
-    fn weighted_backward(scores: &Tensor, up: &Tensor) -> candle_core::backprop::GradStore {
-        (scores * up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap()
-    }
-
-    /// Cosines and both gradients of the kernel against the candle composition, with a
-    /// random upstream gradient so that every pair's coefficient differs.
-    fn check(dims: &[usize], seed: u64) {
-        let dev = Device::Cpu;
-        let c = dims[1];
-        let shifted = |t: Tensor, by: f64| (t + by).unwrap();
-        let a =
-            Var::from_tensor(&shifted(Tensor::randn(0f32, 1.0, dims, &dev).unwrap(), 0.3)).unwrap();
-        let b = Var::from_tensor(&shifted(
-            Tensor::randn(0f32, 1.0, dims, &dev).unwrap(),
-            seed as f64 * 0.1,
-        ))
-        .unwrap();
-        let mean = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
-        let up = Tensor::randn(0f32, 1.0, dims[0], &dev).unwrap();
-        let fast = centered_cosine(a.as_tensor(), b.as_tensor(), &mean).unwrap();
-        let reference = centered_cosine_composite(a.as_tensor(), b.as_tensor(), &mean).unwrap();
-        assert_close("cosine", &fast, &reference, 1e-5);
-        let (g_fast, g_ref) = (
-            weighted_backward(&fast, &up),
-            weighted_backward(&reference, &up),
-        );
-        for (name, v) in [("da", &a), ("db", &b)] {
-            assert_close(
-                name,
-                g_fast.get(v.as_tensor()).unwrap(),
-                g_ref.get(v.as_tensor()).unwrap(),
-                1e-4,
-            );
-        }
-        let m_fast = batch_channel_mean_composite(a.as_tensor(), b.as_tensor()).unwrap();
-        let m_kernel = channel_mean(a.as_tensor(), b.as_tensor()).unwrap();
-        assert_close("channel mean", &m_kernel, &m_fast, 1e-5);
-    }
-
-    #[test]
-    fn centred_cosine_kernel_matches_the_candle_composition() {
-        for (i, dims) in [
-            vec![16, 64, 8, 8],
-            vec![1, 3, 5, 7],
-            vec![5, 17, 3, 3],
-            vec![4, 33],
-            vec![3, 2, 19],
-            vec![2, 512, 4, 4],
-        ]
-        .iter()
-        .enumerate()
-        {
-            check(dims, i as u64);
-        }
-    }
-
-    #[test]
-    fn halves_kernel_matches_the_composition_on_narrowed_halves() {
-        let dev = Device::Cpu;
-        for dims in [
-            vec![32, 16, 4, 4],
-            vec![2, 3, 5],
-            vec![6, 7],
-            vec![10, 5, 3, 3],
-        ] {
-            let x = Var::randn(0.2f32, 1.0, dims.as_slice(), &dev).unwrap();
-            let k = dims[0] / 2;
-            let mean = Tensor::randn(0f32, 0.5, dims[1], &dev).unwrap();
-            let up = Tensor::randn(0f32, 1.0, k, &dev).unwrap();
-            let fast = centered_cosine_halves(x.as_tensor(), &mean).unwrap();
-            let (a, b) = (x.narrow(0, 0, k).unwrap(), x.narrow(0, k, k).unwrap());
-            let reference = centered_cosine_composite(&a, &b, &mean).unwrap();
-            assert_close("cosine of halves", &fast, &reference, 1e-5);
-            let (g_fast, g_ref) = (
-                weighted_backward(&fast, &up),
-                weighted_backward(&reference, &up),
-            );
-            assert_close(
-                "dx of halves",
-                g_fast.get(x.as_tensor()).unwrap(),
-                g_ref.get(x.as_tensor()).unwrap(),
-                1e-4,
-            );
-        }
-        let mean = Tensor::zeros(3, DType::F32, &dev).unwrap();
-        let odd = Tensor::zeros((3, 3, 2), DType::F32, &dev).unwrap();
-        assert!(centered_cosine_halves(&odd, &mean).is_err());
-        let even = Tensor::zeros((4, 3, 2), DType::F32, &dev).unwrap();
-        assert!(
-            centered_cosine_halves(&even, &Tensor::zeros(2, DType::F32, &dev).unwrap()).is_err()
-        );
-    }
-
-    #[test]
-    fn a_constant_map_gets_the_clamped_norm_as_in_pytorch() {
-        // Pair 0: `a` equals the mean everywhere, so ‖a'‖ = 0 < eps: cosine 0, and the
-        // gradient of a is b'/(eps·‖b'‖) (no self term), finite.
-        let dev = Device::Cpu;
-        let mean = Tensor::new(&[0.5f32, -1.0], &dev).unwrap();
-        let a =
-            Var::from_tensor(&mean.reshape((1, 2, 1)).unwrap().repeat((1, 1, 3)).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 2, 3), &dev).unwrap()).unwrap();
-        let fast = centered_cosine(a.as_tensor(), b.as_tensor(), &mean).unwrap();
-        assert_eq!(fast.to_vec1::<f32>().unwrap(), vec![0.0]);
-        let grads = fast.sum_all().unwrap().backward().unwrap();
-        let da: Vec<f32> = grads
-            .get(a.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let bc: Vec<f32> = b
-            .as_tensor()
-            .broadcast_sub(&mean.reshape((1, 2, 1)).unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let nb = bc.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-        for (g, y) in da.iter().zip(&bc) {
-            let expected = f64::from(*y) / (crate::model_side::COSINE_EPS * nb);
-            assert!(g.is_finite() && (f64::from(*g) - expected).abs() <= 1e-5 * expected.abs());
-        }
-        let db: Vec<f32> = grads
-            .get(b.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(
-            db.iter().all(|g| *g == 0.0),
-            "b's gradient is zero when a' is: {db:?}"
-        );
-    }
-
-    #[test]
-    fn mismatched_shapes_are_errors() {
-        let dev = Device::Cpu;
-        let a = Tensor::zeros((2, 3, 4), DType::F32, &dev).unwrap();
-        let b = Tensor::zeros((2, 3, 5), DType::F32, &dev).unwrap();
-        let mean = Tensor::zeros(3, DType::F32, &dev).unwrap();
-        assert!(centered_cosine(&a, &b, &mean).is_err());
-        let wrong_mean = Tensor::zeros(4, DType::F32, &dev).unwrap();
-        assert!(centered_cosine(&a, &a, &wrong_mean).is_err());
-        assert!(
-            centered_cosine(&a.flatten_all().unwrap(), &a.flatten_all().unwrap(), &mean).is_err()
-        );
-    }
 }

@@ -1,4 +1,9 @@
-//! Fast CPU kernels for the model's heavy operations, as candle custom ops.
+//! # pixreg-kernels
+//!
+//! pixreg's CPU backend: fast kernels for the model's heavy operations, as candle custom ops.
+//! It imports no pixreg crate; `pixreg-models`' `ops` module is the one place that chooses
+//! between these kernels (CPU, float32, [`enabled`]) and candle's own composition (any other
+//! device or type), as candle-nn does for its fused ops.
 //!
 //! candle 0.11's CPU convolution backward is a direct dot-product loop and its batch norm is a
 //! chain of full-tensor passes; these kernels replace them on the CPU (CUDA keeps candle's
@@ -6,11 +11,12 @@
 //! [`CustomOp3`](candle_core::CustomOp3) whose `bwd` builds the gradients with further CPU
 //! kernels, so candle's autograd (first order) works through them.
 //!
+//! * [`gemm`]: the convolution geometry and the GEMM call every convolution kernel makes
+//!   (the `gemm` crate, AVX-512 kernels selected at run time, portable fallback otherwise).
 //! * [`conv`]: 2-D convolution (no bias, dilation 1, one group, any stride and padding):
 //!   forward = im2col + GEMM, input gradient = GEMM (`Wᵀ·dY`) + col2im, weight gradient =
-//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images, GEMMs by the `gemm` crate
-//!   (AVX-512 kernels selected at run time, portable fallback otherwise). 3×3 stride-1
-//!   "same" convolutions with at least 16 channels go to [`winograd`] instead.
+//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images. 3×3 stride-1 "same"
+//!   convolutions with at least 16 channels go to [`winograd`] instead.
 //! * [`winograd`]: Winograd F(2×2, 3×3) forward, input and weight gradients (2.25× fewer
 //!   multiplications than im2col; 16 GEMMs over transformed tiles per band).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
@@ -20,16 +26,33 @@
 //! * [`conv_bn`]: a convolution, training-mode batch norm and optional ReLU as one op (the
 //!   convolution's output stays inside the op).
 //! * [`sgd`]: the SGD momentum update in place (candle in-place ops, no backward).
+//! * [`pair`]: the similarity head's centred cosine of feature pairs and their per-channel
+//!   mean (one pass forward, one backward).
+//! * [`heap`]: glibc heap settings for training processes.
 //!
-//! Layout assumptions: every tensor is float32, row-major and contiguous (the callers in
-//! [`crate::ops`] make them so); images are NCHW, convolution weights `[O, C, kh, kw]`,
-//! per-channel vectors `[C]`. Outputs are freshly allocated contiguous tensors.
+//! Layout assumptions: every tensor is float32, row-major and contiguous (the callers make
+//! them so); images are NCHW, convolution weights `[O, C, kh, kw]`, per-channel vectors
+//! `[C]`. Outputs are freshly allocated contiguous tensors.
 //!
 //! The elementwise and reduction loops are compiled for AVX-512 and for baseline x86-64 and
 //! picked at run time (`simd_fn!`); the im2col/col2im scratch matrices are reused per thread.
 //!
-//! [`set_enabled`] switches the fast path off (for benchmarks and comparisons); it is on by
-//! default.
+//! [`set_enabled`] switches every fast kernel off (for benchmarks and comparisons); it is on
+//! by default.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use pixreg_kernels::conv::Conv2dOp;
+//!
+//! let x = Tensor::ones((2, 3, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
+//! let w = Tensor::ones((4, 3, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+//! assert!(pixreg_kernels::applies(&[&x, &w]));
+//! let y = x.apply_op2(&w, Conv2dOp { stride: 1, padding: 1 })?;
+//! assert_eq!(y.dims(), &[2, 4, 8, 8]);
+//! // An interior output sees all 27 ones of the 3×3×3 window.
+//! assert_eq!(y.get(0)?.get(0)?.get(4)?.get(4)?.to_scalar::<f32>()?, 27.0);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,7 +167,7 @@ macro_rules! simd_fn {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::has_avx512() {
+            if $crate::has_avx512() {
                 // SAFETY: the target features of `avx512` were detected on this CPU.
                 return unsafe { avx512($($arg),*) };
             }
@@ -155,7 +178,10 @@ macro_rules! simd_fn {
 
 pub mod conv;
 pub mod conv_bn;
+pub mod gemm;
+pub mod heap;
 pub mod norm;
+pub mod pair;
 pub mod sgd;
 pub mod winograd;
 

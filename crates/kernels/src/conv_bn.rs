@@ -17,9 +17,10 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::conv::{self, Geometry};
 use super::norm::{self, BatchStats};
 use super::{f32_data, uninit_vec};
+use crate::conv;
+use crate::gemm::Geometry;
 
 /// What the forward pass keeps for the backward pass.
 #[derive(Debug)]

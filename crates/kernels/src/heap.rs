@@ -18,7 +18,7 @@
 //! library should not change its host's allocator.
 //!
 //! ```
-//! let outcome = pixreg_models::heap::retain_freed_memory();
+//! let outcome = pixreg_kernels::heap::retain_freed_memory();
 //! println!("heap: {outcome}");
 //! ```
 
