@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use pixreg_runner::attack::AttackName;
 use serde::Deserialize;
 
 /// Result columns a table may name besides attack names.
@@ -313,13 +314,13 @@ impl Catalogue {
             let ctx = || format!("experiments/{}.toml", table.name);
             for column in &table.columns {
                 if !SCALAR_COLUMNS.contains(&column.as_str())
-                    && !pixreg_runner::eval::ATTACKS.contains(&column.as_str())
+                    && column.parse::<AttackName>().is_err()
                 {
                     bail!(
                         "{}: unknown column `{column}`; expected one of {} or an attack ({})",
                         ctx(),
                         SCALAR_COLUMNS.join(", "),
-                        pixreg_runner::eval::ATTACKS.join(", ")
+                        AttackName::list()
                     );
                 }
             }

@@ -164,121 +164,16 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         bail!("--submit needs --launcher slurm");
     }
     let catalogue = Catalogue::load(&root.join("experiments"))?;
-    let data_dir_label = relative_to(&opts.data_dir, root).display().to_string();
-    let plan = plan::plan(
-        &catalogue,
-        PlanRequest {
-            table: &opts.table,
-            profile: &opts.profile,
-            seeds: opts.seeds,
-            overrides: &opts.overrides,
-            data_dir: &opts.data_dir,
-            data_dir_label: &data_dir_label,
-            rows: &opts.rows,
-        },
-    )?;
-    // A table of some rows goes beside the full one instead of replacing it.
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| {
-        let mut name = opts.profile.clone();
-        for row in &opts.rows {
-            name.push('-');
-            name.push_str(row);
-        }
-        let base = if opts.update_reference {
-            root.join("experiments").join("results")
-        } else {
-            root.join("results")
-        };
-        base.join(&opts.table).join(name)
-    });
-    let finished = plan
-        .runs
-        .iter()
-        .filter(|r| exec::run_state(&opts.runs_dir, &r.id) == RunState::Finished)
-        .count();
-    eprintln!(
-        "{}: {} (profile {}, {} seed(s)): {} runs, {} already finished",
-        plan.table.name,
-        plan.table.title,
-        plan.profile,
-        plan.seeds,
-        plan.runs.len(),
-        if opts.force { 0 } else { finished }
-    );
-    for row in &plan.rows {
-        if let Some(why) = &row.unavailable {
-            eprintln!("  {}: {why}", row.label);
-        }
-    }
-    let pixreg = match (&opts.pixreg, opts.launcher) {
-        (Some(p), _) => p.clone(),
-        (None, Launcher::Slurm) => target_dir(root).join("release").join("pixreg"),
-        (None, Launcher::Local) if opts.no_train && plan.runs.is_empty() => PathBuf::new(),
-        (None, Launcher::Local) => build_pixreg(root)?,
-    };
-    if !pixreg.as_os_str().is_empty() {
-        eprintln!("pixreg binary: {}", pixreg.display());
-    }
+    let plan = plan_table(root, opts, &catalogue)?;
+    let out_dir = output_dir(root, opts);
+    announce(&plan, opts);
     let paths = Paths {
-        pixreg,
+        pixreg: pixreg_binary(root, opts, &plan)?,
         runs_dir: opts.runs_dir.clone(),
         data_dir: opts.data_dir.clone(),
     };
     if opts.launcher == Launcher::Slurm {
-        for run in &plan.runs {
-            write_atomic(&paths.config_file(&run.id), run.config_toml.as_bytes())?;
-        }
-        let mut args = vec![
-            plan.table.name.clone(),
-            "--profile".into(),
-            plan.profile.clone(),
-            "--seeds".into(),
-            plan.seeds.to_string(),
-        ];
-        for item in &opts.overrides {
-            args.extend(["--set".into(), item.clone()]);
-        }
-        if !opts.rows.is_empty() {
-            args.extend(["--rows".into(), opts.rows.join(",")]);
-        }
-        // The assembly job writes where this call would have written.
-        args.extend(["--out".into(), out_dir.display().to_string()]);
-        let profile = catalogue.profile(&plan.table, &plan.profile)?;
-        let directives: Vec<String> = profile
-            .sbatch
-            .iter()
-            .chain(&opts.slurm_args)
-            .cloned()
-            .collect();
-        // The assembly job runs this very binary (no toolchain needed on the nodes).
-        let xtask = std::env::current_exe().context("cannot locate the xtask binary")?;
-        let scripts = slurm::write_scripts(
-            &plan,
-            &paths,
-            &slurm::SlurmOptions {
-                root,
-                dir: &out_dir.join("slurm"),
-                directives: &directives,
-                reproduce_args: &args,
-                xtask: &xtask,
-                build_pixreg: opts.pixreg.is_none(),
-            },
-        )?;
-        eprintln!(
-            "wrote {} ({} array tasks), {} and {}",
-            scripts.array.display(),
-            plan.runs.len(),
-            scripts.assemble.display(),
-            scripts.submit.display()
-        );
-        if opts.submit {
-            slurm::submit(&scripts)?;
-        } else {
-            eprintln!(
-                "submit with: bash {}",
-                relative_to(&scripts.submit, root).display()
-            );
-        }
+        submit_to_slurm(root, opts, &catalogue, &plan, &paths, &out_dir)?;
         return Ok(Outcome {
             out_dir,
             plan,
@@ -303,27 +198,7 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
             train: !opts.no_train,
         },
     )?;
-    let table = assemble::assemble(&plan, &paths, &report);
-    assemble::write_tables(&table, &out_dir)?;
-    let mut figures = figures::write_figures(&table, &out_dir)?;
-    figures.extend(figures::write_training_figures(
-        &table,
-        &opts.runs_dir,
-        &out_dir,
-    )?);
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let manifest = manifest::manifest(
-        &plan,
-        &paths,
-        root,
-        &report,
-        started.elapsed().as_secs_f64(),
-        &command,
-    );
-    write_atomic(
-        &out_dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
+    let (table, figures) = write_outputs(root, &plan, &paths, &report, &out_dir, started)?;
     for (id, why) in report.failures.iter().chain(&report.eval_failures) {
         eprintln!("FAILED {id}: {why}");
     }
@@ -340,4 +215,179 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
         figures,
         report,
     })
+}
+
+/// The runs and rows of the requested table (data directories named relative to `root`).
+fn plan_table(root: &Path, opts: &ReproduceOptions, catalogue: &Catalogue) -> Result<Plan> {
+    let data_dir_label = relative_to(&opts.data_dir, root).display().to_string();
+    plan::plan(
+        catalogue,
+        PlanRequest {
+            table: &opts.table,
+            profile: &opts.profile,
+            seeds: opts.seeds,
+            overrides: &opts.overrides,
+            data_dir: &opts.data_dir,
+            data_dir_label: &data_dir_label,
+            rows: &opts.rows,
+        },
+    )
+}
+
+/// Where the table goes: `--out`, else `results/` (or, with `--update-reference`,
+/// `experiments/results/`) `<table>/<profile>[-<rows>]`; a table of some rows goes beside the
+/// full one instead of replacing it.
+fn output_dir(root: &Path, opts: &ReproduceOptions) -> PathBuf {
+    opts.out_dir.clone().unwrap_or_else(|| {
+        let mut name = opts.profile.clone();
+        for row in &opts.rows {
+            name.push('-');
+            name.push_str(row);
+        }
+        let base = if opts.update_reference {
+            root.join("experiments").join("results")
+        } else {
+            root.join("results")
+        };
+        base.join(&opts.table).join(name)
+    })
+}
+
+/// The table, its size and what is already done, and every unavailable row, on stderr.
+fn announce(plan: &Plan, opts: &ReproduceOptions) {
+    let finished = plan
+        .runs
+        .iter()
+        .filter(|r| exec::run_state(&opts.runs_dir, &r.id) == RunState::Finished)
+        .count();
+    eprintln!(
+        "{}: {} (profile {}, {} seed(s)): {} runs, {} already finished",
+        plan.table.name,
+        plan.table.title,
+        plan.profile,
+        plan.seeds,
+        plan.runs.len(),
+        if opts.force { 0 } else { finished }
+    );
+    for row in &plan.rows {
+        if let Some(why) = &row.unavailable {
+            eprintln!("  {}: {why}", row.label);
+        }
+    }
+}
+
+/// The `pixreg` binary the runs use: `--pixreg`, else the target dir's (built here for a
+/// local launch; none needed when nothing is trained).
+fn pixreg_binary(root: &Path, opts: &ReproduceOptions, plan: &Plan) -> Result<PathBuf> {
+    let pixreg = match (&opts.pixreg, opts.launcher) {
+        (Some(p), _) => p.clone(),
+        (None, Launcher::Slurm) => target_dir(root).join("release").join("pixreg"),
+        (None, Launcher::Local) if opts.no_train && plan.runs.is_empty() => PathBuf::new(),
+        (None, Launcher::Local) => build_pixreg(root)?,
+    };
+    if !pixreg.as_os_str().is_empty() {
+        eprintln!("pixreg binary: {}", pixreg.display());
+    }
+    Ok(pixreg)
+}
+
+/// Writes the run configs and the Slurm scripts (an array of the runs, an assembly job that
+/// runs this binary with the same table arguments), and submits them with `--submit`.
+fn submit_to_slurm(
+    root: &Path,
+    opts: &ReproduceOptions,
+    catalogue: &Catalogue,
+    plan: &Plan,
+    paths: &Paths,
+    out_dir: &Path,
+) -> Result<()> {
+    for run in &plan.runs {
+        write_atomic(&paths.config_file(&run.id), run.config_toml.as_bytes())?;
+    }
+    let mut args = vec![
+        plan.table.name.clone(),
+        "--profile".into(),
+        plan.profile.clone(),
+        "--seeds".into(),
+        plan.seeds.to_string(),
+    ];
+    for item in &opts.overrides {
+        args.extend(["--set".into(), item.clone()]);
+    }
+    if !opts.rows.is_empty() {
+        args.extend(["--rows".into(), opts.rows.join(",")]);
+    }
+    // The assembly job writes where this call would have written.
+    args.extend(["--out".into(), out_dir.display().to_string()]);
+    let profile = catalogue.profile(&plan.table, &plan.profile)?;
+    let directives: Vec<String> = profile
+        .sbatch
+        .iter()
+        .chain(&opts.slurm_args)
+        .cloned()
+        .collect();
+    // The assembly job runs this very binary (no toolchain needed on the nodes).
+    let xtask = std::env::current_exe().context("cannot locate the xtask binary")?;
+    let scripts = slurm::write_scripts(
+        plan,
+        paths,
+        &slurm::SlurmOptions {
+            root,
+            dir: &out_dir.join("slurm"),
+            directives: &directives,
+            reproduce_args: &args,
+            xtask: &xtask,
+            build_pixreg: opts.pixreg.is_none(),
+        },
+    )?;
+    eprintln!(
+        "wrote {} ({} array tasks), {} and {}",
+        scripts.array.display(),
+        plan.runs.len(),
+        scripts.assemble.display(),
+        scripts.submit.display()
+    );
+    if opts.submit {
+        slurm::submit(&scripts)?;
+    } else {
+        eprintln!(
+            "submit with: bash {}",
+            relative_to(&scripts.submit, root).display()
+        );
+    }
+    Ok(())
+}
+
+/// Assembles the table from the finished runs and writes it, its figures (results and
+/// training curves) and the manifest to `out_dir`.
+fn write_outputs(
+    root: &Path,
+    plan: &Plan,
+    paths: &Paths,
+    report: &ExecReport,
+    out_dir: &Path,
+    started: Instant,
+) -> Result<(TableResult, Vec<PathBuf>)> {
+    let table = assemble::assemble(plan, paths, report);
+    assemble::write_tables(&table, out_dir)?;
+    let mut figures = figures::write_figures(&table, out_dir)?;
+    figures.extend(figures::write_training_figures(
+        &table,
+        &paths.runs_dir,
+        out_dir,
+    )?);
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let manifest = manifest::manifest(
+        plan,
+        paths,
+        root,
+        report,
+        started.elapsed().as_secs_f64(),
+        &command,
+    );
+    write_atomic(
+        &out_dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    Ok((table, figures))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use pixreg_runner::config::ExperimentConfig;
 
-use crate::catalogue::{merge, Catalogue, TableSpec};
+use crate::catalogue::{merge, Catalogue, ProfileSpec, RowSpec, TableSpec, VariantSpec};
 
 /// One `pixreg train` invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +84,11 @@ pub fn training_attacks(table: &TableSpec) -> Vec<String> {
     table
         .columns
         .iter()
-        .filter(|c| pixreg_runner::eval::ATTACKS.contains(&c.as_str()) && c.as_str() != "fgsm")
+        .filter(|c| {
+            use pixreg_runner::attack::AttackName;
+            c.parse::<AttackName>()
+                .is_ok_and(|attack| attack != AttackName::Fgsm)
+        })
         .cloned()
         .collect()
 }
@@ -197,27 +201,19 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         rows: only_rows,
     } = request;
     let mut table = catalogue.table(table_name)?.clone();
-    if !only_rows.is_empty() {
-        let datasets: Vec<&str> = table.rows.iter().map(|r| r.dataset.as_str()).collect();
-        for name in only_rows {
-            if !datasets.contains(&name.as_str()) {
-                bail!(
-                    "--rows {name}: {table_name} has no row for it (its rows: {})",
-                    datasets.join(", ")
-                );
-            }
-        }
-        table.rows.retain(|r| only_rows.contains(&r.dataset));
-    }
+    select_rows(&mut table, only_rows)?;
     let profile = catalogue.profile(&table, profile_name)?;
     let seeds = seeds.or(profile.seeds).unwrap_or(1);
     if seeds == 0 {
         bail!("--seeds must be at least 1");
     }
     let attacks = training_attacks(&table);
-    let needs_fgsm = table.columns.iter().any(|c| c == "fgsm");
-    let mut runs: Vec<PlannedRun> = Vec::new();
-    let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+    let mut registry = RunRegistry {
+        runs: Vec::new(),
+        by_id: BTreeMap::new(),
+        needs_fgsm: table.columns.iter().any(|c| c == "fgsm"),
+        attacks: attacks.clone(),
+    };
     let mut rows = Vec::new();
     for row in &table.rows {
         let label = match &row.label {
@@ -225,72 +221,25 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
             None => catalogue.dataset(&row.dataset)?.label.clone(),
         };
         let variants = row.variants.as_ref().unwrap_or(&table.variants);
-        let mut configs = Vec::new();
-        for variant in variants {
-            let mut config = table.base.clone();
-            merge(&mut config, &profile.config);
-            if let Some(fragment) = profile.datasets.get(&row.dataset) {
-                merge(&mut config, fragment);
-            }
-            merge(&mut config, &row.config);
-            merge(&mut config, &variant.config);
-            if let Some(fragment) = variant.profiles.get(profile_name) {
-                merge(&mut config, fragment);
-            }
-            for item in overrides {
-                // A regularization override refines regularized runs; it must not turn a
-                // baseline into a regularized run.
-                let regularization_key = item.trim_start().starts_with("regularization.");
-                if !regularization_key || config.contains_key("regularization") {
-                    apply_override(&mut config, item)?;
-                }
-            }
-            if let Some(toml::Value::Table(reg)) = config.get("regularization") {
-                let mut merged = profile.regularization.clone();
-                merge(&mut merged, &row.regularization);
-                merge(&mut merged, reg);
-                config.insert("regularization".into(), toml::Value::Table(merged));
-            }
-            let mut task = toml::Table::new();
-            task.insert("dataset".into(), row.dataset.clone().into());
-            let mut evaluation = toml::Table::new();
-            let list: Vec<toml::Value> = attacks.iter().map(|a| a.clone().into()).collect();
-            evaluation.insert("attacks".into(), toml::Value::Array(list));
-            merge(
-                &mut config,
-                &toml::Table::from_iter([
-                    ("task".to_string(), toml::Value::Table(task)),
-                    ("evaluation".to_string(), toml::Value::Table(evaluation)),
-                ]),
-            );
-            configs.push(config);
-        }
-        let mut needed: Vec<String> = vec![row.dataset.clone()];
-        for config in &configs {
-            if let Some(source) = config
-                .get("regularization")
-                .and_then(|r| r.get("source"))
-                .and_then(|s| s.as_str())
-            {
-                if !needed.iter().any(|n| n == source) {
-                    needed.push(source.to_string());
-                }
-            }
-        }
-        let mut missing = Vec::new();
-        for name in &needed {
-            if let Some(why) = missing_dataset(catalogue, name, data_dir, data_dir_label)? {
-                missing.push(why);
-            }
-        }
-        let unavailable = (!missing.is_empty()).then(|| missing.join("; "));
-        // Surrogate per seed, once its run is planned.
+        let configs = variants
+            .iter()
+            .map(|variant| {
+                let layers = ConfigLayers {
+                    table: &table,
+                    profile: &profile,
+                    profile_name,
+                    overrides,
+                    attacks: &attacks,
+                };
+                layers.config(row, variant)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let unavailable =
+            row_unavailable(catalogue, &row.dataset, &configs, data_dir, data_dir_label)?;
+        // Surrogate per seed, once its run is planned: surrogate variants go first.
         let mut surrogates: Vec<Option<usize>> = vec![None; seeds];
-        let order: Vec<usize> = {
-            let mut o: Vec<usize> = (0..variants.len()).collect();
-            o.sort_by_key(|&i| !variants[i].surrogate);
-            o
-        };
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        order.sort_by_key(|&i| !variants[i].surrogate);
         let mut planned: Vec<Option<VariantPlan>> = vec![None; variants.len()];
         for i in order {
             let variant = &variants[i];
@@ -302,59 +251,13 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
                 match_clean: variant.match_clean.clone(),
             };
             if unavailable.is_none() && variant.not_implemented.is_none() {
-                let points: Vec<(Option<String>, toml::Table)> = match &variant.sweep {
-                    None => vec![(None, configs[i].clone())],
-                    Some(sweep) => sweep
-                        .values
-                        .iter()
-                        .map(|value| {
-                            let mut config = configs[i].clone();
-                            set_dotted(&mut config, &sweep.key, value.clone())?;
-                            Ok((Some(format!("{} = {value}", sweep.key)), config))
-                        })
-                        .collect::<Result<_>>()?,
-                };
-                for (setting, point_config) in points {
+                let context = format!("{table_name}, row {label}, variant {}", variant.name);
+                for (setting, point_config) in sweep_points(variant, &configs[i])? {
                     let mut point_runs = Vec::new();
                     for (seed, surrogate) in surrogates.iter_mut().enumerate() {
-                        let mut config = point_config.clone();
-                        let mut training = toml::Table::new();
-                        training.insert("seed".into(), toml::Value::Integer(seed as i64));
-                        merge(
-                            &mut config,
-                            &toml::Table::from_iter([(
-                                "training".to_string(),
-                                toml::Value::Table(training),
-                            )]),
-                        );
-                        let config_toml = toml::to_string(&config)?;
-                        let id = run_id(&config).with_context(|| {
-                            format!("{table_name}, row {label}, variant {}", variant.name)
-                        })?;
-                        let wanted_surrogate = if variant.surrogate { None } else { *surrogate };
-                        let index = match by_id.get(&id) {
-                            Some(&index) => {
-                                if runs[index].surrogate != wanted_surrogate {
-                                    bail!(
-                                        "{table_name}: run {id} is needed with two different \
-                                         FGSM surrogates (row {label}, variant {})",
-                                        variant.name
-                                    );
-                                }
-                                index
-                            }
-                            None => {
-                                runs.push(PlannedRun {
-                                    id: id.clone(),
-                                    config_toml,
-                                    surrogate: wanted_surrogate,
-                                    needs_fgsm,
-                                    attacks: attacks.clone(),
-                                });
-                                by_id.insert(id, runs.len() - 1);
-                                runs.len() - 1
-                            }
-                        };
+                        let config = with_seed(&point_config, seed);
+                        let wanted = if variant.surrogate { None } else { *surrogate };
+                        let index = registry.add(&config, wanted, &context)?;
                         if variant.surrogate {
                             *surrogate = Some(index);
                         }
@@ -383,6 +286,177 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         profile: profile_name.to_string(),
         seeds,
         rows,
-        runs,
+        runs: registry.runs,
     })
+}
+
+/// Keeps only the rows `--rows` names (all when empty); an unknown name is an error listing
+/// the table's rows.
+fn select_rows(table: &mut TableSpec, only_rows: &[String]) -> Result<()> {
+    if only_rows.is_empty() {
+        return Ok(());
+    }
+    let datasets: Vec<&str> = table.rows.iter().map(|r| r.dataset.as_str()).collect();
+    for name in only_rows {
+        if !datasets.contains(&name.as_str()) {
+            bail!(
+                "--rows {name}: {} has no row for it (its rows: {})",
+                table.name,
+                datasets.join(", ")
+            );
+        }
+    }
+    table.rows.retain(|r| only_rows.contains(&r.dataset));
+    Ok(())
+}
+
+/// The layers a run config is merged from, in order: the table's base, the profile (and its
+/// refinement for the row's dataset), the row, the variant (and its refinement for the
+/// profile), the command line's overrides; then the regularization defaults, the task and
+/// the attacks evaluated at the end of training.
+struct ConfigLayers<'a> {
+    table: &'a TableSpec,
+    profile: &'a ProfileSpec,
+    profile_name: &'a str,
+    overrides: &'a [String],
+    attacks: &'a [String],
+}
+
+impl ConfigLayers<'_> {
+    fn config(&self, row: &RowSpec, variant: &VariantSpec) -> Result<toml::Table> {
+        let mut config = self.table.base.clone();
+        merge(&mut config, &self.profile.config);
+        if let Some(fragment) = self.profile.datasets.get(&row.dataset) {
+            merge(&mut config, fragment);
+        }
+        merge(&mut config, &row.config);
+        merge(&mut config, &variant.config);
+        if let Some(fragment) = variant.profiles.get(self.profile_name) {
+            merge(&mut config, fragment);
+        }
+        for item in self.overrides {
+            // A regularization override refines regularized runs; it must not turn a
+            // baseline into a regularized run.
+            let regularization_key = item.trim_start().starts_with("regularization.");
+            if !regularization_key || config.contains_key("regularization") {
+                apply_override(&mut config, item)?;
+            }
+        }
+        if let Some(toml::Value::Table(reg)) = config.get("regularization") {
+            let mut merged = self.profile.regularization.clone();
+            merge(&mut merged, &row.regularization);
+            merge(&mut merged, reg);
+            config.insert("regularization".into(), toml::Value::Table(merged));
+        }
+        let mut task = toml::Table::new();
+        task.insert("dataset".into(), row.dataset.clone().into());
+        let mut evaluation = toml::Table::new();
+        let list: Vec<toml::Value> = self.attacks.iter().map(|a| a.clone().into()).collect();
+        evaluation.insert("attacks".into(), toml::Value::Array(list));
+        merge(
+            &mut config,
+            &toml::Table::from_iter([
+                ("task".to_string(), toml::Value::Table(task)),
+                ("evaluation".to_string(), toml::Value::Table(evaluation)),
+            ]),
+        );
+        Ok(config)
+    }
+}
+
+/// Why a row cannot run (its dataset or a variant's regularization source is missing), or
+/// `None`.
+fn row_unavailable(
+    catalogue: &Catalogue,
+    dataset: &str,
+    configs: &[toml::Table],
+    data_dir: &Path,
+    data_dir_label: &str,
+) -> Result<Option<String>> {
+    let mut needed: Vec<String> = vec![dataset.to_string()];
+    for config in configs {
+        if let Some(source) = config
+            .get("regularization")
+            .and_then(|r| r.get("source"))
+            .and_then(|s| s.as_str())
+        {
+            if !needed.iter().any(|n| n == source) {
+                needed.push(source.to_string());
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for name in &needed {
+        if let Some(why) = missing_dataset(catalogue, name, data_dir, data_dir_label)? {
+            missing.push(why);
+        }
+    }
+    Ok((!missing.is_empty()).then(|| missing.join("; ")))
+}
+
+/// A variant's configs: one, or one per value of its sweep (with the setting's label).
+fn sweep_points(
+    variant: &VariantSpec,
+    config: &toml::Table,
+) -> Result<Vec<(Option<String>, toml::Table)>> {
+    match &variant.sweep {
+        None => Ok(vec![(None, config.clone())]),
+        Some(sweep) => sweep
+            .values
+            .iter()
+            .map(|value| {
+                let mut config = config.clone();
+                set_dotted(&mut config, &sweep.key, value.clone())?;
+                Ok((Some(format!("{} = {value}", sweep.key)), config))
+            })
+            .collect(),
+    }
+}
+
+/// `config` with `training.seed = seed`.
+fn with_seed(config: &toml::Table, seed: usize) -> toml::Table {
+    let mut config = config.clone();
+    let mut training = toml::Table::new();
+    training.insert("seed".into(), toml::Value::Integer(seed as i64));
+    merge(
+        &mut config,
+        &toml::Table::from_iter([("training".to_string(), toml::Value::Table(training))]),
+    );
+    config
+}
+
+/// The table's distinct runs: a config needed by several rows or variants is one run.
+struct RunRegistry {
+    runs: Vec<PlannedRun>,
+    by_id: BTreeMap<String, usize>,
+    needs_fgsm: bool,
+    attacks: Vec<String>,
+}
+
+impl RunRegistry {
+    /// The index of the run of `config` (added when new); the same run needed with two
+    /// different FGSM surrogates is an error naming `context`.
+    fn add(
+        &mut self,
+        config: &toml::Table,
+        surrogate: Option<usize>,
+        context: &str,
+    ) -> Result<usize> {
+        let id = run_id(config).with_context(|| context.to_string())?;
+        if let Some(&index) = self.by_id.get(&id) {
+            if self.runs[index].surrogate != surrogate {
+                bail!("run {id} is needed with two different FGSM surrogates ({context})");
+            }
+            return Ok(index);
+        }
+        self.runs.push(PlannedRun {
+            id: id.clone(),
+            config_toml: toml::to_string(config)?,
+            surrogate,
+            needs_fgsm: self.needs_fgsm,
+            attacks: self.attacks.clone(),
+        });
+        self.by_id.insert(id, self.runs.len() - 1);
+        Ok(self.runs.len() - 1)
+    }
 }

@@ -70,15 +70,55 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         );
     }
     let rel = |p: &Path| shell_quote(&relative_to(p, opts.root).display().to_string());
-    let name = format!("pixreg-{}-{}", plan.table.name, plan.profile);
-    let runs_dir = rel(&paths.runs_dir);
-    let data_dir = rel(&paths.data_dir);
-    let pixreg = rel(&paths.pixreg);
     let mut directives = String::new();
     for d in opts.directives {
         let _ = writeln!(directives, "#SBATCH {d}");
     }
+    let shared = Shared {
+        name: format!("pixreg-{}-{}", plan.table.name, plan.profile),
+        runs_dir: rel(&paths.runs_dir),
+        data_dir: rel(&paths.data_dir),
+        pixreg: rel(&paths.pixreg),
+        xtask: rel(opts.xtask),
+        directives,
+    };
+    let scripts = SlurmScripts {
+        array: opts.dir.join("array.sbatch"),
+        assemble: opts.dir.join("assemble.sbatch"),
+        submit: opts.dir.join("submit.sh"),
+    };
+    write_atomic(
+        &scripts.array,
+        array_script(plan, paths, opts, &shared).as_bytes(),
+    )?;
+    write_atomic(
+        &scripts.assemble,
+        assemble_script(paths, opts, &shared).as_bytes(),
+    )?;
+    write_atomic(&scripts.submit, submit_script(opts, &shared).as_bytes())?;
+    Ok(scripts)
+}
 
+/// What the three scripts share: the job name and the quoted paths, relative to the root.
+struct Shared {
+    name: String,
+    runs_dir: String,
+    data_dir: String,
+    pixreg: String,
+    xtask: String,
+    directives: String,
+}
+
+/// The job array: one task per run, each `pixreg train` of its config.
+fn array_script(plan: &Plan, paths: &Paths, opts: &SlurmOptions, shared: &Shared) -> String {
+    let Shared {
+        name,
+        runs_dir,
+        data_dir,
+        pixreg,
+        directives,
+        ..
+    } = shared;
     let mut array = String::new();
     let _ = writeln!(array, "#!/bin/bash");
     let _ = writeln!(array, "#SBATCH --job-name={name}");
@@ -88,7 +128,7 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         "#SBATCH --output={}/slurm-%A_%a.out",
         relative_to(&paths.runs_dir, opts.root).display()
     );
-    array.push_str(&directives);
+    array.push_str(directives);
     let _ = writeln!(
         array,
         "# One array task per run of {} (profile {}).",
@@ -115,7 +155,19 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         array,
         "exec \"$PIXREG\" train --config {runs_dir}/xtask-configs/\"$id\".toml --runs-dir {runs_dir} --data-dir {data_dir} --quiet"
     );
+    array
+}
 
+/// The assembly job: this xtask binary with the same table arguments and `--no-train`.
+fn assemble_script(paths: &Paths, opts: &SlurmOptions, shared: &Shared) -> String {
+    let Shared {
+        name,
+        runs_dir,
+        data_dir,
+        pixreg,
+        xtask,
+        directives,
+    } = shared;
     let mut assemble = String::new();
     let _ = writeln!(assemble, "#!/bin/bash");
     let _ = writeln!(assemble, "#SBATCH --job-name={name}-assemble");
@@ -124,7 +176,7 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         "#SBATCH --output={}/slurm-%j-assemble.out",
         relative_to(&paths.runs_dir, opts.root).display()
     );
-    assemble.push_str(&directives);
+    assemble.push_str(directives);
     let _ = writeln!(
         assemble,
         "# Transferred FGSM of the finished runs, then the table; failed runs are marked in it."
@@ -132,14 +184,19 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
     let _ = writeln!(assemble, "set -euo pipefail");
     let _ = writeln!(assemble, "cd \"${{SLURM_SUBMIT_DIR:-.}}\"");
     let args: Vec<String> = opts.reproduce_args.iter().map(|a| shell_quote(a)).collect();
-    let _ = writeln!(assemble, "XTASK=\"${{XTASK:-{}}}\"", rel(opts.xtask));
+    let _ = writeln!(assemble, "XTASK=\"${{XTASK:-{}}}\"", xtask);
     let _ = writeln!(assemble, "PIXREG=\"${{PIXREG:-{pixreg}}}\"");
     let _ = writeln!(
         assemble,
         "exec \"$XTASK\" reproduce {} --runs-dir {runs_dir} --data-dir {data_dir} --pixreg \"$PIXREG\" --no-train",
         args.join(" ")
     );
+    assemble
+}
 
+/// `submit.sh`: the array, then the assembly job depending on it, from the repository root.
+fn submit_script(opts: &SlurmOptions, shared: &Shared) -> String {
+    let runs_dir = &shared.runs_dir;
     let dir_rel = relative_to(opts.dir, opts.root);
     // From the scripts' folder back to the repository root: relative when the scripts lie
     // inside the repository, else the root as it is.
@@ -179,16 +236,7 @@ pub fn write_scripts(plan: &Plan, paths: &Paths, opts: &SlurmOptions) -> Result<
         submit,
         "echo \"submitted run array $array and assembly job ${{assemble%%;*}}\""
     );
-
-    let scripts = SlurmScripts {
-        array: opts.dir.join("array.sbatch"),
-        assemble: opts.dir.join("assemble.sbatch"),
-        submit: opts.dir.join("submit.sh"),
-    };
-    write_atomic(&scripts.array, array.as_bytes())?;
-    write_atomic(&scripts.assemble, assemble.as_bytes())?;
-    write_atomic(&scripts.submit, submit.as_bytes())?;
-    Ok(scripts)
+    submit
 }
 
 /// Runs `submit.sh` (needs `sbatch` on PATH).

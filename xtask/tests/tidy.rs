@@ -163,7 +163,10 @@ const KERNEL_LINE_BUDGET: usize = 700;
 fn no_kernel_file_grows_past_its_budget() {
     let mut files = Vec::new();
     rust_files(&root().join("crates/kernels/src"), &mut files);
-    assert!(files.len() >= 10, "the kernel sources were not found: {files:?}");
+    assert!(
+        files.len() >= 10,
+        "the kernel sources were not found: {files:?}"
+    );
     let over: Vec<String> = files
         .into_iter()
         .filter_map(|p| {

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::attack::AttackName;
 use crate::config::ExperimentConfig;
 use crate::data::DataSource;
-use crate::eval::{evaluate_loaded, evaluate_run, validate_attacks};
+use crate::eval::{evaluate_loaded, evaluate_run};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{load_task_data, train, TrainOptions};
 
@@ -55,7 +56,7 @@ pub struct EvalArgs {
     /// Comma-separated attacks: gaussian, uniform, saltpepper, fgsm, boundary,
     /// boundary-converged, hsj, pgd-linf, pgd-l2, corruptions (default: the config's).
     #[arg(long, value_delimiter = ',')]
-    pub attacks: Option<Vec<String>>,
+    pub attacks: Option<Vec<AttackName>>,
     /// Run folder of the unregularized surrogate for transferred FGSM (default: the config's;
     /// without one, FGSM is white-box).
     #[arg(long)]
@@ -98,7 +99,6 @@ pub struct RunsArgs {
 /// `pixreg train`: train, evaluate, mark finished.
 pub fn train_command(args: &TrainArgs) -> Result<()> {
     let config = ExperimentConfig::load(&args.config, &args.overrides)?;
-    validate_attacks(&config.evaluation.attacks)?;
     let mut data = DataSource::resolve(args.data_dir.as_deref(), args.download)?;
     if args.no_verify {
         data = data.without_verification();

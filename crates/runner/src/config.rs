@@ -405,7 +405,7 @@ impl TrainingConfig {
 pub struct EvaluationConfig {
     /// Attacks to run at the end of training (see `pixreg eval --help` for the names).
     #[serde(default)]
-    pub attacks: Vec<String>,
+    pub attacks: Vec<crate::attack::AttackName>,
     /// Images attacked by the Boundary Attack (the paper: 1000).
     #[serde(default = "default_boundary_images")]
     pub boundary_images: usize,

@@ -19,35 +19,19 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use pixreg_attacks::{
-    global_bounds, BoundaryAttack, CorruptionEval, DecisionAttack, DecisionProtocol, Fgsm,
-    FnClassifier, HopSkipJump, NoiseAttack, NoiseKind, Pgd, Task,
-};
+use pixreg_attacks::{global_bounds, FnClassifier};
 use pixreg_models::{ModelConfig, ResNet};
 use serde_json::{json, Value};
 
 use pixreg_datasets::ClassificationData;
 
-use crate::config::{parse_device, EvaluationConfig, ExperimentConfig};
+use crate::attack::{attack_task, AttackName, AttackRun};
+use crate::config::{parse_device, ExperimentConfig};
 use crate::data::DataSource;
 use crate::output::write_text;
 use crate::provenance::{sha256_file, Provenance};
 use crate::run_dir::{RunDir, RunLock, RunState, RunStatus};
 use crate::train::{evaluate, load_task_data};
-
-/// Attack names accepted by `--attacks` and `evaluation.attacks`.
-pub const ATTACKS: [&str; 10] = [
-    "gaussian",
-    "uniform",
-    "saltpepper",
-    "fgsm",
-    "boundary",
-    "boundary-converged",
-    "hsj",
-    "pgd-linf",
-    "pgd-l2",
-    "corruptions",
-];
 
 /// Version of the `results.json` layout (see the module docs). Format 1 (pixreg 0.1) had
 /// fractions in attack curves and no provenance.
@@ -96,97 +80,6 @@ fn scale_numbers(value: Value, factor: f64) -> Value {
     }
 }
 
-/// Steps of the converged Boundary Attack (enough for the step-size adaptation to act).
-pub const CONVERGED_BOUNDARY_STEPS: usize = 5000;
-
-/// Checks attack names, so a typo fails before a long training run.
-pub fn validate_attacks(names: &[String]) -> Result<()> {
-    for name in names {
-        if !ATTACKS.contains(&name.as_str()) {
-            bail!(
-                "unknown attack `{name}`; expected one of {}",
-                ATTACKS.join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Progress within one long attack (the repeats of a decision attack, the ε of a PGD grid):
-/// one line per finished part in log.txt, with the elapsed time and an ETA from it, also on
-/// the terminal when stderr is one (xtask's children write to files: their bars read the log).
-struct AttackProgress<'a> {
-    run: &'a RunDir,
-    prefix: String,
-    unit: &'static str,
-    done: usize,
-    started: std::time::Instant,
-    terminal: bool,
-}
-
-impl<'a> AttackProgress<'a> {
-    fn new(run: &'a RunDir, attack: &str, (k, n): (usize, usize), unit: &'static str) -> Self {
-        use std::io::IsTerminal;
-        Self {
-            run,
-            prefix: format!("evaluating {attack} ({}/{n})", k + 1),
-            unit,
-            done: 0,
-            started: std::time::Instant::now(),
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    /// One more of `total` parts is done.
-    fn done(&mut self, total: usize) -> pixreg_attacks::Result<()> {
-        self.done += 1;
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let left = elapsed / self.done as f64 * total.saturating_sub(self.done) as f64;
-        let line = format!(
-            "{}: {} {}/{total} done after {elapsed:.1} s, ETA {left:.0} s",
-            self.prefix, self.unit, self.done
-        );
-        if self.terminal {
-            eprintln!("{line}");
-        }
-        self.run
-            .log(&line)
-            .map_err(|e| pixreg_attacks::AttackError::Progress(format!("{e:#}")))
-    }
-}
-
-/// The attack protocol (ε grids, Boundary Attack indices) of a task: the JPEG CIFAR-10 copy
-/// is attacked as CIFAR-10.
-fn attack_task(dataset: pixreg_datasets::DatasetName) -> Result<Task> {
-    use pixreg_datasets::DatasetName;
-    Ok(match dataset {
-        DatasetName::Mnist => Task::Mnist,
-        DatasetName::FashionMnist => Task::FashionMnist,
-        DatasetName::Cifar10 | DatasetName::Cifar10Jpeg => Task::Cifar10,
-        DatasetName::Cifar100 => Task::Cifar100,
-        other => bail!("no attack protocol for dataset {other}"),
-    })
-}
-
-/// ε grid of the PGD L∞ column, in unit scale: the customary budgets, up to 0.3 for MNIST-type
-/// tasks and up to 8/255 for CIFAR.
-fn pgd_linf_grid(task: Task) -> Vec<f64> {
-    match task {
-        Task::Mnist | Task::FashionMnist => vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.3],
-        Task::Cifar10 | Task::Cifar100 => {
-            vec![0.0, 1.0 / 255.0, 2.0 / 255.0, 4.0 / 255.0, 8.0 / 255.0]
-        }
-    }
-}
-
-/// L2 budgets (unit scale): MNIST up to 2.0, CIFAR up to 0.5, the customary ranges.
-fn pgd_l2_grid(task: Task) -> Vec<f64> {
-    match task {
-        Task::Mnist | Task::FashionMnist => vec![0.0, 0.5, 1.0, 1.5, 2.0],
-        Task::Cifar10 | Task::Cifar100 => vec![0.0, 0.125, 0.25, 0.5],
-    }
-}
-
 /// The test set at model scale, with its labels.
 fn test_tensor(
     data: &pixreg_datasets::ClassificationData,
@@ -202,7 +95,7 @@ fn test_tensor(
 }
 
 /// The committed best checkpoint of a run and its model.
-fn load_best(run: &RunDir, device: &Device) -> Result<(std::path::PathBuf, ResNet)> {
+pub(crate) fn load_best(run: &RunDir, device: &Device) -> Result<(std::path::PathBuf, ResNet)> {
     let config = ModelConfig::load_json(run.model_json())?;
     let path = run.best_checkpoint()?;
     let model = ResNet::load(&path, &config, device)
@@ -266,11 +159,10 @@ pub fn evaluate_run(
     run: &RunDir,
     config: &ExperimentConfig,
     data_source: &DataSource,
-    attacks: &[String],
+    attacks: &[AttackName],
     surrogate: Option<&Path>,
     provisional: bool,
 ) -> Result<Value> {
-    validate_attacks(attacks)?;
     let lock = run.lock()?;
     evaluable_state(run, provisional)?;
     let data = load_task_data(config, data_source)?;
@@ -284,11 +176,10 @@ pub fn evaluate_loaded(
     _lock: &RunLock,
     config: &ExperimentConfig,
     data: &ClassificationData,
-    attacks: &[String],
+    attacks: &[AttackName],
     surrogate: Option<&Path>,
     provisional: bool,
 ) -> Result<Value> {
-    validate_attacks(attacks)?;
     check_model_matches(run, config)?;
     let state = evaluable_state(run, provisional)?;
     let provisional = state.status == RunStatus::Running;
@@ -309,7 +200,6 @@ pub fn evaluate_loaded(
         ))
     };
     let task = attack_task(config.task.dataset)?;
-    let seed = config.training.seed;
     let mut results = current_results(run, &sha, provisional)?;
     results["format"] = json!(RESULTS_FORMAT);
     results["run"] = json!(run.id());
@@ -328,111 +218,29 @@ pub fn evaluate_loaded(
         |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),
         bounds,
     );
-    for (k, name) in attacks.iter().enumerate() {
+    for (k, &name) in attacks.iter().enumerate() {
         let started = std::time::Instant::now();
         // One line per attack in log.txt: `tail -f` (and xtask's progress bars) follow them.
         run.log(&format!("evaluating {name} ({}/{})", k + 1, attacks.len()))?;
-        let value = match name.as_str() {
-            "gaussian" | "uniform" | "saltpepper" => {
-                let kind = match name.as_str() {
-                    "gaussian" => NoiseKind::Gaussian,
-                    "uniform" => NoiseKind::Uniform,
-                    _ => NoiseKind::SaltPepper,
-                };
-                serde_json::to_value(NoiseAttack::paper(task, kind).run(&clf, &x, &labels, seed)?)?
-            }
-            "fgsm" => match surrogate {
-                Some(dir) => {
-                    let sur_run = RunDir::open(dir)?;
-                    let (sur_checkpoint, sur_model) = load_best(&sur_run, &device)?;
-                    let sur = FnClassifier::new(
-                        |t: &Tensor| sur_model.forward_eval(t).map_err(candle_core::Error::wrap),
-                        bounds,
-                    );
-                    let mut v = serde_json::to_value(
-                        Fgsm::paper(task).run_transferred(&sur, &clf, &x, &labels)?,
-                    )?;
-                    v["surrogate"] = json!(sur_run.id());
-                    v["surrogate_checkpoint_sha256"] = json!(sha256_file(&sur_checkpoint)?);
-                    v
-                }
-                None => serde_json::to_value(Fgsm::paper(task).run_white_box(&clf, &x, &labels)?)?,
-            },
-            "boundary" | "boundary-converged" | "hsj" => {
-                let mut protocol = DecisionProtocol::paper(seed);
-                protocol.n_images = config.evaluation.boundary_images.min(x.dim(0)?);
-                protocol.repeats = config.evaluation.boundary_repeats;
-                protocol.attack = match name.as_str() {
-                    "boundary" => DecisionAttack::Boundary(BoundaryAttack::paper()),
-                    "boundary-converged" => DecisionAttack::Boundary(BoundaryAttack::converged(
-                        CONVERGED_BOUNDARY_STEPS,
-                    )),
-                    _ => DecisionAttack::HopSkipJump(hop_skip_jump(&config.evaluation)),
-                };
-                let mut progress = AttackProgress::new(run, name, (k, attacks.len()), "repeat");
-                let repeats = protocol.repeats;
-                let report = protocol.run_observed(&clf, &x, &mut |_| progress.done(repeats))?;
-                let settings = match &protocol.attack {
-                    DecisionAttack::HopSkipJump(h) => json!({
-                        "steps": h.steps,
-                        "initial_gradient_evals": h.initial_gradient_eval_steps,
-                    }),
-                    _ => serde_json::Value::Null,
-                };
-                let n_images = report.indices.len() as f64;
-                let queries: f64 = report
-                    .repeats
-                    .iter()
-                    .map(|r| r.mean_queries * n_images)
-                    .sum();
-                let mut v = json!({
-                    "queries": queries,
-                    "queries_per_second": queries / report.wall_seconds,
-                    "mean_of_medians": report.mean_of_medians,
-                    "medians": report.medians,
-                    "success_rate": report.success_rate,
-                    "n_images": report.indices.len(),
-                    "repeats": report.repeats,
-                    "wall_seconds": report.wall_seconds,
-                });
-                if !settings.is_null() {
-                    v["settings"] = settings;
-                }
-                v
-            }
-            "pgd-linf" | "pgd-l2" => {
-                let n = config
-                    .evaluation
-                    .pgd_images
-                    .unwrap_or(labels.len())
-                    .min(labels.len());
-                let (pgd, grid) = if name == "pgd-linf" {
-                    (Pgd::linf(0.0), pgd_linf_grid(task))
-                } else {
-                    (Pgd::l2(0.0), pgd_l2_grid(task))
-                };
-                let mut progress = AttackProgress::new(run, name, (k, attacks.len()), "ε");
-                let points = grid.len();
-                serde_json::to_value(pgd.run_grid_observed(
-                    &clf,
-                    &x.narrow(0, 0, n)?,
-                    &labels[..n],
-                    &grid,
-                    seed,
-                    &mut |_, _| progress.done(points),
-                )?)?
-            }
-            "corruptions" => {
-                serde_json::to_value(CorruptionEval::default().run(&clf, &x, &labels, seed)?)?
-            }
-            other => bail!("unknown attack `{other}`"),
-        };
+        let value = AttackRun {
+            run,
+            model: &clf,
+            images: &x,
+            labels: &labels,
+            task,
+            evaluation: &config.evaluation,
+            seed: config.training.seed,
+            surrogate,
+            device: &device,
+            position: (k, attacks.len()),
+        }
+        .report(name)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(attack = %name, seconds, "attack done");
         run.log(&format!("evaluated {name} in {seconds:.1} s"))?;
         let mut value = in_percent(value);
         value["provenance"] = provenance()?;
-        results["attacks"][name] = value;
+        results["attacks"][name.as_str()] = value;
     }
     write_text(&run.results(), &serde_json::to_string_pretty(&results)?)?;
     Ok(results)
@@ -469,17 +277,4 @@ fn current_results(run: &RunDir, sha: &str, provisional: bool) -> Result<Value> 
         }
     }
     Ok(kept)
-}
-
-/// The HopSkipJump of an `[evaluation]` section: foolbox's defaults, with `hsj_steps` and
-/// `hsj_gradient_evals` where given.
-fn hop_skip_jump(evaluation: &EvaluationConfig) -> HopSkipJump {
-    let defaults = HopSkipJump::default();
-    HopSkipJump {
-        steps: evaluation.hsj_steps.unwrap_or(defaults.steps),
-        initial_gradient_eval_steps: evaluation
-            .hsj_gradient_evals
-            .unwrap_or(defaults.initial_gradient_eval_steps),
-        ..defaults
-    }
 }

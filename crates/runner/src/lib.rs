@@ -14,6 +14,7 @@
 //!
 //! Every file the tool writes goes through [`output`], which writes atomically.
 
+pub mod attack;
 pub mod commands;
 pub mod config;
 pub mod curves;
