@@ -138,10 +138,11 @@ fn every_crate_takes_the_workspace_lints() {
     }
 }
 
-/// Lines a source file may have. Issue 17 aims at ~600; the files above it today (xtask's
-/// assembly, the training loop, the runner's config) are to be split, and this budget keeps
-/// them, and everything else, from growing meanwhile. The kernels' own budget is below.
-const LINE_BUDGET: usize = 1400;
+/// Lines a source file may have. Issue 17 aims at ~600; the files above it today (the training
+/// loop, the assembly's cells and verdicts, the runner's config, the kernel tests) are to be
+/// split, and this budget keeps them, and everything else, from growing meanwhile. The
+/// kernels' own budget is below.
+const LINE_BUDGET: usize = 1000;
 
 #[test]
 fn no_source_file_grows_past_the_line_budget() {
