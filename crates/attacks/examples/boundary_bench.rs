@@ -4,7 +4,7 @@
 //! `cargo run --release -p pixreg-attacks --example boundary_bench -- [n_images] [side]`
 
 use candle_core::{Device, Tensor};
-use pixreg_attacks::{BoundaryAttack, FnClassifier, HopSkipJump};
+use pixreg_attacks::{BoundaryAttack, DecisionBasedAttack, FnClassifier, HopSkipJump};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

@@ -16,6 +16,7 @@
 use crate::blended::{BlendedUniformNoiseInit, Prepared};
 use crate::classifier::{l2_dist, norm, Classifier, DEFAULT_MAX_BATCH};
 use crate::error::{invalid, Result};
+use crate::protocol::{DecisionBasedAttack, DecisionOutcome};
 use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use pixreg_attacks::{predict_batched, BoundaryAttack, FnClassifier};
+/// use pixreg_attacks::{predict_batched, BoundaryAttack, DecisionBasedAttack, FnClassifier};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dev = Device::Cpu;
@@ -278,23 +279,8 @@ impl BoundaryAttack {
         Ok(())
     }
 
-    /// Attack `images` (`[N, C, H, W]`, model scale, inside `model.input_bounds()`) whose
-    /// labels are `labels` (the paper uses the model's own clean predictions). Image `i` uses
-    /// random stream `i` of `seed`.
-    pub fn run<C: Classifier + ?Sized>(
-        &self,
-        model: &C,
-        images: &Tensor,
-        labels: &[u32],
-        seed: u64,
-    ) -> Result<Vec<BoundaryOutcome>> {
-        let ids: Vec<u64> = (0..labels.len() as u64).collect();
-        self.run_with_ids(model, images, labels, &ids, seed)
-    }
-
-    /// As [`Self::run`], but image `i` uses random stream `ids[i]` (e.g. its dataset index),
-    /// so that results do not depend on how a caller splits the images into batches.
-    pub fn run_with_ids<C: Classifier + ?Sized>(
+    /// [`DecisionBasedAttack::run_with_ids`] of this attack.
+    fn attack_streams<C: Classifier + ?Sized>(
         &self,
         model: &C,
         images: &Tensor,
@@ -440,5 +426,38 @@ impl BoundaryAttack {
                 s.qc.clear();
             }
         }
+    }
+}
+
+impl DecisionBasedAttack for BoundaryAttack {
+    type Outcome = BoundaryOutcome;
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn run_with_ids<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        ids: &[u64],
+        seed: u64,
+    ) -> Result<Vec<BoundaryOutcome>> {
+        self.attack_streams(model, images, labels, ids, seed)
+    }
+}
+
+impl DecisionOutcome for BoundaryOutcome {
+    fn success(&self) -> bool {
+        self.success
+    }
+
+    fn adversarial(&self) -> &[f32] {
+        &self.adversarial
+    }
+
+    fn queries(&self) -> usize {
+        self.queries
     }
 }

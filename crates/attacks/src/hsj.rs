@@ -9,6 +9,7 @@
 use crate::blended::{BlendedUniformNoiseInit, Prepared};
 use crate::classifier::{l2_dist, norm, Classifier, Oracle, DEFAULT_MAX_BATCH};
 use crate::error::{invalid, Result};
+use crate::protocol::{DecisionBasedAttack, DecisionOutcome};
 use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use pixreg_attacks::{predict_batched, FnClassifier, HopSkipJump};
+/// use pixreg_attacks::{predict_batched, DecisionBasedAttack, FnClassifier, HopSkipJump};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dev = Device::Cpu;
@@ -136,20 +137,8 @@ impl HopSkipJump {
         Ok(())
     }
 
-    /// Attack `images` (model scale) with `labels`; image `i` uses stream `i` of `seed`.
-    pub fn run<C: Classifier + ?Sized>(
-        &self,
-        model: &C,
-        images: &Tensor,
-        labels: &[u32],
-        seed: u64,
-    ) -> Result<Vec<HsjOutcome>> {
-        let ids: Vec<u64> = (0..labels.len() as u64).collect();
-        self.run_with_ids(model, images, labels, &ids, seed)
-    }
-
-    /// As [`Self::run`] with explicit per-image stream ids.
-    pub fn run_with_ids<C: Classifier + ?Sized>(
+    /// [`DecisionBasedAttack::run_with_ids`] of this attack.
+    fn attack_streams<C: Classifier + ?Sized>(
         &self,
         model: &C,
         images: &Tensor,
@@ -414,5 +403,38 @@ impl HopSkipJump {
             s.s2 = Vec::new();
         }
         Ok(())
+    }
+}
+
+impl DecisionBasedAttack for HopSkipJump {
+    type Outcome = HsjOutcome;
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn run_with_ids<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        ids: &[u64],
+        seed: u64,
+    ) -> Result<Vec<HsjOutcome>> {
+        self.attack_streams(model, images, labels, ids, seed)
+    }
+}
+
+impl DecisionOutcome for HsjOutcome {
+    fn success(&self) -> bool {
+        self.success
+    }
+
+    fn adversarial(&self) -> &[f32] {
+        &self.adversarial
+    }
+
+    fn queries(&self) -> usize {
+        self.queries
     }
 }

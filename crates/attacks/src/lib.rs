@@ -83,7 +83,7 @@ pub use noise::{
     NoiseAttack, NoiseDraws, NoiseKind, Task,
 };
 pub use protocol::{
-    mse_distance, official_boundary_indices, DecisionAttack, DecisionProtocol, DecisionReport,
-    DistanceChannels, RepeatReport,
+    mse_distance, official_boundary_indices, DecisionBasedAttack, DecisionOutcome,
+    DecisionProtocol, DecisionReport, DistanceChannels, RepeatReport,
 };
 pub use whitebox::{ExtremaScope, Fgsm, Pgd, PgdNorm, PgdOutcome, PgdReport};

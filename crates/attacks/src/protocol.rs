@@ -12,7 +12,6 @@
 use crate::boundary::BoundaryAttack;
 use crate::classifier::{check_images, checked_bounds, median, predict_batched, Classifier};
 use crate::error::{invalid, AttackError, Result};
-use crate::hsj::HopSkipJump;
 use crate::noise::Task;
 use crate::rng::derive_seed;
 use candle_core::Tensor;
@@ -58,13 +57,50 @@ pub fn mse_distance(
     s / n as f64
 }
 
-/// Which decision-based attack a protocol runs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum DecisionAttack {
-    /// foolbox Boundary Attack.
-    Boundary(BoundaryAttack),
-    /// foolbox HopSkipJump.
-    HopSkipJump(HopSkipJump),
+/// A decision-based attack: it sees only the model's top-1 decisions and attacks each image
+/// with its own random stream, so [`DecisionProtocol`] runs any of them the same way
+/// ([`BoundaryAttack`], [`crate::HopSkipJump`]).
+pub trait DecisionBasedAttack {
+    /// What the attack reports per image.
+    type Outcome: DecisionOutcome;
+
+    /// Images per model call.
+    fn max_batch(&self) -> usize;
+
+    /// Attacks `images` (`[N, C, H, W]`, model scale, inside `model.input_bounds()`) whose
+    /// labels are `labels` (the paper uses the model's own clean predictions); image `i` uses
+    /// random stream `ids[i]` of `seed` (e.g. its dataset index), so that results do not
+    /// depend on how a caller splits the images into batches.
+    fn run_with_ids<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        ids: &[u64],
+        seed: u64,
+    ) -> Result<Vec<Self::Outcome>>;
+
+    /// [`Self::run_with_ids`] with image `i` on stream `i`.
+    fn run<C: Classifier + ?Sized>(
+        &self,
+        model: &C,
+        images: &Tensor,
+        labels: &[u32],
+        seed: u64,
+    ) -> Result<Vec<Self::Outcome>> {
+        let ids: Vec<u64> = (0..labels.len() as u64).collect();
+        self.run_with_ids(model, images, labels, &ids, seed)
+    }
+}
+
+/// What [`DecisionProtocol`] reads of a decision-based attack's per-image outcome.
+pub trait DecisionOutcome {
+    /// The final point is adversarial (a failed image is reported, never dropped).
+    fn success(&self) -> bool;
+    /// The final point, unit space.
+    fn adversarial(&self) -> &[f32];
+    /// Model queries spent on the image (initialisation included).
+    fn queries(&self) -> usize;
 }
 
 /// Configuration of a median-distance evaluation.
@@ -78,7 +114,7 @@ pub enum DecisionAttack {
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use pixreg_attacks::{BoundaryAttack, DecisionAttack, DecisionProtocol, FnClassifier};
+/// use pixreg_attacks::{BoundaryAttack, DecisionProtocol, FnClassifier};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dev = Device::Cpu;
@@ -98,10 +134,10 @@ pub enum DecisionAttack {
 /// let test_images = Tensor::from_vec(pixels, (6, 1, 4, 4), &dev)?;
 ///
 /// let protocol = DecisionProtocol {
-///     attack: DecisionAttack::Boundary(BoundaryAttack {
+///     attack: BoundaryAttack {
 ///         steps: 20,
 ///         ..BoundaryAttack::paper()
-///     }),
+///     },
 ///     n_images: 4,
 ///     repeats: 2,
 ///     ..DecisionProtocol::paper(0)
@@ -120,9 +156,9 @@ pub enum DecisionAttack {
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionProtocol {
-    /// The attack.
-    pub attack: DecisionAttack,
+pub struct DecisionProtocol<A = BoundaryAttack> {
+    /// The attack ([`BoundaryAttack`] by default; any [`DecisionBasedAttack`]).
+    pub attack: A,
     /// Number of random test images (ignored when `indices` is given).
     pub n_images: usize,
     /// Number of repeats.
@@ -139,12 +175,26 @@ impl DecisionProtocol {
     /// The paper protocol: Boundary Attack with 50 steps, 1000 images, 5 repeats, all channels.
     pub fn paper(seed: u64) -> Self {
         Self {
-            attack: DecisionAttack::Boundary(BoundaryAttack::paper()),
+            attack: BoundaryAttack::paper(),
             n_images: 1000,
             repeats: 5,
             seed,
             indices: None,
             channels: DistanceChannels::All,
+        }
+    }
+}
+
+impl<A> DecisionProtocol<A> {
+    /// The same protocol (images, repeats, seed, distances) with another attack.
+    pub fn with_attack<B>(self, attack: B) -> DecisionProtocol<B> {
+        DecisionProtocol {
+            attack,
+            n_images: self.n_images,
+            repeats: self.repeats,
+            seed: self.seed,
+            indices: self.indices,
+            channels: self.channels,
         }
     }
 
@@ -171,14 +221,16 @@ impl DecisionProtocol {
             }
         }
     }
+}
 
+impl<A: DecisionBasedAttack + Clone> DecisionProtocol<A> {
     /// Run the protocol on the whole (preprocessed, model-scale) test set `test_images`
     /// `[N, C, H, W]`; unit scale uses `model.input_bounds()` (global test-set extrema).
     pub fn run<C: Classifier + ?Sized>(
         &self,
         model: &C,
         test_images: &Tensor,
-    ) -> Result<DecisionReport> {
+    ) -> Result<DecisionReport<A>> {
         self.run_observed(model, test_images, &mut |_| Ok(()))
     }
 
@@ -190,7 +242,7 @@ impl DecisionProtocol {
         model: &C,
         test_images: &Tensor,
         on_repeat: &mut dyn FnMut(&RepeatReport) -> Result<()>,
-    ) -> Result<DecisionReport> {
+    ) -> Result<DecisionReport<A>> {
         let start = std::time::Instant::now();
         let (n_test, c, h, w) = check_images(test_images)?;
         checked_bounds(model)?;
@@ -207,11 +259,7 @@ impl DecisionProtocol {
             test_images.device(),
         )?;
         let images = test_images.index_select(&ix_t, 0)?;
-        let max_batch = match &self.attack {
-            DecisionAttack::Boundary(a) => a.max_batch,
-            DecisionAttack::HopSkipJump(a) => a.max_batch,
-        };
-        let labels = predict_batched(model, &images, max_batch)?;
+        let labels = predict_batched(model, &images, self.attack.max_batch())?;
         let (lo, hi) = checked_bounds(model)?;
         let x0 = crate::classifier::to_unit(&images, lo, hi)?;
         let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
@@ -219,22 +267,18 @@ impl DecisionProtocol {
         for r in 0..self.repeats {
             let t0 = std::time::Instant::now();
             let seed = derive_seed(self.seed, 0xA77A_0000 + r as u64);
-            let (succ, advs, queries): (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) = match &self.attack {
-                DecisionAttack::Boundary(a) => {
-                    let o = a.run_with_ids(model, &images, &labels, &ids, seed)?;
-                    multiunzip(o.into_iter().map(|o| (o.success, o.adversarial, o.queries)))
-                }
-                DecisionAttack::HopSkipJump(a) => {
-                    let o = a.run_with_ids(model, &images, &labels, &ids, seed)?;
-                    multiunzip(o.into_iter().map(|o| (o.success, o.adversarial, o.queries)))
-                }
-            };
-            let distances: Vec<Option<f64>> = succ
+            let outcomes = self
+                .attack
+                .run_with_ids(model, &images, &labels, &ids, seed)?;
+            let distances: Vec<Option<f64>> = outcomes
                 .iter()
-                .zip(&advs)
                 .enumerate()
-                .map(|(i, (&s, a))| s.then(|| mse_distance(x0.row(i), a, (c, h, w), self.channels)))
+                .map(|(i, o)| {
+                    o.success()
+                        .then(|| mse_distance(x0.row(i), o.adversarial(), (c, h, w), self.channels))
+                })
                 .collect();
+            let queries: Vec<usize> = outcomes.iter().map(DecisionOutcome::queries).collect();
             let ok: Vec<f64> = distances.iter().flatten().copied().collect();
             let n = distances.len();
             repeats.push(RepeatReport {
@@ -254,7 +298,7 @@ impl DecisionProtocol {
         let total: usize = repeats.iter().map(|r| r.successes + r.failures).sum();
         let succ: usize = repeats.iter().map(|r| r.successes).sum();
         Ok(DecisionReport {
-            attack: self.attack,
+            attack: self.attack.clone(),
             channels: self.channels,
             indices: idx,
             labels,
@@ -265,18 +309,6 @@ impl DecisionProtocol {
             wall_seconds: start.elapsed().as_secs_f64(),
         })
     }
-}
-
-fn multiunzip<I: Iterator<Item = (bool, Vec<f32>, usize)>>(
-    it: I,
-) -> (Vec<bool>, Vec<Vec<f32>>, Vec<usize>) {
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-    for (x, y, z) in it {
-        a.push(x);
-        b.push(y);
-        c.push(z);
-    }
-    (a, b, c)
 }
 
 /// One repeat of a decision-based protocol.
@@ -298,9 +330,9 @@ pub struct RepeatReport {
 
 /// Result of a decision-based protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionReport {
+pub struct DecisionReport<A = BoundaryAttack> {
     /// The attack and its configuration.
-    pub attack: DecisionAttack,
+    pub attack: A,
     /// Distance channels used.
     pub channels: DistanceChannels,
     /// Test-set indices attacked, in order.

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use pixreg_attacks::{
     blended::blend, draw_proposal, BlendedUniformNoiseInit, BoundaryAttack, Classifier,
+    DecisionBasedAttack,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pixreg_attacks::HopSkipJump;
+use pixreg_attacks::{DecisionBasedAttack, HopSkipJump};
 
 #[test]
 fn hsj_reaches_minimal_distance_and_is_reproducible() {

@@ -103,13 +103,13 @@ fn protocol_medians_failures_and_nan() {
         bounds,
     );
     let failing = DecisionProtocol {
-        attack: DecisionAttack::Boundary(BoundaryAttack {
+        attack: BoundaryAttack {
             init: BlendedUniformNoiseInit {
                 directions: 5,
                 steps: 50,
             },
             ..BoundaryAttack::paper()
-        }),
+        },
         repeats: 1,
         ..proto.clone()
     };

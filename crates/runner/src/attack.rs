@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use pixreg_attacks::{
-    global_bounds, BoundaryAttack, CorruptionEval, DecisionAttack, DecisionProtocol,
+    global_bounds, BoundaryAttack, CorruptionEval, DecisionBasedAttack, DecisionProtocol,
     DifferentiableClassifier, Fgsm, FnClassifier, HopSkipJump, NoiseAttack, NoiseKind, Pgd, Task,
 };
 use serde::{Deserialize, Serialize};
@@ -144,17 +144,20 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
             AttackName::Uniform => self.noise(NoiseKind::Uniform),
             AttackName::Saltpepper => self.noise(NoiseKind::SaltPepper),
             AttackName::Fgsm => self.fgsm(),
-            AttackName::Boundary => {
-                self.decision(attack, DecisionAttack::Boundary(BoundaryAttack::paper()))
-            }
+            AttackName::Boundary => self.decision(attack, BoundaryAttack::paper(), Value::Null),
             AttackName::BoundaryConverged => self.decision(
                 attack,
-                DecisionAttack::Boundary(BoundaryAttack::converged(CONVERGED_BOUNDARY_STEPS)),
+                BoundaryAttack::converged(CONVERGED_BOUNDARY_STEPS),
+                Value::Null,
             ),
-            AttackName::Hsj => self.decision(
-                attack,
-                DecisionAttack::HopSkipJump(hop_skip_jump(self.evaluation)),
-            ),
+            AttackName::Hsj => {
+                let hsj = hop_skip_jump(self.evaluation);
+                let settings = json!({
+                    "steps": hsj.steps,
+                    "initial_gradient_evals": hsj.initial_gradient_eval_steps,
+                });
+                self.decision(attack, hsj, settings)
+            }
             AttackName::PgdLinf => self.pgd(attack, Pgd::linf(0.0), pgd_linf_grid(self.task)),
             AttackName::PgdL2 => self.pgd(attack, Pgd::l2(0.0), pgd_l2_grid(self.task)),
             AttackName::Corruptions => Ok(serde_json::to_value(CorruptionEval::default().run(
@@ -192,12 +195,17 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
         Ok(value)
     }
 
-    /// A decision attack under the paper's protocol (images and repeats from the config).
-    fn decision(&self, name: AttackName, attack: DecisionAttack) -> Result<Value> {
-        let mut protocol = DecisionProtocol::paper(self.seed);
+    /// A decision attack under the paper's protocol (images and repeats from the config);
+    /// `settings`, unless null, records the attack's non-default knobs in the report.
+    fn decision<A: DecisionBasedAttack + Clone>(
+        &self,
+        name: AttackName,
+        attack: A,
+        settings: Value,
+    ) -> Result<Value> {
+        let mut protocol = DecisionProtocol::paper(self.seed).with_attack(attack);
         protocol.n_images = self.evaluation.boundary_images.min(self.images.dim(0)?);
         protocol.repeats = self.evaluation.boundary_repeats;
-        protocol.attack = attack;
         let mut progress = AttackProgress::new(self.run, name, self.position, "repeat");
         let repeats = protocol.repeats;
         let report =
@@ -218,11 +226,8 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
             "repeats": report.repeats,
             "wall_seconds": report.wall_seconds,
         });
-        if let DecisionAttack::HopSkipJump(h) = &protocol.attack {
-            value["settings"] = json!({
-                "steps": h.steps,
-                "initial_gradient_evals": h.initial_gradient_eval_steps,
-            });
+        if !settings.is_null() {
+            value["settings"] = settings;
         }
         Ok(value)
     }
