@@ -6,10 +6,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::attack::AttackName;
 use crate::config::ExperimentConfig;
+use crate::data::load_task_data;
 use crate::data::DataSource;
 use crate::eval::{evaluate_loaded, evaluate_run};
 use crate::run_dir::{RunDir, RunStatus};
-use crate::train::{load_task_data, train, TrainOptions};
+use crate::train::{train, TrainOptions};
 
 /// Arguments of `pixreg train`.
 #[derive(Debug, clap::Args)]

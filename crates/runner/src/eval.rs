@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use pixreg_attacks::{global_bounds, FnClassifier};
 use pixreg_models::{ModelConfig, ResNet};
 use serde_json::{json, Value};
@@ -27,11 +27,11 @@ use pixreg_datasets::ClassificationData;
 
 use crate::attack::{attack_task, AttackName, AttackRun};
 use crate::config::{parse_device, ExperimentConfig};
+use crate::data::load_task_data;
 use crate::data::DataSource;
 use crate::output::write_text;
 use crate::provenance::{sha256_file, Provenance};
 use crate::run_dir::{RunDir, RunLock, RunState, RunStatus};
-use crate::train::{evaluate, load_task_data};
 
 /// Version of the `results.json` layout (see the module docs). Format 1 (pixreg 0.1) had
 /// fractions in attack curves and no provenance.
@@ -277,4 +277,33 @@ fn current_results(run: &RunDir, sha: &str, provisional: bool) -> Result<Value> 
         }
     }
     Ok(kept)
+}
+
+/// Mean CE loss and accuracy (%) of the model in eval mode over every batch.
+pub fn evaluate(model: &ResNet, batches: &pixreg_datasets::Batcher<'_>) -> Result<(f64, f64)> {
+    let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
+    for batch in batches.epoch(0) {
+        let batch = batch?;
+        let logits = model.forward_eval(&batch.images)?;
+        let n = batch.indices.len();
+        let ce = pixreg_models::cross_entropy(&logits, &batch.labels)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        loss_sum += ce * n as f64;
+        let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+        let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
+        correct += predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        count += n;
+    }
+    if count == 0 {
+        bail!("cannot evaluate on an empty set");
+    }
+    Ok((
+        loss_sum / count as f64,
+        100.0 * correct as f64 / count as f64,
+    ))
 }

@@ -26,6 +26,7 @@ pub mod output;
 pub mod plot;
 pub mod predict;
 pub mod provenance;
+mod regularization;
 pub mod rsa_cmd;
 pub mod run_dir;
 pub mod tfevents;

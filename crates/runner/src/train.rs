@@ -9,31 +9,24 @@
 //! the seed, so an interrupted CPU run ends with the same weights as an uninterrupted one.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use pixreg_attacks::{FnClassifier, GaussianAugmentation, Pgd};
-use pixreg_datasets::{ClassificationData, ModelScale, RegImages, ValidSplit};
-use pixreg_models::{
-    Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum, SimilarityLoss,
-};
+use pixreg_datasets::{ClassificationData, ModelScale};
+use pixreg_models::{Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum};
 use rsa_core::model_side::score_target_correlation;
-use rsa_core::{
-    load_similarity_matrix, DoubleThresholdMode, PairSampler, PairSelection, SamplerState,
-    SimilaritySource, ThresholdedTargets,
-};
 use serde_json::json;
 
-use crate::config::{
-    parse_device, ExperimentConfig, RegularizationConfig, TrainingConfig, ValidSplitRule,
-};
+use crate::config::{parse_device, ExperimentConfig, TrainingConfig};
 use crate::curves::{self, StepScalars};
-use crate::data::DataSource;
+use crate::data::{load_task_data, DataSource};
+use crate::eval::evaluate;
 use crate::fault;
 use crate::output::write_text;
+use crate::regularization::{build_regularization, RegState};
 use crate::run_dir::{
     peak_rss_mib, RunDir, RunLock, RunState, RunStatus, SamplerPosition, RUN_LAYOUT,
 };
@@ -65,79 +58,6 @@ pub struct TrainOutcome {
     pub lock: RunLock,
 }
 
-/// Name of the file with the official code's seed-0 index draws.
-pub const OFFICIAL_INDICES_FILE: &str = "official_seed0_indices.json";
-
-/// Finds `official_seed0_indices.json`: in the data directory, or in the `specs/` folder
-/// beside it (the layout of the project's `../shared`).
-pub fn official_indices_file(data_dir: &Path) -> Result<std::path::PathBuf> {
-    let candidates = [
-        data_dir.join(OFFICIAL_INDICES_FILE),
-        data_dir
-            .join("..")
-            .join("specs")
-            .join(OFFICIAL_INDICES_FILE),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .with_context(|| {
-            format!(
-                "task.valid_split = \"official\" needs {OFFICIAL_INDICES_FILE} in {} or in \
-             ../specs beside it",
-                data_dir.display()
-            )
-        })
-}
-
-/// Seed of the `train_limit`/`test_limit` subsets: fixed, so that every run of a task (every
-/// seed, baseline or regularized) sees the same images.
-pub const SUBSET_SEED: u64 = 0x5eed_5ab5;
-
-/// `n` of `items` drawn uniformly (seeded), kept in their original order. A prefix would not
-/// do: folder-based copies such as `cifar10-jpeg` are sorted by class.
-fn random_subset(items: &[usize], n: usize) -> Vec<usize> {
-    if n >= items.len() {
-        return items.to_vec();
-    }
-    let mut chosen: Vec<usize> = pixreg_datasets::split::permutation(items.len(), SUBSET_SEED)
-        .into_iter()
-        .take(n)
-        .collect();
-    chosen.sort_unstable();
-    chosen.into_iter().map(|k| items[k]).collect()
-}
-
-/// The task's data, with the configured subsets applied.
-pub fn load_task_data(
-    config: &ExperimentConfig,
-    source: &DataSource,
-) -> Result<ClassificationData> {
-    let name = config.task.dataset;
-    let data_dir = source.dir.as_path();
-    let opts = source.options(config.task.rgb);
-    let valid = match config.task.valid_split {
-        ValidSplitRule::Official => ValidSplit::Official {
-            path: official_indices_file(data_dir)?,
-        },
-        ValidSplitRule::Random => ValidSplit::Random {
-            fraction: config.training.valid_portion,
-            seed: config.training.seed,
-        },
-    };
-    let mut data = ClassificationData::load(name, &opts, &valid)
-        .with_context(|| format!("loading {name} from {}", data_dir.display()))?;
-    if let Some(n) = config.task.train_limit {
-        data.split.train = random_subset(&data.split.train, n);
-    }
-    if let Some(n) = config.task.test_limit {
-        let all: Vec<usize> = (0..data.test_set.n).collect();
-        data.test_set = data.test_set.subset(&random_subset(&all, n))?;
-    }
-    Ok(data)
-}
-
 /// The model architecture for a config and its data.
 pub fn model_config(config: &ExperimentConfig, data: &ClassificationData) -> Result<ModelConfig> {
     let arch: Arch = config.model.arch;
@@ -148,17 +68,6 @@ pub fn model_config(config: &ExperimentConfig, data: &ClassificationData) -> Res
         set.num_classes,
         config.model.base_channels,
     ))
-}
-
-/// Everything the regularizer needs during training.
-struct RegState {
-    /// Regularization images at model scale, `[N, C, H, W]` on the training device.
-    images: Tensor,
-    sampler: PairSampler,
-    alpha: f64,
-    criterion: SimilarityLoss,
-    /// Wall time of building the images, similarities and pair targets.
-    targets_seconds: f64,
 }
 
 /// A training-time input perturbation: the defense baselines the regularizer is compared
@@ -249,118 +158,6 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
         .fold(seed ^ 0xde7e_45e5, |h, &v| {
             (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
         })
-}
-
-fn target_rule(reg: &RegularizationConfig) -> Result<ThresholdedTargets> {
-    let th = reg.threshold.context("regularization.threshold is unset")?;
-    let mut rule = ThresholdedTargets::new(th)?.with_value(reg.boost_value)?;
-    if let Some(th2) = reg.threshold2 {
-        let mode = if reg.graded_double {
-            DoubleThresholdMode::Graded
-        } else {
-            DoubleThresholdMode::Reference
-        };
-        rule = rule.with_second_threshold(th2, mode)?;
-    }
-    if !reg.boosting {
-        rule = rule.without_boosting();
-    }
-    Ok(rule)
-}
-
-fn build_regularization(
-    config: &ExperimentConfig,
-    reg: &RegularizationConfig,
-    data: &ClassificationData,
-    data_source: &DataSource,
-    sampler_state: Option<SamplerPosition>,
-    device: &Device,
-    run: &RunDir,
-) -> Result<RegState> {
-    let task = config.task.dataset;
-    let source = reg.source.unwrap_or(task);
-    let seed = config.training.seed;
-    let start = Instant::now();
-    let images = if source == task {
-        RegImages::from_train_set(&data.train_set, reg.n_images, seed)?
-    } else {
-        RegImages::build(
-            source,
-            reg.n_images,
-            seed,
-            &data_source.options(config.task.rgb),
-        )?
-    };
-    let similarity = if reg.targets == "pixel" {
-        SimilaritySource::from_images(&images.tensor(&Device::Cpu)?)?
-    } else {
-        let path = Path::new(&reg.targets);
-        let matrix = load_similarity_matrix(path, reg.targets_key.as_deref(), images.len())?;
-        SimilaritySource::from_matrix(&matrix)?
-    };
-    let selection = Arc::new(PairSelection::build(
-        similarity,
-        reg.range,
-        target_rule(reg)?,
-    )?);
-    let k = reg.pairs_per_batch;
-    let sampler = match sampler_state {
-        Some(p) => PairSampler::resume(
-            selection.clone(),
-            k,
-            SamplerState {
-                seed: p.seed,
-                pass: p.pass,
-                batch_in_pass: p.batch_in_pass,
-            },
-        )?,
-        None => PairSampler::new(selection.clone(), k, seed)?,
-    };
-    run.log(&format!(
-        "regularization: {} images from {source}, range {}, {} pairs selected ({:.4} % of \
-         all), targets ready in {:.2} s",
-        images.len(),
-        reg.range,
-        selection.len(),
-        100.0 * selection.fraction(),
-        start.elapsed().as_secs_f64()
-    ))?;
-    Ok(RegState {
-        images: images.model_tensor(task, device)?,
-        sampler,
-        alpha: reg.alpha.context("regularization.alpha is unset")?,
-        criterion: reg.loss,
-        targets_seconds: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// Mean CE loss and accuracy (%) of the model in eval mode over every batch.
-pub fn evaluate(model: &ResNet, batches: &pixreg_datasets::Batcher<'_>) -> Result<(f64, f64)> {
-    let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
-    for batch in batches.epoch(0) {
-        let batch = batch?;
-        let logits = model.forward_eval(&batch.images)?;
-        let n = batch.indices.len();
-        let ce = pixreg_models::cross_entropy(&logits, &batch.labels)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        loss_sum += ce * n as f64;
-        let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
-        correct += predicted
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        count += n;
-    }
-    if count == 0 {
-        bail!("cannot evaluate on an empty set");
-    }
-    Ok((
-        loss_sum / count as f64,
-        100.0 * correct as f64 / count as f64,
-    ))
 }
 
 fn finite(value: f64, what: &str, epoch: usize) -> Result<f64> {

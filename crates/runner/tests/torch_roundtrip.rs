@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
+use pixreg_runner::data::load_task_data;
 use pixreg_runner::data::DataSource;
-use pixreg_runner::train::{load_task_data, train, TrainOptions};
+use pixreg_runner::train::{train, TrainOptions};
 
 mod common;
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::data::load_task_data;
 use pixreg_runner::data::DataSource;
-use pixreg_runner::train::{load_task_data, model_config, train, TrainOptions};
+use pixreg_runner::train::{model_config, train, TrainOptions};
 use serde_json::{json, Value};
 
 /// `cargo xtask bench epoch`.
