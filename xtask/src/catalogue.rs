@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use pixreg_attacks::FrequencyBand;
 use pixreg_runner::attack::AttackName;
 use serde::Deserialize;
 
@@ -19,6 +20,26 @@ pub const SCALAR_COLUMNS: [&str; 5] = [
     "peak_rss_mib",
     "targets_seconds",
 ];
+
+/// Columns read from the `corruptions` report: mean accuracy over each frequency band's
+/// corruptions at [`BAND_SEVERITY`] (the paper's CIFAR-10-C grouping).
+pub const BAND_COLUMNS: [(&str, FrequencyBand); 3] = [
+    ("corruptions-low", FrequencyBand::Low),
+    ("corruptions-medium", FrequencyBand::Medium),
+    ("corruptions-high", FrequencyBand::High),
+];
+
+/// The severity of the band columns: the paper reports CIFAR-10-C at severity 4.
+pub const BAND_SEVERITY: u8 = 4;
+
+/// The evaluation whose report holds `column`: the attack itself, or `corruptions` for a band
+/// column; `None` for a scalar column (or an unknown one).
+pub fn attack_of(column: &str) -> Option<AttackName> {
+    if BAND_COLUMNS.iter().any(|(name, _)| *name == column) {
+        return Some(AttackName::Corruptions);
+    }
+    column.parse().ok()
+}
 
 /// One table of the catalogue (`experiments/<name>.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -313,13 +334,13 @@ impl Catalogue {
         for table in self.tables.values() {
             let ctx = || format!("experiments/{}.toml", table.name);
             for column in &table.columns {
-                if !SCALAR_COLUMNS.contains(&column.as_str())
-                    && column.parse::<AttackName>().is_err()
-                {
+                if !SCALAR_COLUMNS.contains(&column.as_str()) && attack_of(column).is_none() {
+                    let bands: Vec<&str> = BAND_COLUMNS.iter().map(|(name, _)| *name).collect();
                     bail!(
-                        "{}: unknown column `{column}`; expected one of {} or an attack ({})",
+                        "{}: unknown column `{column}`; expected one of {}, {} or an attack ({})",
                         ctx(),
                         SCALAR_COLUMNS.join(", "),
+                        bands.join(", "),
                         AttackName::list()
                     );
                 }

@@ -78,19 +78,21 @@ pub struct Plan {
     pub runs: Vec<PlannedRun>,
 }
 
-/// Attacks evaluated at the end of `pixreg train`: the table's attack columns except FGSM,
-/// which needs the surrogate and runs afterwards.
+/// Attacks evaluated at the end of `pixreg train`: those the table's columns read (each once,
+/// in column order) except FGSM, which needs the surrogate and runs afterwards.
 pub fn training_attacks(table: &TableSpec) -> Vec<String> {
-    table
+    let mut attacks: Vec<String> = Vec::new();
+    for attack in table
         .columns
         .iter()
-        .filter(|c| {
-            use pixreg_runner::attack::AttackName;
-            c.parse::<AttackName>()
-                .is_ok_and(|attack| attack != AttackName::Fgsm)
-        })
-        .cloned()
-        .collect()
+        .filter_map(|c| crate::catalogue::attack_of(c))
+    {
+        let name = attack.to_string();
+        if attack != pixreg_runner::attack::AttackName::Fgsm && !attacks.contains(&name) {
+            attacks.push(name);
+        }
+    }
+    attacks
 }
 
 /// Why a dataset is missing under `data_dir`, or `None` when it is there; the instruction

@@ -642,3 +642,51 @@ fn overrides_reach_the_right_runs() {
         }
     }
 }
+
+#[test]
+fn corruption_band_columns_read_severity_four_of_the_corruptions_report() {
+    let table = "title = \"t\"\ndescription = \"d\"\n\
+                 columns = [\"clean\", \"corruptions-low\", \"corruptions-high\", \"corruptions\"]\n\
+                 [[variants]]\nname = \"baseline\"\n[[rows]]\ndataset = \"mnist\"\n";
+    let (_dir, catalogue) = catalogue_with(table);
+    let (_tmp, paths) = setup();
+    let plan = plan_of(&catalogue, &paths.data_dir);
+    // The three columns need one evaluation, run once at the end of training.
+    assert_eq!(plan.runs[0].attacks, vec!["corruptions".to_string()]);
+    fake_all(&plan, &paths.runs_dir);
+    let id = plan.runs[0].id.clone();
+    edit_results(&paths, &id, |r| {
+        let provenance = r["clean"]["provenance"].clone();
+        r["attacks"]["corruptions"] = json!({
+            "mean_corrupted_accuracy": 60.0,
+            "n_images": 100,
+            "by_band": [
+                {"band": "low", "severity": 4, "accuracy": 71.0},
+                {"band": "low", "severity": 5, "accuracy": 11.0},
+                {"band": "high", "severity": 4, "accuracy": 43.0},
+            ],
+            "provenance": provenance,
+        });
+    });
+    let report = execute(&plan, &paths, quiet_options(1, false)).unwrap();
+    let result = assemble(&plan, &paths, &report);
+    let cells: Vec<Option<f64>> = result.rows[0].variants[0]
+        .columns
+        .iter()
+        .map(|c| c.summary.mean())
+        .collect();
+    assert_eq!(cells, vec![Some(90.0), Some(71.0), Some(43.0), Some(60.0)]);
+    assert!(markdown(&result).contains("Low-freq. corruptions, sev. 4 (%)"));
+
+    // A report without the severity-4 band says so instead of showing another severity.
+    edit_results(&paths, &id, |r| {
+        r["attacks"]["corruptions"]["by_band"] = json!([
+            {"band": "low", "severity": 5, "accuracy": 11.0},
+        ]);
+    });
+    let result = assemble(&plan, &paths, &report);
+    match &result.rows[0].variants[0].columns[1].summary {
+        Cell::Missing { missing } => assert!(missing.contains("no severity-4"), "{missing}"),
+        other => panic!("{other:?}"),
+    }
+}

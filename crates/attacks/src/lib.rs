@@ -74,7 +74,8 @@ pub use classifier::{
     predict_batched, Classifier, DifferentiableClassifier, FnClassifier, DEFAULT_MAX_BATCH,
 };
 pub use corruptions::{
-    Corruption, CorruptionAccuracy, CorruptionEval, CorruptionKind, CorruptionReport,
+    band_means, BandAccuracy, Corruption, CorruptionAccuracy, CorruptionEval, CorruptionKind,
+    CorruptionReport, FrequencyBand,
 };
 pub use error::{AttackError, Result};
 pub use hsj::{HopSkipJump, HsjOutcome};

@@ -234,7 +234,51 @@ fn corruptions_are_valid_images() {
         eval.run(&model, &x, &labels, 0).unwrap().entries,
         rep.entries
     );
+    // Bands: 3 × 2 severities, each the mean of its corruptions' accuracies.
+    assert_eq!(rep.by_band.len(), 6);
+    for b in &rep.by_band {
+        let members: Vec<f64> = rep
+            .entries
+            .iter()
+            .filter(|e| e.kind.band() == b.band && e.severity == b.severity)
+            .map(|e| e.accuracy)
+            .collect();
+        let expected_members = match b.band {
+            FrequencyBand::Low => 2,
+            FrequencyBand::Medium | FrequencyBand::High => 3,
+        };
+        assert_eq!(members.len(), expected_members, "{b:?}");
+        let mean = members.iter().sum::<f64>() / members.len() as f64;
+        assert!((b.accuracy - mean).abs() < 1e-12, "{b:?} vs {mean}");
+    }
     let _ = dev;
+}
+
+#[test]
+fn band_means_group_by_band_and_severity() {
+    let entry = |kind, severity, accuracy| CorruptionAccuracy {
+        kind,
+        severity,
+        accuracy,
+    };
+    let bands = band_means(&[
+        entry(CorruptionKind::GaussianNoise, 4, 0.2),
+        entry(CorruptionKind::ImpulseNoise, 4, 0.4),
+        entry(CorruptionKind::Contrast, 4, 0.9),
+        entry(CorruptionKind::Jpeg, 2, 0.5),
+    ]);
+    let got: Vec<(FrequencyBand, u8, f64)> = bands
+        .iter()
+        .map(|b| (b.band, b.severity, b.accuracy))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (FrequencyBand::Low, 4, 0.9),
+            (FrequencyBand::Medium, 2, 0.5),
+            (FrequencyBand::High, 4, 0.30000000000000004),
+        ]
+    );
 }
 
 #[test]

@@ -126,6 +126,9 @@ pub fn column_header(column: &str) -> &'static str {
         "boundary-converged" => "Boundary (converged) median",
         "hsj" => "HopSkipJump median",
         "corruptions" => "Corruptions (%)",
+        "corruptions-low" => "Low-freq. corruptions, sev. 4 (%)",
+        "corruptions-medium" => "Medium-freq. corruptions, sev. 4 (%)",
+        "corruptions-high" => "High-freq. corruptions, sev. 4 (%)",
         "epoch_seconds" => "Time / epoch (s)",
         "train_seconds" => "Training time (s)",
         "peak_rss_mib" => "Peak memory (MiB)",
@@ -472,7 +475,8 @@ fn common_images(paths: &Paths, runs: &[String], column: &str) -> Option<u64> {
         .iter()
         .map(|id| {
             let results = current_results(&paths.run_dir(id)).ok()?;
-            results["attacks"][column]["n_images"].as_u64()
+            let key = crate::catalogue::attack_of(column)?.to_string();
+            results["attacks"][key.as_str()]["n_images"].as_u64()
         })
         .collect();
     let first = *counts.first()?;

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::CURVE_COLUMNS;
+use crate::catalogue::{attack_of, BAND_COLUMNS, BAND_SEVERITY};
 use crate::exec::Paths;
 
 /// One run's value of one column.
@@ -110,7 +111,8 @@ pub(super) fn run_value(
         Value::Null
     };
     let sha = results["checkpoint_sha256"].as_str().unwrap_or_default();
-    let attack = &results["attacks"][column];
+    let key = attack_of(column).map_or(column.to_string(), |a| a.to_string());
+    let attack = &results["attacks"][key.as_str()];
     let absent = || format!("{column} was not evaluated for run {id}");
     if needs_results && column != "clean" && !attack.is_null() {
         check_provenance(attack, sha, column)?;
@@ -156,6 +158,25 @@ pub(super) fn run_value(
             .as_f64()
             .map(RunValue::Scalar)
             .ok_or_else(absent),
+        c if BAND_COLUMNS.iter().any(|(name, _)| *name == c) => {
+            let band = BAND_COLUMNS
+                .iter()
+                .find(|(name, _)| *name == c)
+                .map(|(_, band)| band.as_str());
+            attack["by_band"]
+                .as_array()
+                .and_then(|entries| {
+                    entries.iter().find(|e| {
+                        e["band"].as_str() == band
+                            && e["severity"].as_u64() == Some(u64::from(BAND_SEVERITY))
+                    })
+                })
+                .and_then(|e| e["accuracy"].as_f64())
+                .map(RunValue::Scalar)
+                .ok_or_else(|| {
+                    format!("{column}: no severity-{BAND_SEVERITY} band accuracy for run {id}")
+                })
+        }
         "train_seconds" => read_json(&dir.join("state.json"))
             .and_then(|s| s["train_seconds"].as_f64())
             .map(RunValue::Scalar)
