@@ -16,7 +16,6 @@
 use crate::blended::{BlendedUniformNoiseInit, Prepared};
 use crate::classifier::{l2_dist, norm, Classifier, DEFAULT_MAX_BATCH};
 use crate::error::{invalid, Result};
-use crate::protocol::{DecisionBasedAttack, DecisionOutcome};
 use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -280,7 +279,7 @@ impl BoundaryAttack {
     }
 
     /// [`DecisionBasedAttack::run_with_ids`] of this attack.
-    fn attack_streams<C: Classifier + ?Sized>(
+    pub(crate) fn attack_streams<C: Classifier + ?Sized>(
         &self,
         model: &C,
         images: &Tensor,
@@ -426,38 +425,5 @@ impl BoundaryAttack {
                 s.qc.clear();
             }
         }
-    }
-}
-
-impl DecisionBasedAttack for BoundaryAttack {
-    type Outcome = BoundaryOutcome;
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
-
-    fn run_with_ids<C: Classifier + ?Sized>(
-        &self,
-        model: &C,
-        images: &Tensor,
-        labels: &[u32],
-        ids: &[u64],
-        seed: u64,
-    ) -> Result<Vec<BoundaryOutcome>> {
-        self.attack_streams(model, images, labels, ids, seed)
-    }
-}
-
-impl DecisionOutcome for BoundaryOutcome {
-    fn success(&self) -> bool {
-        self.success
-    }
-
-    fn adversarial(&self) -> &[f32] {
-        &self.adversarial
-    }
-
-    fn queries(&self) -> usize {
-        self.queries
     }
 }

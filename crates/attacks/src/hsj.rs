@@ -9,7 +9,6 @@
 use crate::blended::{BlendedUniformNoiseInit, Prepared};
 use crate::classifier::{l2_dist, norm, Classifier, Oracle, DEFAULT_MAX_BATCH};
 use crate::error::{invalid, Result};
-use crate::protocol::{DecisionBasedAttack, DecisionOutcome};
 use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -138,7 +137,7 @@ impl HopSkipJump {
     }
 
     /// [`DecisionBasedAttack::run_with_ids`] of this attack.
-    fn attack_streams<C: Classifier + ?Sized>(
+    pub(crate) fn attack_streams<C: Classifier + ?Sized>(
         &self,
         model: &C,
         images: &Tensor,
@@ -403,38 +402,5 @@ impl HopSkipJump {
             s.s2 = Vec::new();
         }
         Ok(())
-    }
-}
-
-impl DecisionBasedAttack for HopSkipJump {
-    type Outcome = HsjOutcome;
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
-
-    fn run_with_ids<C: Classifier + ?Sized>(
-        &self,
-        model: &C,
-        images: &Tensor,
-        labels: &[u32],
-        ids: &[u64],
-        seed: u64,
-    ) -> Result<Vec<HsjOutcome>> {
-        self.attack_streams(model, images, labels, ids, seed)
-    }
-}
-
-impl DecisionOutcome for HsjOutcome {
-    fn success(&self) -> bool {
-        self.success
-    }
-
-    fn adversarial(&self) -> &[f32] {
-        &self.adversarial
-    }
-
-    fn queries(&self) -> usize {
-        self.queries
     }
 }

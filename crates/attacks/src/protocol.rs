@@ -103,6 +103,48 @@ pub trait DecisionOutcome {
     fn queries(&self) -> usize;
 }
 
+/// [`DecisionBasedAttack`] for an attack whose `attack_streams` does the work, and
+/// [`DecisionOutcome`] for its outcome's `success`, `adversarial` and `queries` fields.
+macro_rules! decision_based {
+    ($attack:ty, $outcome:ty) => {
+        impl DecisionBasedAttack for $attack {
+            type Outcome = $outcome;
+
+            fn max_batch(&self) -> usize {
+                self.max_batch
+            }
+
+            fn run_with_ids<C: Classifier + ?Sized>(
+                &self,
+                model: &C,
+                images: &Tensor,
+                labels: &[u32],
+                ids: &[u64],
+                seed: u64,
+            ) -> Result<Vec<$outcome>> {
+                self.attack_streams(model, images, labels, ids, seed)
+            }
+        }
+
+        impl DecisionOutcome for $outcome {
+            fn success(&self) -> bool {
+                self.success
+            }
+
+            fn adversarial(&self) -> &[f32] {
+                &self.adversarial
+            }
+
+            fn queries(&self) -> usize {
+                self.queries
+            }
+        }
+    };
+}
+
+decision_based!(BoundaryAttack, crate::boundary::BoundaryOutcome);
+decision_based!(crate::hsj::HopSkipJump, crate::hsj::HsjOutcome);
+
 /// Configuration of a median-distance evaluation.
 ///
 /// # Examples
