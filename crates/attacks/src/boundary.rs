@@ -243,15 +243,6 @@ struct State {
 }
 
 impl BoundaryAttack {
-    /// The paper protocol's attack: foolbox defaults with `steps = 50` (bug B1: step-size
-    /// adaptation can never trigger).
-    pub fn paper() -> Self {
-        Self {
-            steps: 50,
-            ..Self::default()
-        }
-    }
-
     /// A converged variant with `steps` (e.g. 5 000–25 000) so the adaptation is active.
     pub fn converged(steps: usize) -> Self {
         Self {

@@ -20,6 +20,9 @@
 //! | paper protocol: 1000 images × 5 repeats, median MSE | report | [`DecisionProtocol::run`] |
 //! | CIFAR-10-C style corruptions, severities 1–5 | accuracy table | [`CorruptionEval::run`] |
 //!
+//! The paper's settings (tasks, ε grids, every attack's `paper()` preset) are in [`paper`];
+//! the decision-based attacks share [`DecisionBasedAttack`], which [`DecisionProtocol`] runs.
+//!
 //! Unit scale: with `(lo, hi) = model.input_bounds()` (the global extrema of the preprocessed
 //! test set), `u = (x − lo)/(hi − lo)`. All ε are in unit scale. The decision-based attacks run
 //! entirely in unit space and map to model scale only to query the model (exact in
@@ -63,6 +66,7 @@ pub mod corruptions;
 pub mod error;
 pub mod hsj;
 pub mod noise;
+pub mod paper;
 pub mod protocol;
 mod rng;
 pub mod whitebox;
@@ -80,9 +84,9 @@ pub use corruptions::{
 pub use error::{AttackError, Result};
 pub use hsj::{HopSkipJump, HsjOutcome};
 pub use noise::{
-    linspace, noisy_inputs, AccuracyCurve, EpsilonGrid, GaussianAugmentation, GridAttack,
-    NoiseAttack, NoiseDraws, NoiseKind, Task,
+    linspace, noisy_inputs, AccuracyCurve, GaussianAugmentation, NoiseAttack, NoiseDraws, NoiseKind,
 };
+pub use paper::{EpsilonGrid, GridAttack, Task};
 pub use protocol::{
     mse_distance, official_boundary_indices, DecisionBasedAttack, DecisionOutcome,
     DecisionProtocol, DecisionReport, DistanceChannels, RepeatReport,

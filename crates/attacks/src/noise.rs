@@ -24,56 +24,6 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-/// The paper's tasks (they fix the ε grids).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Task {
-    /// MNIST.
-    Mnist,
-    /// Fashion-MNIST.
-    FashionMnist,
-    /// CIFAR-10.
-    Cifar10,
-    /// CIFAR-100.
-    Cifar100,
-}
-
-/// The accuracy-type attacks with a paper ε grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GridAttack {
-    /// Gaussian noise (σ).
-    Gaussian,
-    /// Uniform noise (half-width).
-    Uniform,
-    /// Salt-and-pepper (hit probability).
-    SaltPepper,
-    /// (Transferred) FGSM (ε in unit scale).
-    Fgsm,
-}
-
-/// ε grids of the paper (`numpy.linspace(0, max, 10)`, spec §1.1).
-pub struct EpsilonGrid;
-
-impl EpsilonGrid {
-    /// Number of grid points used by the reference.
-    pub const POINTS: usize = 10;
-
-    /// The largest ε of the paper grid for a task and attack (unit scale).
-    pub fn paper_max(task: Task, attack: GridAttack) -> f64 {
-        match (task, attack) {
-            (Task::Mnist | Task::FashionMnist, GridAttack::SaltPepper) => 0.3,
-            (Task::Mnist | Task::FashionMnist, _) => 0.5,
-            (Task::Cifar10, GridAttack::Fgsm) => 0.02,
-            (Task::Cifar100, GridAttack::Fgsm) => 0.005,
-            (Task::Cifar10 | Task::Cifar100, _) => 0.1,
-        }
-    }
-
-    /// The 10-point paper grid, first value 0, last value the maximum.
-    pub fn paper(task: Task, attack: GridAttack) -> Vec<f64> {
-        linspace(0.0, Self::paper_max(task, attack), Self::POINTS)
-    }
-}
-
 /// `numpy.linspace(start, stop, num)` (endpoint included) with numpy's rounding:
 /// `start + i * step`, last value set to `stop` exactly.
 pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
@@ -300,16 +250,6 @@ impl NoiseAttack {
             epsilons,
             max_batch: crate::classifier::DEFAULT_MAX_BATCH,
         }
-    }
-
-    /// The paper's grid for `task`.
-    pub fn paper(task: Task, kind: NoiseKind) -> Self {
-        let attack = match kind {
-            NoiseKind::Gaussian => GridAttack::Gaussian,
-            NoiseKind::Uniform => GridAttack::Uniform,
-            NoiseKind::SaltPepper => GridAttack::SaltPepper,
-        };
-        Self::new(kind, EpsilonGrid::paper(task, attack))
     }
 
     fn validate(&self) -> Result<()> {

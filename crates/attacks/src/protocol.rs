@@ -12,7 +12,7 @@
 use crate::boundary::BoundaryAttack;
 use crate::classifier::{check_images, checked_bounds, median, predict_batched, Classifier};
 use crate::error::{invalid, AttackError, Result};
-use crate::noise::Task;
+use crate::paper::Task;
 use crate::rng::derive_seed;
 use candle_core::Tensor;
 use rand::SeedableRng;
@@ -211,20 +211,6 @@ pub struct DecisionProtocol<A = BoundaryAttack> {
     pub indices: Option<Vec<usize>>,
     /// Distance channels.
     pub channels: DistanceChannels,
-}
-
-impl DecisionProtocol {
-    /// The paper protocol: Boundary Attack with 50 steps, 1000 images, 5 repeats, all channels.
-    pub fn paper(seed: u64) -> Self {
-        Self {
-            attack: BoundaryAttack::paper(),
-            n_images: 1000,
-            repeats: 5,
-            seed,
-            indices: None,
-            channels: DistanceChannels::All,
-        }
-    }
 }
 
 impl<A> DecisionProtocol<A> {

@@ -6,7 +6,7 @@ use crate::classifier::{
     DifferentiableClassifier, DEFAULT_MAX_BATCH,
 };
 use crate::error::{invalid, AttackError, Result};
-use crate::noise::{AccuracyCurve, EpsilonGrid, GridAttack, Task};
+use crate::noise::AccuracyCurve;
 use crate::rng::{derive_seed, image_stream};
 use candle_core::{DType, Tensor};
 use rand::Rng;
@@ -48,11 +48,6 @@ impl Fgsm {
             extrema: ExtremaScope::Batch(64),
             max_batch: DEFAULT_MAX_BATCH,
         }
-    }
-
-    /// The paper's transferred-FGSM grid for `task`.
-    pub fn paper(task: Task) -> Self {
-        Self::new(EpsilonGrid::paper(task, GridAttack::Fgsm))
     }
 
     /// White-box FGSM: the attacked model is its own surrogate.
