@@ -277,23 +277,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        // Medians of different models span 10–50×: a log axis keeps the smallest bar visible.
-        let values = || {
-            groups
-                .iter()
-                .flat_map(|(_, b)| b.iter().filter_map(|(_, v, _)| *v))
-                .filter(|v| *v > 0.0)
-        };
-        let y_max = groups
-            .iter()
-            .flat_map(|(_, b)| {
-                b.iter()
-                    .filter_map(|(_, v, e)| v.map(|v| v + e.unwrap_or(0.0)))
-            })
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 3.0;
-        let y_min = values().fold(f64::INFINITY, f64::min).min(y_max / 10.0) / 3.0;
+        let (y_min, y_max) = bar_range(groups);
         let n = groups.len();
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
@@ -341,53 +325,7 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
         let k = variants.len().max(1) as f64;
         let width = 0.8 / k;
         for (j, name) in variants.iter().enumerate() {
-            let c = colour(j);
-            let rects: Vec<Rectangle<(f64, f64)>> = groups
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, bars))| {
-                    let v = bars.get(j)?.1?;
-                    let x0 = i as f64 - 0.4 + j as f64 * width;
-                    Some(Rectangle::new(
-                        [(x0, y_min), (x0 + width * 0.9, v)],
-                        c.filled(),
-                    ))
-                })
-                .collect();
-            let error_bars: Vec<PathElement<(f64, f64)>> = groups
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, bars))| {
-                    let (_, v, e) = bars.get(j)?;
-                    let (v, e) = ((*v)?, (*e)?);
-                    let x = i as f64 - 0.4 + j as f64 * width + width * 0.45;
-                    Some(PathElement::new(
-                        vec![(x, (v - e).max(y_min)), (x, v + e)],
-                        BLACK.stroke_width(1),
-                    ))
-                })
-                .collect();
-            chart
-                .draw_series(rects)
-                .map_err(plot_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
-            chart.draw_series(error_bars).map_err(plot_err)?;
-            // A missing value (failed run, no successful attack) is marked, not left blank.
-            let marks: Vec<Text<(f64, f64), String>> = groups
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, bars))| bars.get(j).is_some_and(|b| b.1.is_none()))
-                .map(|(i, _)| {
-                    let x0 = i as f64 - 0.4 + j as f64 * width;
-                    Text::new(
-                        "n/a".to_string(),
-                        (x0, y_min * 1.5),
-                        ("sans-serif", 14).into_font(),
-                    )
-                })
-                .collect();
-            chart.draw_series(marks).map_err(plot_err)?;
+            draw_variant_bars(&mut chart, groups, (j, name), width, y_min)?;
         }
         chart
             .configure_series_labels()
@@ -400,6 +338,90 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// The log axis range of the bars: a decade of room above the highest bar plus its error,
+/// and below the smallest positive value. Why log: medians of different models span 10–50×,
+/// and a log axis keeps the smallest bar visible.
+fn bar_range(groups: &[BarGroup]) -> (f64, f64) {
+    let y_max = groups
+        .iter()
+        .flat_map(|(_, b)| {
+            b.iter()
+                .filter_map(|(_, v, e)| v.map(|v| v + e.unwrap_or(0.0)))
+        })
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 3.0;
+    let smallest = groups
+        .iter()
+        .flat_map(|(_, b)| b.iter().filter_map(|(_, v, _)| *v))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    (smallest.min(y_max / 10.0) / 3.0, y_max)
+}
+
+/// The bars of variant `j` in every group, with their SEM error bars, its legend entry, and
+/// an `n/a` mark where its value is missing (failed run, no successful attack).
+fn draw_variant_bars<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, LogCoord<f64>>,
+    >,
+    groups: &[BarGroup],
+    (j, name): (usize, &String),
+    width: f64,
+    y_min: f64,
+) -> Result<()> {
+    let c = colour(j);
+    let rects: Vec<Rectangle<(f64, f64)>> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, bars))| {
+            let v = bars.get(j)?.1?;
+            let x0 = i as f64 - 0.4 + j as f64 * width;
+            Some(Rectangle::new(
+                [(x0, y_min), (x0 + width * 0.9, v)],
+                c.filled(),
+            ))
+        })
+        .collect();
+    let error_bars: Vec<PathElement<(f64, f64)>> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, bars))| {
+            let (_, v, e) = bars.get(j)?;
+            let (v, e) = ((*v)?, (*e)?);
+            let x = i as f64 - 0.4 + j as f64 * width + width * 0.45;
+            Some(PathElement::new(
+                vec![(x, (v - e).max(y_min)), (x, v + e)],
+                BLACK.stroke_width(1),
+            ))
+        })
+        .collect();
+    chart
+        .draw_series(rects)
+        .map_err(plot_err)?
+        .label(name.as_str())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+    chart.draw_series(error_bars).map_err(plot_err)?;
+    // A missing value (failed run, no successful attack) is marked, not left blank.
+    let marks: Vec<Text<(f64, f64), String>> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, bars))| bars.get(j).is_some_and(|b| b.1.is_none()))
+        .map(|(i, _)| {
+            let x0 = i as f64 - 0.4 + j as f64 * width;
+            Text::new(
+                "n/a".to_string(),
+                (x0, y_min * 1.5),
+                ("sans-serif", 14).into_font(),
+            )
+        })
+        .collect();
+    chart.draw_series(marks).map_err(plot_err)?;
+    Ok(())
 }
 
 /// Draws, per row, the validation loss of every variant against the epoch (mean ± SEM over
