@@ -1,5 +1,5 @@
 //! The shapes of a convolution ([`Geometry`]) and the one GEMM call every convolution kernel
-//! makes ([`matmul`]: `gemm`'s microkernels on strided operands), shared by the im2col
+//! makes (`matmul`: `gemm`'s microkernels on strided operands), shared by the im2col
 //! ([`crate::conv`]) and Winograd ([`crate::winograd`]) paths.
 
 use ::gemm::Parallelism;
