@@ -123,20 +123,7 @@ pub fn write_event_file(
 
 /// The lines of epochs `0..=last_epoch` of a `steps.jsonl` file (none when it is absent).
 pub fn read_steps(path: &Path, last_epoch: usize) -> Result<Vec<StepScalars>> {
-    if !path.is_file() {
-        return Ok(Vec::new());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut lines = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let value: StepScalars = serde_json::from_str(line)
-            .with_context(|| format!("{} line {} is corrupt", path.display(), n + 1))?;
-        if value.epoch <= last_epoch {
-            lines.push(value);
-        }
-    }
-    Ok(lines)
+    crate::run_dir::read_json_lines(path, |s: &StepScalars| s.epoch <= last_epoch)
 }
 
 #[cfg(test)]

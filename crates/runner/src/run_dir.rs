@@ -452,24 +452,11 @@ impl RunDir {
 
     /// The metric lines of epochs `0..=last_epoch` (later lines belong to an interrupted epoch).
     pub fn metric_lines(&self, last_epoch: usize) -> Result<Vec<serde_json::Value>> {
-        let path = self.metrics();
-        if !path.is_file() {
-            return Ok(Vec::new());
-        }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut lines = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let value: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{} line {} is corrupt", path.display(), n + 1))?;
-            if value["epoch"]
+        read_json_lines(&self.metrics(), |v: &serde_json::Value| {
+            v["epoch"]
                 .as_u64()
                 .is_some_and(|e| e as usize <= last_epoch)
-            {
-                lines.push(value);
-            }
-        }
-        Ok(lines)
+        })
     }
 
     /// The step lines of epochs `1..=last_epoch` (later lines belong to an interrupted epoch).
@@ -516,6 +503,28 @@ fn line_count(path: &Path) -> Result<usize> {
         .with_context(|| format!("cannot read {}", path.display()))?
         .lines()
         .count())
+}
+
+/// The lines of a JSON-lines file that `keep` accepts (none when the file is absent); a line
+/// that does not parse is an error naming the file and the line.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let value: T = serde_json::from_str(line)
+            .with_context(|| format!("{} line {} is corrupt", path.display(), n + 1))?;
+        if keep(&value) {
+            lines.push(value);
+        }
+    }
+    Ok(lines)
 }
 
 /// Writes one JSON object per line to `path`, atomically.
