@@ -176,3 +176,56 @@ fn no_kernel_file_grows_past_its_budget() {
     let over = longer_than(files, KERNEL_LINE_BUDGET);
     assert!(over.is_empty(), "over {KERNEL_LINE_BUDGET} lines: {over:?}");
 }
+
+/// Lines a function of the runner or xtask may have (issue 17: "no function over ~100
+/// lines"; the longest today is the benchmark harness's `ops`, 101).
+const FUNCTION_LINE_BUDGET: usize = 110;
+
+/// `(name, lines)` of every `fn` in `text` that is formatted by rustfmt: from its signature to
+/// the closing brace at its indentation.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let signature = ["fn ", "pub fn ", "pub(crate) fn ", "pub(super) fn "]
+            .iter()
+            .find_map(|p| body.strip_prefix(p));
+        let Some(rest) = signature else { continue };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        if let Some(end) = lines[i + 1..].iter().position(|l| *l == close) {
+            out.push((name, end + 2));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_runner_or_xtask_function_grows_past_its_budget() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/runner/src"), &mut files);
+    rust_files(&root().join("xtask/src"), &mut files);
+    let mut over = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (name, n) in function_lengths(&text) {
+            if n > FUNCTION_LINE_BUDGET {
+                over.push(format!("{}: {name} ({n} lines)", relative(path)));
+            }
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "over {FUNCTION_LINE_BUDGET} lines: {over:?}"
+    );
+    // The measure itself: a three-line function is three lines.
+    assert_eq!(
+        function_lengths("fn a() {\n    1\n}\n"),
+        vec![("a".to_string(), 3)]
+    );
+}

@@ -158,25 +158,7 @@ pub(super) fn run_value(
             .as_f64()
             .map(RunValue::Scalar)
             .ok_or_else(absent),
-        c if BAND_COLUMNS.iter().any(|(name, _)| *name == c) => {
-            let band = BAND_COLUMNS
-                .iter()
-                .find(|(name, _)| *name == c)
-                .map(|(_, band)| band.as_str());
-            attack["by_band"]
-                .as_array()
-                .and_then(|entries| {
-                    entries.iter().find(|e| {
-                        e["band"].as_str() == band
-                            && e["severity"].as_u64() == Some(u64::from(BAND_SEVERITY))
-                    })
-                })
-                .and_then(|e| e["accuracy"].as_f64())
-                .map(RunValue::Scalar)
-                .ok_or_else(|| {
-                    format!("{column}: no severity-{BAND_SEVERITY} band accuracy for run {id}")
-                })
-        }
+        c if BAND_COLUMNS.iter().any(|(name, _)| *name == c) => band_value(attack, c, id),
         "train_seconds" => read_json(&dir.join("state.json"))
             .and_then(|s| s["train_seconds"].as_f64())
             .map(RunValue::Scalar)
@@ -228,4 +210,28 @@ pub(super) fn grid_mean(eps: &[f64], acc: &[f64]) -> f64 {
     } else {
         points.iter().sum::<f64>() / points.len() as f64
     }
+}
+
+/// A band column (`corruptions-low`, …) of a run: the band's mean accuracy at
+/// [`BAND_SEVERITY`] in the `by_band` list of its `corruptions` entry.
+fn band_value(
+    corruptions: &Value,
+    column: &str,
+    id: &str,
+) -> std::result::Result<RunValue, String> {
+    let band = BAND_COLUMNS
+        .iter()
+        .find(|(name, _)| *name == column)
+        .map(|(_, band)| band.as_str());
+    corruptions["by_band"]
+        .as_array()
+        .and_then(|entries| {
+            entries.iter().find(|e| {
+                e["band"].as_str() == band
+                    && e["severity"].as_u64() == Some(u64::from(BAND_SEVERITY))
+            })
+        })
+        .and_then(|e| e["accuracy"].as_f64())
+        .map(RunValue::Scalar)
+        .ok_or_else(|| format!("{column}: no severity-{BAND_SEVERITY} band accuracy for run {id}"))
 }
