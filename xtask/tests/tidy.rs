@@ -229,3 +229,43 @@ fn no_runner_or_xtask_function_grows_past_its_budget() {
         vec![("a".to_string(), 3)]
     );
 }
+
+/// The workspace crates `crate_dir`'s Cargo.toml depends on (normal dependencies).
+fn workspace_dependencies(crate_dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    let mut deps: Vec<String> = manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default();
+    deps.retain(|d| d.starts_with("pixreg-") || d == "rsa-core");
+    deps.sort();
+    deps
+}
+
+#[test]
+fn crates_depend_only_on_the_layers_below() {
+    let allowed: [(&str, &[&str]); 5] = [
+        ("crates/kernels", &[]),
+        ("crates/rsa-core", &[]),
+        ("crates/datasets", &[]),
+        ("crates/attacks", &[]),
+        ("crates/models", &["pixreg-kernels", "rsa-core"]),
+    ];
+    for (dir, allowed) in allowed {
+        let found = workspace_dependencies(&root().join(dir));
+        let extra: Vec<&String> = found
+            .iter()
+            .filter(|d| !allowed.contains(&d.as_str()))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{dir} depends on {extra:?} (allowed: {allowed:?})"
+        );
+    }
+    assert_eq!(
+        workspace_dependencies(&root().join("crates/models")),
+        vec!["pixreg-kernels".to_string(), "rsa-core".to_string()]
+    );
+}
