@@ -97,7 +97,8 @@ impl CorruptionKind {
         }
     }
 
-    /// All implemented corruptions.
+    /// All implemented corruptions (JPEG only with the `jpeg` feature, the default).
+    #[cfg(feature = "jpeg")]
     pub const ALL: [CorruptionKind; 8] = [
         CorruptionKind::GaussianNoise,
         CorruptionKind::ShotNoise,
@@ -107,6 +108,18 @@ impl CorruptionKind {
         CorruptionKind::Contrast,
         CorruptionKind::Brightness,
         CorruptionKind::Jpeg,
+    ];
+
+    /// All implemented corruptions (JPEG only with the `jpeg` feature, the default).
+    #[cfg(not(feature = "jpeg"))]
+    pub const ALL: [CorruptionKind; 7] = [
+        CorruptionKind::GaussianNoise,
+        CorruptionKind::ShotNoise,
+        CorruptionKind::ImpulseNoise,
+        CorruptionKind::DefocusBlur,
+        CorruptionKind::MotionBlur,
+        CorruptionKind::Contrast,
+        CorruptionKind::Brightness,
     ];
 }
 
@@ -374,6 +387,7 @@ fn motion_blur(
     out
 }
 
+#[cfg(feature = "jpeg")]
 fn jpeg_roundtrip(img: &[f32], dims: (usize, usize, usize), quality: u8) -> Result<Vec<f32>> {
     use image::codecs::jpeg::JpegEncoder;
     use image::ExtendedColorType;
@@ -413,6 +427,13 @@ fn jpeg_roundtrip(img: &[f32], dims: (usize, usize, usize), quality: u8) -> Resu
         }
         Ok(out)
     }
+}
+
+#[cfg(not(feature = "jpeg"))]
+fn jpeg_roundtrip(_: &[f32], _: (usize, usize, usize), _: u8) -> Result<Vec<f32>> {
+    Err(invalid(
+        "the JPEG corruption needs pixreg-attacks' `jpeg` feature (on by default)",
+    ))
 }
 
 /// Accuracy under one corruption and severity.

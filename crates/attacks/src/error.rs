@@ -36,6 +36,7 @@ pub enum AttackError {
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),
     /// JPEG encoding or decoding failed.
+    #[cfg(feature = "jpeg")]
     #[error("image codec error: {0}")]
     Image(#[from] image::ImageError),
 }

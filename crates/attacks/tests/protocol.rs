@@ -214,6 +214,16 @@ fn corruptions_are_valid_images() {
     assert!(s5 < s1);
     assert!(Corruption::new(CorruptionKind::Jpeg, 0).is_err());
     assert!(Corruption::new(CorruptionKind::Jpeg, 6).is_err());
+    // Without the `jpeg` feature the JPEG corruption is an error, not a silent copy.
+    #[cfg(not(feature = "jpeg"))]
+    {
+        let jpeg = Corruption::new(CorruptionKind::Jpeg, 3).unwrap();
+        let err = jpeg
+            .apply_image(&gray, (1, 16, 16), &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`jpeg` feature"), "{err}");
+    }
 
     // evaluation over a linear model
     let bounds = (0.0, 1.0);
@@ -229,7 +239,7 @@ fn corruptions_are_valid_images() {
     };
     let rep = eval.run(&model, &x, &labels, 0).unwrap();
     assert_eq!(rep.clean_accuracy, 1.0);
-    assert_eq!(rep.entries.len(), 16);
+    assert_eq!(rep.entries.len(), 2 * CorruptionKind::ALL.len());
     assert_eq!(
         eval.run(&model, &x, &labels, 0).unwrap().entries,
         rep.entries
@@ -243,10 +253,10 @@ fn corruptions_are_valid_images() {
             .filter(|e| e.kind.band() == b.band && e.severity == b.severity)
             .map(|e| e.accuracy)
             .collect();
-        let expected_members = match b.band {
-            FrequencyBand::Low => 2,
-            FrequencyBand::Medium | FrequencyBand::High => 3,
-        };
+        let expected_members = CorruptionKind::ALL
+            .iter()
+            .filter(|k| k.band() == b.band)
+            .count();
         assert_eq!(members.len(), expected_members, "{b:?}");
         let mean = members.iter().sum::<f64>() / members.len() as f64;
         assert!((b.accuracy - mean).abs() < 1e-12, "{b:?} vs {mean}");
