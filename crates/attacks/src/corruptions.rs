@@ -98,8 +98,7 @@ impl CorruptionKind {
     }
 
     /// All implemented corruptions (JPEG only with the `jpeg` feature, the default).
-    #[cfg(feature = "jpeg")]
-    pub const ALL: [CorruptionKind; 8] = [
+    pub const ALL: &[CorruptionKind] = &[
         CorruptionKind::GaussianNoise,
         CorruptionKind::ShotNoise,
         CorruptionKind::ImpulseNoise,
@@ -107,19 +106,8 @@ impl CorruptionKind {
         CorruptionKind::MotionBlur,
         CorruptionKind::Contrast,
         CorruptionKind::Brightness,
+        #[cfg(feature = "jpeg")]
         CorruptionKind::Jpeg,
-    ];
-
-    /// All implemented corruptions (JPEG only with the `jpeg` feature, the default).
-    #[cfg(not(feature = "jpeg"))]
-    pub const ALL: [CorruptionKind; 7] = [
-        CorruptionKind::GaussianNoise,
-        CorruptionKind::ShotNoise,
-        CorruptionKind::ImpulseNoise,
-        CorruptionKind::DefocusBlur,
-        CorruptionKind::MotionBlur,
-        CorruptionKind::Contrast,
-        CorruptionKind::Brightness,
     ];
 }
 

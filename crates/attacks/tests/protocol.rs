@@ -175,7 +175,7 @@ fn corruptions_are_valid_images() {
         .map(|i| ((i * 37) % 256) as f32 / 255.0)
         .collect();
     let gray: Vec<f32> = rgb[..256].to_vec();
-    for kind in CorruptionKind::ALL {
+    for &kind in CorruptionKind::ALL {
         for sev in 1..=5u8 {
             let c = Corruption::new(kind, sev).unwrap();
             for (img, dims) in [(&rgb, (3, 16, 16)), (&gray, (1, 16, 16))] {
