@@ -93,9 +93,15 @@ pub fn fetch_dataset(
         Some(from) => vec![from.as_str()],
         None => spec.base_urls.iter().map(String::as_str).collect(),
     };
+    // One client (one connection pool) for all of a dataset's files.
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(opts.timeout_s))
+        .build()
+        .context("cannot start an HTTP client")?;
     for file in &spec.files {
         let download = staging.path().join(file);
-        fetch_first(&bases, file, &download, opts.timeout_s).map_err(|err| {
+        fetch_first(&client, &bases, file, &download).map_err(|err| {
             anyhow::anyhow!(
                 "{name}: cannot download {err:#}; {}",
                 by_hand(info, data_dir)
@@ -146,17 +152,17 @@ fn safe_relative(path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn fetch_first(bases: &[&str], file: &str, to: &Path, timeout_s: u64) -> Result<()> {
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(timeout_s))
-        .build()
-        .context("cannot start an HTTP client")?;
+fn fetch_first(
+    client: &reqwest::blocking::Client,
+    bases: &[&str],
+    file: &str,
+    to: &Path,
+) -> Result<()> {
     let mut failures = Vec::new();
     for base in bases {
         let url = format!("{}/{file}", base.trim_end_matches('/'));
         eprintln!("fetch-data: downloading {url}");
-        match download(&client, &url, to) {
+        match download(client, &url, to) {
             Ok(bytes) => {
                 eprintln!("fetch-data: {bytes} bytes from {url}");
                 return Ok(());
