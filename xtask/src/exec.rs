@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pixreg_runner::attack::AttackName;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -98,29 +99,26 @@ pub fn missing_attacks(
     runs_dir: &Path,
     planned: &PlannedRun,
     surrogate: Option<&str>,
-) -> Vec<String> {
-    let results =
-        crate::assemble::current_results(&runs_dir.join(&planned.id)).unwrap_or(Value::Null);
-    let sha = results["checkpoint_sha256"].as_str();
-    let current = |entry: &Value| {
-        sha.is_some()
-            && entry["provenance"]["checkpoint_sha256"].as_str() == sha
-            && entry["provenance"]["provisional"] == Value::Bool(false)
+) -> Vec<AttackName> {
+    let results = crate::assemble::current_results(&runs_dir.join(&planned.id)).ok();
+    let current = |name: AttackName| {
+        results.as_ref().and_then(|r| {
+            r.attacks
+                .get(name)
+                .filter(|entry| entry.is_final_for(&r.checkpoint_sha256))
+        })
     };
-    let attacks = &results["attacks"];
-    let mut missing: Vec<String> = planned
+    let mut missing: Vec<AttackName> = planned
         .attacks
         .iter()
-        .filter(|a| !current(&attacks[a.as_str()]))
-        .cloned()
+        .copied()
+        .filter(|&name| current(name).is_none())
         .collect();
-    let fgsm = &attacks["fgsm"];
-    if planned.needs_fgsm
-        && !(current(fgsm)
-            && fgsm["accuracy"].is_array()
-            && fgsm["surrogate"].as_str() == surrogate)
-    {
-        missing.push("fgsm".into());
+    let fgsm_current = current(AttackName::Fgsm)
+        .and_then(|entry| entry.result.as_curve())
+        .is_some_and(|curve| curve.surrogate.as_deref() == surrogate);
+    if planned.needs_fgsm && !fgsm_current {
+        missing.push(AttackName::Fgsm);
     }
     missing
 }
@@ -246,14 +244,14 @@ fn eval_jobs(plan: &Plan, paths: &Paths, report: &mut ExecReport, early: bool) -
         if let Some(s) = surrogate {
             let surrogate_ready = !report.failures.contains_key(s)
                 && run_state(&paths.runs_dir, s) == RunState::Finished;
-            if !surrogate_ready && missing.iter().any(|a| a == "fgsm") {
+            if !surrogate_ready && missing.contains(&AttackName::Fgsm) {
                 if !early {
                     report.eval_failures.insert(
                         run.id.clone(),
                         format!("skipped: the surrogate {s} failed or did not finish"),
                     );
                 }
-                missing.retain(|a| a != "fgsm");
+                missing.retain(|&a| a != AttackName::Fgsm);
             }
         }
         if missing.is_empty() {
@@ -264,11 +262,15 @@ fn eval_jobs(plan: &Plan, paths: &Paths, report: &mut ExecReport, early: bool) -
             "--run".into(),
             run.id.clone(),
             "--attacks".into(),
-            missing.join(","),
+            missing
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             "--data-dir".into(),
             paths.data_dir.display().to_string(),
         ];
-        if let Some(s) = surrogate.filter(|_| missing.iter().any(|a| a == "fgsm")) {
+        if let Some(s) = surrogate.filter(|_| missing.contains(&AttackName::Fgsm)) {
             args.extend(["--surrogate".to_string(), s.to_string()]);
         }
         args.extend(evaluation_overrides(&run.config_toml));

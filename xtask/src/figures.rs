@@ -11,6 +11,7 @@ use plotters::prelude::*;
 
 use crate::assemble::{column_header, TableResult, CURVE_COLUMNS};
 use pixreg_runner::plot::{colour, plot_err, write_svg_and_png};
+use pixreg_runner::results::EpochMetrics;
 
 /// Bars of one dataset: (variant, value, SEM) with `None` for a missing value.
 type BarGroup = (String, Vec<(String, Option<f64>, Option<f64>)>);
@@ -488,13 +489,8 @@ pub fn write_training_figures(
 fn loss_by_epoch(run: &Path) -> Vec<(usize, f64)> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            let epoch = v["epoch"].as_u64()? as usize;
-            let loss = v["valid_loss"]
-                .as_f64()
-                .or_else(|| v["test_loss"].as_f64())?;
-            (epoch > 0).then_some((epoch, loss))
-        })
+        .filter_map(|l| serde_json::from_str::<EpochMetrics>(l).ok())
+        .filter(|m| m.epoch > 0)
+        .map(|m| (m.epoch, m.selection_loss()))
         .collect()
 }

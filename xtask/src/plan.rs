@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use pixreg_runner::attack::AttackName;
 use pixreg_runner::config::ExperimentConfig;
 
 use crate::catalogue::{merge, Catalogue, ProfileSpec, RowSpec, TableSpec, VariantSpec};
@@ -22,7 +23,7 @@ pub struct PlannedRun {
     pub needs_fgsm: bool,
     /// Attacks besides FGSM that the table needs from the run (a reused run that lacks some
     /// is evaluated with them).
-    pub attacks: Vec<String>,
+    pub attacks: Vec<AttackName>,
 }
 
 /// One variant of one row.
@@ -80,16 +81,15 @@ pub struct Plan {
 
 /// Attacks evaluated at the end of `pixreg train`: those the table's columns read (each once,
 /// in column order) except FGSM, which needs the surrogate and runs afterwards.
-pub fn training_attacks(table: &TableSpec) -> Vec<String> {
-    let mut attacks: Vec<String> = Vec::new();
+pub fn training_attacks(table: &TableSpec) -> Vec<AttackName> {
+    let mut attacks: Vec<AttackName> = Vec::new();
     for attack in table
         .columns
         .iter()
         .filter_map(|c| crate::catalogue::attack_of(c))
     {
-        let name = attack.to_string();
-        if attack != pixreg_runner::attack::AttackName::Fgsm && !attacks.contains(&name) {
-            attacks.push(name);
+        if attack != AttackName::Fgsm && !attacks.contains(&attack) {
+            attacks.push(attack);
         }
     }
     attacks
@@ -321,7 +321,7 @@ struct ConfigLayers<'a> {
     profile: &'a ProfileSpec,
     profile_name: &'a str,
     overrides: &'a [String],
-    attacks: &'a [String],
+    attacks: &'a [AttackName],
 }
 
 impl ConfigLayers<'_> {
@@ -353,7 +353,7 @@ impl ConfigLayers<'_> {
         let mut task = toml::Table::new();
         task.insert("dataset".into(), row.dataset.clone().into());
         let mut evaluation = toml::Table::new();
-        let list: Vec<toml::Value> = self.attacks.iter().map(|a| a.clone().into()).collect();
+        let list: Vec<toml::Value> = self.attacks.iter().map(|a| a.as_str().into()).collect();
         evaluation.insert("attacks".into(), toml::Value::Array(list));
         merge(
             &mut config,
@@ -432,7 +432,7 @@ struct RunRegistry {
     runs: Vec<PlannedRun>,
     by_id: BTreeMap<String, usize>,
     needs_fgsm: bool,
-    attacks: Vec<String>,
+    attacks: Vec<AttackName>,
 }
 
 impl RunRegistry {

@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use pixreg_runner::attack::AttackName;
 use serde_json::json;
 use xtask::assemble::{assemble, csv, markdown, write_tables, Cell};
 use xtask::exec::{execute, ExecOptions, ExecReport, Paths};
@@ -36,21 +37,25 @@ fn fake_run(runs: &Path, id: &str, surrogate: Option<&str>, shift: f64) {
     let acc: Vec<f64> = (0..5)
         .map(|i| 100.0 * (0.9 - 0.1 * i as f64 + shift))
         .collect();
-    let curve =
-        json!({"epsilons": eps, "accuracy": acc, "n_images": 100, "provenance": provenance});
+    let curve = json!({"attack": "Gaussian", "epsilons": eps, "accuracy": acc, "n_images": 100,
+        "wall_seconds": 1.0, "provenance": provenance});
     let mut fgsm = curve.clone();
     if let Some(s) = surrogate {
         fgsm["surrogate"] = json!(s);
     }
     let decision = |m: f64| {
-        json!({"mean_of_medians": m, "medians": [m], "success_rate": 100.0,
+        json!({"mean_of_medians": m, "medians": [m], "success_rate": 100.0, "n_images": 10,
+        "queries": 1000.0, "queries_per_second": 100.0, "repeats": [], "wall_seconds": 10.0,
         "provenance": provenance})
     };
     let results = json!({
         "format": 2,
+        "run": id,
+        "checkpoint": "checkpoints/best-0001.safetensors",
         "checkpoint_sha256": sha,
-        "clean": {"test_acc": 100.0 * (0.9 + shift), "test_loss": 0.3, "n_images": 100,
-                  "provenance": provenance},
+        "best_epoch": 1,
+        "train_seconds": 12.5,
+        "clean": {"test_acc": 100.0 * (0.9 + shift), "test_loss": 0.3, "provenance": provenance},
         "attacks": {
             "gaussian": curve,
             "uniform": curve,
@@ -124,7 +129,7 @@ fn cells_that_break_an_invariant_or_come_from_another_checkpoint_are_flagged() {
     let planned = &plan.runs[2];
     let mut expected = planned.attacks.clone();
     if planned.needs_fgsm {
-        expected.push("fgsm".into());
+        expected.push(AttackName::Fgsm);
     }
     assert_eq!(
         xtask::exec::missing_attacks(&paths.runs_dir, planned, None),
@@ -136,7 +141,7 @@ fn cells_that_break_an_invariant_or_come_from_another_checkpoint_are_flagged() {
             &plan.runs[1],
             plan.runs[1].surrogate.map(|s| plan.runs[s].id.as_str())
         ),
-        vec!["gaussian".to_string()]
+        vec![AttackName::Gaussian]
     );
 }
 
@@ -519,7 +524,7 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
     let (_tmp, paths) = setup();
     let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
     let run = &plan.runs[0];
-    assert!(run.attacks.contains(&"hsj".to_string()));
+    assert!(run.attacks.contains(&AttackName::Hsj));
     fake_run(&paths.runs_dir, &run.id, None, 0.0);
     assert!(xtask::exec::missing_attacks(&paths.runs_dir, run, None).is_empty());
     let results_path = paths.run_dir(&run.id).join("results.json");
@@ -529,7 +534,7 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
     std::fs::write(&results_path, results.to_string()).unwrap();
     assert_eq!(
         xtask::exec::missing_attacks(&paths.runs_dir, run, None),
-        vec!["hsj".to_string()]
+        vec![AttackName::Hsj]
     );
 
     // execute() runs `pixreg eval` for it with the table's evaluation settings.
@@ -566,7 +571,7 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
     with_fgsm.needs_fgsm = true;
     assert_eq!(
         xtask::exec::missing_attacks(&paths.runs_dir, &with_fgsm, Some("another-run")),
-        vec!["hsj".to_string(), "fgsm".to_string()],
+        vec![AttackName::Hsj, AttackName::Fgsm],
         "an FGSM result from another surrogate does not count"
     );
 }
@@ -652,13 +657,16 @@ fn corruption_band_columns_read_severity_four_of_the_corruptions_report() {
     let (_tmp, paths) = setup();
     let plan = plan_of(&catalogue, &paths.data_dir);
     // The three columns need one evaluation, run once at the end of training.
-    assert_eq!(plan.runs[0].attacks, vec!["corruptions".to_string()]);
+    assert_eq!(plan.runs[0].attacks, vec![AttackName::Corruptions]);
     fake_all(&plan, &paths.runs_dir);
     let id = plan.runs[0].id.clone();
     edit_results(&paths, &id, |r| {
         let provenance = r["clean"]["provenance"].clone();
         r["attacks"]["corruptions"] = json!({
             "mean_corrupted_accuracy": 60.0,
+            "clean_accuracy": 90.0,
+            "entries": [],
+            "wall_seconds": 1.0,
             "n_images": 100,
             "by_band": [
                 {"band": "low", "severity": 4, "accuracy": 71.0},

@@ -65,6 +65,7 @@ pub mod classifier;
 pub mod corruptions;
 pub mod error;
 pub mod hsj;
+pub mod nan_as_null;
 pub mod noise;
 pub mod paper;
 pub mod protocol;

@@ -343,6 +343,7 @@ impl<A: DecisionBasedAttack + Clone> DecisionProtocol<A> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepeatReport {
     /// Median over successful images of the per-image MSE (NaN, serialised as null, if none).
+    #[serde(deserialize_with = "crate::nan_as_null::number")]
     pub median: f64,
     /// Successful images.
     pub successes: usize,
@@ -368,8 +369,10 @@ pub struct DecisionReport<A = BoundaryAttack> {
     /// The labels attacked (the model's clean predictions).
     pub labels: Vec<u32>,
     /// Per-repeat medians.
+    #[serde(deserialize_with = "crate::nan_as_null::numbers")]
     pub medians: Vec<f64>,
     /// Mean of the per-repeat medians (the paper's number).
+    #[serde(deserialize_with = "crate::nan_as_null::number")]
     pub mean_of_medians: f64,
     /// Successful (image, repeat) pairs over all pairs.
     pub success_rate: f64,

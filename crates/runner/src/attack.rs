@@ -21,10 +21,12 @@ use pixreg_attacks::{
     DifferentiableClassifier, Fgsm, FnClassifier, HopSkipJump, NoiseAttack, NoiseKind, Pgd, Task,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::config::EvaluationConfig;
 use crate::provenance::sha256_file;
+use crate::results::{
+    AttackReport, CorruptionResult, CurveResult, DecisionResult, DecisionSettings,
+};
 use crate::run_dir::RunDir;
 
 /// One named evaluation. The names (`Display`/`FromStr`, serde) are the contract of
@@ -108,6 +110,232 @@ impl std::str::FromStr for AttackName {
     }
 }
 
+/// One evaluation with its parameters, as `evaluation.attacks` lists it: a name (the
+/// paper's parameters, with the `[evaluation]` section's image counts) or a table naming the
+/// attack and what differs, e.g. `{ attack = "hsj", steps = 20 }` or
+/// `{ attack = "gaussian", epsilons = [0.0, 0.1, 0.2] }`. A spec without parameters is
+/// written back as its name, so configs that only name attacks read as before.
+///
+/// ```
+/// use pixreg_runner::attack::{AttackName, AttackSpec};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Evaluation { attacks: Vec<AttackSpec> }
+/// let e: Evaluation = toml::from_str(r#"attacks = ["boundary", { attack = "hsj", steps = 20 }]"#)?;
+/// assert_eq!(e.attacks[0], AttackSpec::preset(AttackName::Boundary));
+/// assert_eq!(e.attacks[1].name(), AttackName::Hsj);
+/// let AttackSpec::Hsj(hsj) = &e.attacks[1] else { unreachable!() };
+/// assert_eq!(hsj.steps, Some(20));
+/// let bad = toml::from_str::<Evaluation>(r#"attacks = [{ attack = "hsj", stpes = 20 }]"#);
+/// assert!(bad.unwrap_err().to_string().contains("unknown field `stpes`"));
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", tag = "attack", rename_all = "kebab-case")]
+pub enum AttackSpec {
+    /// Additive Gaussian noise.
+    Gaussian(GridParams),
+    /// Additive uniform noise.
+    Uniform(GridParams),
+    /// Salt-and-pepper noise.
+    Saltpepper(GridParams),
+    /// FGSM, transferred from the surrogate (white-box without one).
+    Fgsm(GridParams),
+    /// The Boundary Attack under the paper's protocol.
+    Boundary(DecisionParams),
+    /// The Boundary Attack run to convergence.
+    BoundaryConverged(DecisionParams),
+    /// HopSkipJump under the same protocol.
+    Hsj(HsjParams),
+    /// White-box PGD, L∞.
+    PgdLinf(PgdParams),
+    /// White-box PGD, L2.
+    PgdL2(PgdParams),
+    /// The common corruptions.
+    Corruptions(CorruptionParams),
+}
+
+/// Parameters of an ε-grid attack (noise, FGSM).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GridParams {
+    /// ε grid in unit scale; absent: the paper's grid for the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilons: Option<Vec<f64>>,
+}
+
+/// Parameters of a Boundary Attack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionParams {
+    /// Attack iterations; absent: the paper's 50 (`boundary`) or
+    /// [`CONVERGED_BOUNDARY_STEPS`] (`boundary-converged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Images attacked; absent: `evaluation.boundary_images`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+    /// Repeats; absent: `evaluation.boundary_repeats`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<usize>,
+}
+
+/// Parameters of HopSkipJump.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HsjParams {
+    /// Iterations; absent: `evaluation.hsj_steps`, else foolbox's 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Gradient-estimation queries at the first iteration; absent:
+    /// `evaluation.hsj_gradient_evals`, else foolbox's 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_gradient_evals: Option<usize>,
+    /// Images attacked; absent: `evaluation.boundary_images`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+    /// Repeats; absent: `evaluation.boundary_repeats`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<usize>,
+}
+
+/// Parameters of a PGD grid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgdParams {
+    /// Budgets in unit scale; absent: the customary grid for the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilons: Option<Vec<f64>>,
+    /// Test images attacked (the first ones); absent: `evaluation.pgd_images`, else all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+}
+
+/// Parameters of the corruption evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorruptionParams {
+    /// Severities (each 1..=5); absent: all five.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severities: Option<Vec<u8>>,
+}
+
+impl AttackSpec {
+    /// The attack with its preset parameters.
+    pub fn preset(name: AttackName) -> Self {
+        match name {
+            AttackName::Gaussian => AttackSpec::Gaussian(GridParams::default()),
+            AttackName::Uniform => AttackSpec::Uniform(GridParams::default()),
+            AttackName::Saltpepper => AttackSpec::Saltpepper(GridParams::default()),
+            AttackName::Fgsm => AttackSpec::Fgsm(GridParams::default()),
+            AttackName::Boundary => AttackSpec::Boundary(DecisionParams::default()),
+            AttackName::BoundaryConverged => {
+                AttackSpec::BoundaryConverged(DecisionParams::default())
+            }
+            AttackName::Hsj => AttackSpec::Hsj(HsjParams::default()),
+            AttackName::PgdLinf => AttackSpec::PgdLinf(PgdParams::default()),
+            AttackName::PgdL2 => AttackSpec::PgdL2(PgdParams::default()),
+            AttackName::Corruptions => AttackSpec::Corruptions(CorruptionParams::default()),
+        }
+    }
+
+    /// The attack's name (its key in `results.json`).
+    pub fn name(&self) -> AttackName {
+        match self {
+            AttackSpec::Gaussian(_) => AttackName::Gaussian,
+            AttackSpec::Uniform(_) => AttackName::Uniform,
+            AttackSpec::Saltpepper(_) => AttackName::Saltpepper,
+            AttackSpec::Fgsm(_) => AttackName::Fgsm,
+            AttackSpec::Boundary(_) => AttackName::Boundary,
+            AttackSpec::BoundaryConverged(_) => AttackName::BoundaryConverged,
+            AttackSpec::Hsj(_) => AttackName::Hsj,
+            AttackSpec::PgdLinf(_) => AttackName::PgdLinf,
+            AttackSpec::PgdL2(_) => AttackName::PgdL2,
+            AttackSpec::Corruptions(_) => AttackName::Corruptions,
+        }
+    }
+
+    /// Checks the parameters: positive counts, finite non-negative non-empty ε grids
+    /// (salt-and-pepper probabilities at most 1), severities 1..=5.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |what: &str, v: Option<usize>| match v {
+            Some(0) => anyhow::bail!("`{what}` must be positive"),
+            _ => Ok(()),
+        };
+        let grid = |epsilons: &Option<Vec<f64>>, max: f64| match epsilons {
+            Some(e) if e.is_empty() => anyhow::bail!("`epsilons` must not be empty"),
+            Some(e) if e.iter().any(|x| !x.is_finite() || *x < 0.0 || *x > max) => {
+                anyhow::bail!("`epsilons` must be finite, at least 0 and at most {max}: {e:?}")
+            }
+            _ => Ok(()),
+        };
+        match self {
+            AttackSpec::Saltpepper(p) => grid(&p.epsilons, 1.0),
+            AttackSpec::Gaussian(p) | AttackSpec::Uniform(p) | AttackSpec::Fgsm(p) => {
+                grid(&p.epsilons, f64::MAX)
+            }
+            AttackSpec::Boundary(p) | AttackSpec::BoundaryConverged(p) => {
+                positive("steps", p.steps)?;
+                positive("images", p.images)?;
+                positive("repeats", p.repeats)
+            }
+            AttackSpec::Hsj(p) => {
+                positive("steps", p.steps)?;
+                positive("initial_gradient_evals", p.initial_gradient_evals)?;
+                positive("images", p.images)?;
+                positive("repeats", p.repeats)
+            }
+            AttackSpec::PgdLinf(p) | AttackSpec::PgdL2(p) => {
+                positive("images", p.images)?;
+                grid(&p.epsilons, f64::MAX)
+            }
+            AttackSpec::Corruptions(p) => match &p.severities {
+                Some(s) if s.is_empty() || s.iter().any(|v| !(1..=5).contains(v)) => {
+                    anyhow::bail!("`severities` must be a non-empty list of 1..=5: {s:?}")
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// True when no parameter differs from the preset.
+    pub fn is_preset(&self) -> bool {
+        *self == Self::preset(self.name())
+    }
+}
+
+impl Serialize for AttackSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.is_preset() {
+            s.serialize_str(self.name().as_str())
+        } else {
+            AttackSpec::serialize(self, s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttackSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct NameOrTable;
+        impl<'de> serde::de::Visitor<'de> for NameOrTable {
+            type Value = AttackSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an attack name or a table `{ attack = \"name\", ... }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<AttackSpec, E> {
+                v.parse().map(AttackSpec::preset).map_err(E::custom)
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> std::result::Result<AttackSpec, M::Error> {
+                AttackSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(NameOrTable)
+    }
+}
+
 /// Steps of the converged Boundary Attack (enough for the step-size adaptation to act).
 pub const CONVERGED_BOUNDARY_STEPS: usize = 5000;
 
@@ -137,50 +365,85 @@ pub struct AttackRun<'a, C> {
 }
 
 impl<C: DifferentiableClassifier> AttackRun<'_, C> {
-    /// Runs `attack` and returns its report (fractions as `pixreg-attacks` gives them).
-    pub fn report(&self, attack: AttackName) -> Result<Value> {
-        match attack {
-            AttackName::Gaussian => self.noise(NoiseKind::Gaussian),
-            AttackName::Uniform => self.noise(NoiseKind::Uniform),
-            AttackName::Saltpepper => self.noise(NoiseKind::SaltPepper),
-            AttackName::Fgsm => self.fgsm(),
-            AttackName::Boundary => self.decision(attack, BoundaryAttack::paper(), Value::Null),
-            AttackName::BoundaryConverged => self.decision(
-                attack,
-                BoundaryAttack::converged(CONVERGED_BOUNDARY_STEPS),
-                Value::Null,
-            ),
-            AttackName::Hsj => {
-                let hsj = hop_skip_jump(self.evaluation);
-                let settings = json!({
-                    "steps": hsj.steps,
-                    "initial_gradient_evals": hsj.initial_gradient_eval_steps,
-                });
-                self.decision(attack, hsj, settings)
+    /// Runs `spec` and returns its report (accuracies in %, as `results.json` holds them).
+    pub fn report(&self, spec: &AttackSpec) -> Result<AttackReport> {
+        let name = spec.name();
+        Ok(match spec {
+            AttackSpec::Gaussian(p) => AttackReport::Curve(self.noise(NoiseKind::Gaussian, p)?),
+            AttackSpec::Uniform(p) => AttackReport::Curve(self.noise(NoiseKind::Uniform, p)?),
+            AttackSpec::Saltpepper(p) => AttackReport::Curve(self.noise(NoiseKind::SaltPepper, p)?),
+            AttackSpec::Fgsm(p) => AttackReport::Curve(self.fgsm(p)?),
+            AttackSpec::Boundary(p) | AttackSpec::BoundaryConverged(p) => {
+                let preset = match name {
+                    AttackName::Boundary => BoundaryAttack::paper(),
+                    _ => BoundaryAttack::converged(CONVERGED_BOUNDARY_STEPS),
+                };
+                let attack = BoundaryAttack {
+                    steps: p.steps.unwrap_or(preset.steps),
+                    ..preset
+                };
+                // Steps are recorded only where they differ from the preset's.
+                let settings =
+                    p.steps
+                        .filter(|&s| s != preset.steps)
+                        .map(|steps| DecisionSettings {
+                            steps,
+                            initial_gradient_evals: None,
+                        });
+                let size = (p.images, p.repeats);
+                AttackReport::Decision(self.decision(name, attack, size, settings)?)
             }
-            AttackName::PgdLinf => self.pgd(attack, Pgd::linf(0.0), pgd_linf_grid(self.task)),
-            AttackName::PgdL2 => self.pgd(attack, Pgd::l2(0.0), pgd_l2_grid(self.task)),
-            AttackName::Corruptions => Ok(serde_json::to_value(CorruptionEval::default().run(
-                self.model,
-                self.images,
-                self.labels,
-                self.seed,
-            )?)?),
-        }
+            AttackSpec::Hsj(p) => {
+                let hsj = hop_skip_jump(p, self.evaluation);
+                let settings = DecisionSettings {
+                    steps: hsj.steps,
+                    initial_gradient_evals: Some(hsj.initial_gradient_eval_steps),
+                };
+                let size = (p.images, p.repeats);
+                AttackReport::Decision(self.decision(name, hsj, size, Some(settings))?)
+            }
+            AttackSpec::PgdLinf(p) => {
+                let grid = p
+                    .epsilons
+                    .clone()
+                    .unwrap_or_else(|| pgd_linf_grid(self.task));
+                AttackReport::Curve(self.pgd(name, Pgd::linf(0.0), grid, p.images)?)
+            }
+            AttackSpec::PgdL2(p) => {
+                let grid = p.epsilons.clone().unwrap_or_else(|| pgd_l2_grid(self.task));
+                AttackReport::Curve(self.pgd(name, Pgd::l2(0.0), grid, p.images)?)
+            }
+            AttackSpec::Corruptions(p) => {
+                let mut eval = CorruptionEval::default();
+                if let Some(severities) = &p.severities {
+                    eval.severities = severities.clone();
+                }
+                let report = eval.run(self.model, self.images, self.labels, self.seed)?;
+                AttackReport::Corruptions(CorruptionResult::from(report))
+            }
+        })
     }
 
-    fn noise(&self, kind: NoiseKind) -> Result<Value> {
-        let attack = NoiseAttack::paper(self.task, kind);
-        let report = attack.run(self.model, self.images, self.labels, self.seed)?;
-        Ok(serde_json::to_value(report)?)
+    fn noise(&self, kind: NoiseKind, params: &GridParams) -> Result<CurveResult> {
+        let mut attack = NoiseAttack::paper(self.task, kind);
+        if let Some(epsilons) = &params.epsilons {
+            attack.epsilons = epsilons.clone();
+        }
+        Ok(attack
+            .run(self.model, self.images, self.labels, self.seed)?
+            .into())
     }
 
     /// FGSM transferred from the surrogate's best checkpoint, or white-box without one.
-    fn fgsm(&self) -> Result<Value> {
-        let fgsm = Fgsm::paper(self.task);
+    fn fgsm(&self, params: &GridParams) -> Result<CurveResult> {
+        let mut fgsm = Fgsm::paper(self.task);
+        if let Some(epsilons) = &params.epsilons {
+            fgsm.epsilons = epsilons.clone();
+        }
         let Some(dir) = self.surrogate else {
-            let report = fgsm.run_white_box(self.model, self.images, self.labels)?;
-            return Ok(serde_json::to_value(report)?);
+            return Ok(fgsm
+                .run_white_box(self.model, self.images, self.labels)?
+                .into());
         };
         let sur_run = RunDir::open(dir)?;
         let (sur_checkpoint, sur_model) = crate::eval::load_best(&sur_run, self.device)?;
@@ -189,54 +452,44 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
             global_bounds(self.images)?,
         );
         let report = fgsm.run_transferred(&surrogate, self.model, self.images, self.labels)?;
-        let mut value = serde_json::to_value(report)?;
-        value["surrogate"] = json!(sur_run.id());
-        value["surrogate_checkpoint_sha256"] = json!(sha256_file(&sur_checkpoint)?);
-        Ok(value)
+        Ok(CurveResult {
+            surrogate: Some(sur_run.id()),
+            surrogate_checkpoint_sha256: Some(sha256_file(&sur_checkpoint)?),
+            ..report.into()
+        })
     }
 
-    /// A decision attack under the paper's protocol (images and repeats from the config);
-    /// `settings`, unless null, records the attack's non-default knobs in the report.
+    /// A decision attack under the paper's protocol, on `(images, repeats)` where given, else
+    /// the `[evaluation]` section's, with its non-default `settings` recorded.
     fn decision<A: DecisionBasedAttack + Clone>(
         &self,
         name: AttackName,
         attack: A,
-        settings: Value,
-    ) -> Result<Value> {
+        (images, repeats): (Option<usize>, Option<usize>),
+        settings: Option<DecisionSettings>,
+    ) -> Result<DecisionResult> {
         let mut protocol = DecisionProtocol::paper(self.seed).with_attack(attack);
-        protocol.n_images = self.evaluation.boundary_images.min(self.images.dim(0)?);
-        protocol.repeats = self.evaluation.boundary_repeats;
+        protocol.n_images = images
+            .unwrap_or(self.evaluation.boundary_images)
+            .min(self.images.dim(0)?);
+        protocol.repeats = repeats.unwrap_or(self.evaluation.boundary_repeats);
         let mut progress = AttackProgress::new(self.run, name, self.position, "repeat");
         let repeats = protocol.repeats;
         let report =
             protocol.run_observed(self.model, self.images, &mut |_| progress.done(repeats))?;
-        let n_images = report.indices.len() as f64;
-        let queries: f64 = report
-            .repeats
-            .iter()
-            .map(|r| r.mean_queries * n_images)
-            .sum();
-        let mut value = json!({
-            "queries": queries,
-            "queries_per_second": queries / report.wall_seconds,
-            "mean_of_medians": report.mean_of_medians,
-            "medians": report.medians,
-            "success_rate": report.success_rate,
-            "n_images": report.indices.len(),
-            "repeats": report.repeats,
-            "wall_seconds": report.wall_seconds,
-        });
-        if !settings.is_null() {
-            value["settings"] = settings;
-        }
-        Ok(value)
+        Ok(DecisionResult::new(report, settings))
     }
 
-    /// A PGD budget grid on the first `pgd_images` test images.
-    fn pgd(&self, name: AttackName, pgd: Pgd, grid: Vec<f64>) -> Result<Value> {
-        let n = self
-            .evaluation
-            .pgd_images
+    /// A PGD budget grid on the first `images` (else `evaluation.pgd_images`) test images.
+    fn pgd(
+        &self,
+        name: AttackName,
+        pgd: Pgd,
+        grid: Vec<f64>,
+        images: Option<usize>,
+    ) -> Result<CurveResult> {
+        let n = images
+            .or(self.evaluation.pgd_images)
             .unwrap_or(self.labels.len())
             .min(self.labels.len());
         let mut progress = AttackProgress::new(self.run, name, self.position, "ε");
@@ -249,7 +502,7 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
             self.seed,
             &mut |_, _| progress.done(points),
         )?;
-        Ok(serde_json::to_value(report)?)
+        Ok(report.into())
     }
 }
 
@@ -301,19 +554,6 @@ impl<'a> AttackProgress<'a> {
     }
 }
 
-/// The attack protocol (ε grids, Boundary Attack indices) of a task: the JPEG CIFAR-10 copy
-/// is attacked as CIFAR-10.
-pub fn attack_task(dataset: pixreg_datasets::DatasetName) -> Result<Task> {
-    use pixreg_datasets::DatasetName;
-    Ok(match dataset {
-        DatasetName::Mnist => Task::Mnist,
-        DatasetName::FashionMnist => Task::FashionMnist,
-        DatasetName::Cifar10 | DatasetName::Cifar10Jpeg => Task::Cifar10,
-        DatasetName::Cifar100 => Task::Cifar100,
-        other => anyhow::bail!("no attack protocol for dataset {other}"),
-    })
-}
-
 /// ε grid of the PGD L∞ column, in unit scale: the customary budgets, up to 0.3 for MNIST-type
 /// tasks and up to 8/255 for CIFAR.
 fn pgd_linf_grid(task: Task) -> Vec<f64> {
@@ -333,14 +573,18 @@ fn pgd_l2_grid(task: Task) -> Vec<f64> {
     }
 }
 
-/// The HopSkipJump of an `[evaluation]` section: foolbox's defaults, with `hsj_steps` and
-/// `hsj_gradient_evals` where given.
-fn hop_skip_jump(evaluation: &EvaluationConfig) -> HopSkipJump {
+/// The HopSkipJump of a spec: foolbox's defaults, with the spec's (else the `[evaluation]`
+/// section's `hsj_steps` and `hsj_gradient_evals`) where given.
+fn hop_skip_jump(params: &HsjParams, evaluation: &EvaluationConfig) -> HopSkipJump {
     let defaults = HopSkipJump::default();
     HopSkipJump {
-        steps: evaluation.hsj_steps.unwrap_or(defaults.steps),
-        initial_gradient_eval_steps: evaluation
-            .hsj_gradient_evals
+        steps: params
+            .steps
+            .or(evaluation.hsj_steps)
+            .unwrap_or(defaults.steps),
+        initial_gradient_eval_steps: params
+            .initial_gradient_evals
+            .or(evaluation.hsj_gradient_evals)
             .unwrap_or(defaults.initial_gradient_eval_steps),
         ..defaults
     }

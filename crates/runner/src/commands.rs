@@ -9,6 +9,7 @@ use crate::config::ExperimentConfig;
 use crate::data::load_task_data;
 use crate::data::DataSource;
 use crate::eval::{evaluate_loaded, evaluate_run};
+use crate::results::{AttackReport, CurveResult, RunResults};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{train, TrainOptions};
 
@@ -152,7 +153,7 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         "run {} finished: best epoch {}, clean test accuracy {:.2} %; results in {}",
         run.id(),
         state.best_epoch,
-        results["clean"]["test_acc"].as_f64().unwrap_or(f64::NAN),
+        results.clean.result.test_acc,
         run.results().display()
     );
     Ok(())
@@ -175,10 +176,10 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
     if args.no_verify {
         data = data.without_verification();
     }
-    let attacks = args
-        .attacks
-        .clone()
-        .unwrap_or_else(|| config.evaluation.attacks.clone());
+    let attacks = match &args.attacks {
+        Some(names) => names.iter().map(|&n| config.evaluation.spec(n)).collect(),
+        None => config.evaluation.attacks.clone(),
+    };
     let surrogate = args
         .surrogate
         .as_deref()
@@ -189,39 +190,32 @@ pub fn eval_command(args: &EvalArgs) -> Result<()> {
 }
 
 /// A compact table of `results.json`.
-fn print_results(results: &serde_json::Value) {
+fn print_results(results: &RunResults) {
     println!(
         "run {}  clean test accuracy {:.2} %",
-        results["run"].as_str().unwrap_or("?"),
-        results["clean"]["test_acc"].as_f64().unwrap_or(f64::NAN)
+        results.run, results.clean.result.test_acc
     );
-    let Some(attacks) = results["attacks"].as_object() else {
-        return;
-    };
-    for (name, r) in attacks {
-        if let (Some(eps), Some(acc)) = (r["epsilons"].as_array(), r["accuracy"].as_array()) {
-            let cells: Vec<String> = eps
-                .iter()
-                .zip(acc)
-                .map(|(e, a)| {
-                    format!(
-                        "{:.3}:{:.1}",
-                        e.as_f64().unwrap_or(f64::NAN),
-                        a.as_f64().unwrap_or(f64::NAN)
-                    )
-                })
-                .collect();
-            println!("  {name:<20} {}", cells.join("  "));
-        } else if let Some(m) = r["mean_of_medians"].as_f64() {
-            println!(
-                "  {name:<20} median per-pixel squared L2 {m:.6} (success {:.1} %, {:.0} queries \
+    for (name, entry) in results.attacks.iter() {
+        let name = name.as_str();
+        match &entry.result {
+            AttackReport::Curve(c) => {
+                let cells: Vec<String> = c
+                    .epsilons
+                    .iter()
+                    .zip(&c.accuracy)
+                    .map(|(e, a)| format!("{e:.3}:{a:.1}"))
+                    .collect();
+                println!("  {name:<20} {}", cells.join("  "));
+            }
+            AttackReport::Decision(d) => println!(
+                "  {name:<20} median per-pixel squared L2 {:.6} (success {:.1} %, {:.0} queries \
                  in {:.1} s)",
-                r["success_rate"].as_f64().unwrap_or(f64::NAN),
-                r["queries"].as_f64().unwrap_or(f64::NAN),
-                r["wall_seconds"].as_f64().unwrap_or(f64::NAN)
-            );
-        } else if let Some(m) = r["mean_corrupted_accuracy"].as_f64() {
-            println!("  {name:<20} mean corrupted accuracy {m:.1} %");
+                d.mean_of_medians, d.success_rate, d.queries, d.wall_seconds
+            ),
+            AttackReport::Corruptions(c) => println!(
+                "  {name:<20} mean corrupted accuracy {:.1} %",
+                c.mean_corrupted_accuracy
+            ),
         }
     }
 }
@@ -251,48 +245,57 @@ pub fn runs_command(args: &RunsArgs) -> Result<()> {
         "boundary",
         "train s"
     );
-    let num = |v: &serde_json::Value, digits: usize| {
-        v.as_f64()
-            .map_or("-".to_string(), |x| format!("{x:.digits$}"))
-    };
+    let num =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
+    let count = |v: Option<usize>| v.map_or("-".to_string(), |x| x.to_string());
     for r in &runs {
         println!(
             "{:<40} {:<9} {:>6} {:>4} {:>5} {:>4} {:<5} {:>8} {:>9} {:>10} {:>8}",
-            r["run"].as_str().unwrap_or("?"),
-            r["status"].as_str().unwrap_or("?"),
-            num(&r["completed_epochs"], 0),
-            num(&r["best_epoch"], 0),
-            num(&r["alpha"], 1),
-            num(&r["threshold"], 2),
-            r["range"].as_str().unwrap_or("-"),
-            num(&r["test_acc"], 2),
-            num(&r["gaussian"], 1),
-            r["boundary"]
-                .as_f64()
-                .map_or("-".to_string(), |x| format!("{x:.3e}")),
-            num(&r["train_seconds"], 0),
+            r.run,
+            r.status,
+            count(r.completed_epochs),
+            count(r.best_epoch),
+            num(r.alpha, 1),
+            num(r.threshold, 2),
+            r.range.as_deref().unwrap_or("-"),
+            num(r.test_acc, 2),
+            num(r.gaussian, 1),
+            r.boundary.map_or("-".to_string(), |x| format!("{x:.3e}")),
+            num(r.train_seconds, 0),
         );
     }
     Ok(())
 }
 
-/// The mean of an accuracy curve over ε > 0 (the tables' headline number).
-fn curve_mean(entry: &serde_json::Value) -> Option<f64> {
-    let eps = entry["epsilons"].as_array()?;
-    let acc = entry["accuracy"].as_array()?;
-    let points: Vec<f64> = eps
-        .iter()
-        .zip(acc)
-        .filter(|(e, _)| e.as_f64().is_some_and(|e| e > 0.0))
-        .filter_map(|(_, a)| a.as_f64())
-        .collect();
-    (!points.is_empty()).then(|| points.iter().sum::<f64>() / points.len() as f64)
+/// One line of `pixreg runs` (an object of `pixreg runs --json`); `null` where a run has none.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run: String,
+    /// `new`, `running`, `trained` or `finished`.
+    pub status: String,
+    /// Epochs committed.
+    pub completed_epochs: Option<usize>,
+    /// The best checkpoint's epoch.
+    pub best_epoch: Option<usize>,
+    /// Regularization strength.
+    pub alpha: Option<f64>,
+    /// Target threshold `Th`.
+    pub threshold: Option<f64>,
+    /// Pair range.
+    pub range: Option<String>,
+    /// Clean test accuracy (%).
+    pub test_acc: Option<f64>,
+    /// Mean Gaussian-noise accuracy (%) over ε > 0.
+    pub gaussian: Option<f64>,
+    /// Boundary Attack mean of medians.
+    pub boundary: Option<f64>,
+    /// Training wall time.
+    pub train_seconds: Option<f64>,
 }
 
-/// One summary object per run under `runs_dir` whose id contains `filter`, sorted by id: id,
-/// status, epochs, best epoch, α, Th, range, clean test accuracy, Gaussian grid mean, Boundary
-/// median, training seconds (`null` where a run has none).
-pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<serde_json::Value>> {
+/// One summary per run under `runs_dir` whose id contains `filter`, sorted by id.
+pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<RunSummary>> {
     if !runs_dir.is_dir() {
         return Ok(Vec::new());
     }
@@ -309,28 +312,32 @@ pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<serde_json
             continue;
         }
         let state = run.state()?;
-        let results: serde_json::Value = std::fs::read_to_string(run.results())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        // A results file of an older format has no summary numbers.
+        let results = RunResults::read(&run.results()).ok().flatten();
         let config = ExperimentConfig::load(&run.config(), &[]).ok();
         let reg = config.as_ref().and_then(|c| c.regularization.as_ref());
         let status = state.as_ref().map_or("new".to_string(), |s| {
             format!("{:?}", s.status).to_lowercase()
         });
-        runs.push(serde_json::json!({
-            "run": run.id(),
-            "status": status,
-            "completed_epochs": state.as_ref().map(|s| s.completed_epochs),
-            "best_epoch": state.as_ref().map(|s| s.best_epoch),
-            "alpha": reg.and_then(|r| r.alpha),
-            "threshold": reg.and_then(|r| r.threshold),
-            "range": reg.map(|r| r.range.name()),
-            "test_acc": results["clean"]["test_acc"].as_f64(),
-            "gaussian": curve_mean(&results["attacks"]["gaussian"]),
-            "boundary": results["attacks"]["boundary"]["mean_of_medians"].as_f64(),
-            "train_seconds": state.as_ref().map(|s| s.train_seconds),
-        }));
+        let attack = |name| results.as_ref().and_then(|r| r.attacks.get(name));
+        runs.push(RunSummary {
+            run: run.id(),
+            status,
+            completed_epochs: state.as_ref().map(|s| s.completed_epochs),
+            best_epoch: state.as_ref().map(|s| s.best_epoch),
+            alpha: reg.and_then(|r| r.alpha),
+            threshold: reg.and_then(|r| r.threshold),
+            range: reg.map(|r| r.range.name().to_string()),
+            test_acc: results.as_ref().map(|r| r.clean.result.test_acc),
+            gaussian: attack(AttackName::Gaussian)
+                .and_then(|e| e.result.as_curve())
+                .and_then(CurveResult::grid_mean),
+            boundary: attack(AttackName::Boundary)
+                .and_then(|e| e.result.as_decision())
+                .map(|d| d.mean_of_medians)
+                .filter(|m| !m.is_nan()),
+            train_seconds: state.as_ref().map(|s| s.train_seconds),
+        });
     }
     Ok(runs)
 }

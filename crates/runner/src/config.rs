@@ -133,6 +133,24 @@ pub struct TaskConfig {
     pub valid_split: ValidSplitRule,
 }
 
+impl TaskConfig {
+    /// The attack protocol (ε grids, Boundary Attack images) of the task's dataset: the JPEG
+    /// CIFAR-10 copy is attacked as CIFAR-10; a dataset that is only a regularization source
+    /// has none.
+    pub fn attack_task(&self) -> Result<pixreg_attacks::Task> {
+        use pixreg_attacks::Task;
+        Ok(match self.dataset {
+            DatasetName::Mnist => Task::Mnist,
+            DatasetName::FashionMnist => Task::FashionMnist,
+            DatasetName::Cifar10 | DatasetName::Cifar10Jpeg => Task::Cifar10,
+            DatasetName::Cifar100 => Task::Cifar100,
+            other => {
+                bail!("no attack protocol for dataset {other}: `evaluation.attacks` must be empty")
+            }
+        })
+    }
+}
+
 /// `task.valid_split`: how the validation images are drawn from the training set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -405,7 +423,7 @@ impl TrainingConfig {
 pub struct EvaluationConfig {
     /// Attacks to run at the end of training (see `pixreg eval --help` for the names).
     #[serde(default)]
-    pub attacks: Vec<crate::attack::AttackName>,
+    pub attacks: Vec<crate::attack::AttackSpec>,
     /// Images attacked by the Boundary Attack (the paper: 1000).
     #[serde(default = "default_boundary_images")]
     pub boundary_images: usize,
@@ -428,6 +446,41 @@ pub struct EvaluationConfig {
     /// with √t up to 10 000); absent: foolbox's 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsj_gradient_evals: Option<usize>,
+}
+
+impl EvaluationConfig {
+    /// Checks the sizes and every attack's parameters; an attack listed twice is refused
+    /// (its results would overwrite each other).
+    pub fn validate(&self) -> Result<()> {
+        if self.boundary_images == 0 || self.boundary_repeats == 0 {
+            bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
+        }
+        if self.hsj_steps == Some(0) || self.hsj_gradient_evals == Some(0) {
+            bail!("evaluation.hsj_steps and evaluation.hsj_gradient_evals must be positive when given");
+        }
+        if self.pgd_images == Some(0) {
+            bail!("evaluation.pgd_images must be positive when given");
+        }
+        for (k, spec) in self.attacks.iter().enumerate() {
+            let name = spec.name();
+            if self.attacks[..k].iter().any(|s| s.name() == name) {
+                bail!("evaluation.attacks lists `{name}` twice");
+            }
+            spec.validate()
+                .with_context(|| format!("in `evaluation.attacks` (`{name}`)"))?;
+        }
+        Ok(())
+    }
+
+    /// The spec of `name`: the one `attacks` lists, else the preset (`pixreg eval --attacks`
+    /// names attacks; their parameters come from the config).
+    pub fn spec(&self, name: crate::attack::AttackName) -> crate::attack::AttackSpec {
+        self.attacks
+            .iter()
+            .find(|s| s.name() == name)
+            .cloned()
+            .unwrap_or_else(|| crate::attack::AttackSpec::preset(name))
+    }
 }
 
 impl Default for EvaluationConfig {
@@ -599,14 +652,9 @@ impl ExperimentConfig {
         if let Some(reg) = &self.regularization {
             reg.validate()?;
         }
-        if self.evaluation.boundary_images == 0 || self.evaluation.boundary_repeats == 0 {
-            bail!("evaluation.boundary_images and evaluation.boundary_repeats must be positive");
-        }
-        if self.evaluation.hsj_steps == Some(0) || self.evaluation.hsj_gradient_evals == Some(0) {
-            bail!("evaluation.hsj_steps and evaluation.hsj_gradient_evals must be positive when given");
-        }
-        if self.evaluation.pgd_images == Some(0) {
-            bail!("evaluation.pgd_images must be positive when given");
+        self.evaluation.validate()?;
+        if !self.evaluation.attacks.is_empty() {
+            self.task.attack_task()?;
         }
         pixreg_models::device::cuda_ordinal(&self.device)?;
         self.check_training_step_fits()

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::output::write_bytes;
+use crate::results::EpochMetrics;
 use crate::run_dir::RunDir;
 use crate::tfevents::EventFile;
 
@@ -67,15 +68,12 @@ pub fn unix_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Keys of a metric line that are not scalars to plot.
-const NOT_SCALARS: [&str; 2] = ["epoch", "time"];
-
 /// The TensorBoard event file of a run's committed step and metric lines: tags `train/<name>`
 /// per logged step and `epoch/<key>` for every number of a metric line.
-pub fn event_file(steps: &[StepScalars], metrics: &[serde_json::Value]) -> EventFile {
+pub fn event_file(steps: &[StepScalars], metrics: &[EpochMetrics]) -> EventFile {
     // A folder written before steps.jsonl existed has epoch numbers as its steps.
     let steps_per_epoch = steps.first().map_or(1, |s| s.steps_per_epoch) as u64;
-    let time_of = |line: &serde_json::Value| line["time"].as_f64().unwrap_or(0.0);
+    let time_of = |line: &EpochMetrics| line.time.unwrap_or(0.0);
     let start = metrics
         .first()
         .map(time_of)
@@ -84,7 +82,7 @@ pub fn event_file(steps: &[StepScalars], metrics: &[serde_json::Value]) -> Event
     let mut file = EventFile::new(start);
     let mut pending = steps.iter().peekable();
     for line in metrics {
-        let epoch = line["epoch"].as_u64().unwrap_or(0);
+        let epoch = line.epoch as u64;
         while let Some(s) = pending.next_if(|s| s.epoch as u64 <= epoch) {
             let mut values = vec![
                 ("train/ce", s.ce),
@@ -96,16 +94,7 @@ pub fn event_file(steps: &[StepScalars], metrics: &[serde_json::Value]) -> Event
             values.extend(s.corr.map(|c| ("train/corr", c)));
             file.scalars(s.time, s.global_step(), &values);
         }
-        let Some(object) = line.as_object() else {
-            continue;
-        };
-        let tags: Vec<(String, f64)> = object
-            .iter()
-            .filter(|(k, _)| !NOT_SCALARS.contains(&k.as_str()))
-            .filter_map(|(k, v)| Some((format!("epoch/{k}"), v.as_f64()?)))
-            .collect();
-        let values: Vec<(&str, f64)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        file.scalars(time_of(line), epoch * steps_per_epoch, &values);
+        file.scalars(time_of(line), epoch * steps_per_epoch, &line.scalars());
     }
     file
 }
@@ -114,7 +103,7 @@ pub fn event_file(steps: &[StepScalars], metrics: &[serde_json::Value]) -> Event
 pub fn write_event_file(
     run: &RunDir,
     steps: &[StepScalars],
-    metrics: &[serde_json::Value],
+    metrics: &[EpochMetrics],
 ) -> Result<()> {
     let path = run.events();
     write_bytes(&path, &event_file(steps, metrics).into_bytes())
@@ -154,10 +143,13 @@ mod tests {
 
     #[test]
     fn undefined_scalars_are_left_out_of_the_event_file() {
-        let metrics = vec![
-            serde_json::json!({"epoch": 0, "test_acc": 10.0, "time": 99.0}),
-            serde_json::json!({"epoch": 1, "test_acc": 80.0, "time": 101.0}),
-        ];
+        let line = |epoch, test_acc, time| -> EpochMetrics {
+            serde_json::from_value(serde_json::json!(
+                {"epoch": epoch, "test_acc": test_acc, "test_loss": 1.0, "time": time}
+            ))
+            .unwrap()
+        };
+        let metrics = vec![line(0, 10.0, 99.0), line(1, 80.0, 101.0)];
         let bytes = event_file(&[step(1, 5), step(1, 10)], &metrics).into_bytes();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("train/reg"));

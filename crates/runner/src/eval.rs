@@ -2,18 +2,10 @@
 //! noise grids, (transferred) FGSM, the Boundary Attack under the paper protocol and converged,
 //! HopSkipJump, PGD and common corruptions. Results are merged into the run's `results.json`.
 //!
-//! # `results.json` (format [`RESULTS_FORMAT`])
-//! ```text
-//! { "format": 2, "run": id, "checkpoint": "checkpoints/best-0007.safetensors",
-//!   "checkpoint_sha256": hex, "best_epoch": 7, "train_seconds": s,
-//!   "clean":   { "test_loss", "test_acc" (%), "provenance" },
-//!   "attacks": { name: { ...the attack's report, accuracies in %..., "provenance" } } }
-//! ```
-//! Every entry's `provenance` ([`Provenance`]) names the checkpoint it evaluated by sha256,
-//! the pixreg version and git commit, the time, and whether the run was still training
-//! (`provisional`). Entries of any other checkpoint, of an older format, or provisional ones
-//! once the run is trained, are dropped when the file is next written: a results file only
-//! ever describes the run's current best checkpoint.
+//! Results are typed ([`crate::results::RunResults`], whose docs show the file). Entries of
+//! any other checkpoint, of an older format, or provisional ones once the run is trained,
+//! are dropped when the file is next written: a results file only ever describes the run's
+//! current best checkpoint.
 
 use std::path::Path;
 
@@ -21,64 +13,16 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use pixreg_attacks::{global_bounds, FnClassifier};
 use pixreg_models::{ModelConfig, ResNet};
-use serde_json::{json, Value};
 
 use pixreg_datasets::ClassificationData;
 
-use crate::attack::{attack_task, AttackName, AttackRun};
+use crate::attack::{AttackRun, AttackSpec};
 use crate::config::{parse_device, ExperimentConfig};
 use crate::data::load_task_data;
 use crate::data::DataSource;
-use crate::output::write_text;
 use crate::provenance::{sha256_file, Provenance};
+use crate::results::{AttackResults, CleanResult, Evaluated, RunResults, RESULTS_FORMAT};
 use crate::run_dir::{RunDir, RunLock, RunState, RunStatus};
-
-/// Version of the `results.json` layout (see the module docs). Format 1 (pixreg 0.1) had
-/// fractions in attack curves and no provenance.
-pub const RESULTS_FORMAT: u64 = 2;
-
-/// Keys of attack reports that hold accuracies (or success rates) as fractions in
-/// `pixreg-attacks` and are written to `results.json` in %.
-const FRACTION_KEYS: [&str; 5] = [
-    "accuracy",
-    "robust_accuracy",
-    "clean_accuracy",
-    "mean_corrupted_accuracy",
-    "success_rate",
-];
-
-/// `value` with every fraction of [`FRACTION_KEYS`] (at any depth) turned into %.
-fn in_percent(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let v = if FRACTION_KEYS.contains(&k.as_str()) {
-                        scale_numbers(v, 100.0)
-                    } else {
-                        in_percent(v)
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(in_percent).collect()),
-        other => other,
-    }
-}
-
-fn scale_numbers(value: Value, factor: f64) -> Value {
-    match value {
-        Value::Number(n) => n.as_f64().map_or(Value::Number(n), |x| json!(x * factor)),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|v| scale_numbers(v, factor))
-                .collect(),
-        ),
-        other => other,
-    }
-}
 
 /// The test set at model scale, with its labels.
 fn test_tensor(
@@ -159,10 +103,10 @@ pub fn evaluate_run(
     run: &RunDir,
     config: &ExperimentConfig,
     data_source: &DataSource,
-    attacks: &[AttackName],
+    attacks: &[AttackSpec],
     surrogate: Option<&Path>,
     provisional: bool,
-) -> Result<Value> {
+) -> Result<RunResults> {
     let lock = run.lock()?;
     evaluable_state(run, provisional)?;
     let data = load_task_data(config, data_source)?;
@@ -176,10 +120,10 @@ pub fn evaluate_loaded(
     _lock: &RunLock,
     config: &ExperimentConfig,
     data: &ClassificationData,
-    attacks: &[AttackName],
+    attacks: &[AttackSpec],
     surrogate: Option<&Path>,
     provisional: bool,
-) -> Result<Value> {
+) -> Result<RunResults> {
     check_model_matches(run, config)?;
     let state = evaluable_state(run, provisional)?;
     let provisional = state.status == RunStatus::Running;
@@ -191,26 +135,26 @@ pub fn evaluate_loaded(
         .unwrap_or(&checkpoint)
         .display()
         .to_string();
-    let provenance = || {
-        serde_json::to_value(Provenance::now(
-            &relative,
-            &sha,
-            state.best_epoch,
-            provisional,
-        ))
-    };
-    let task = attack_task(config.task.dataset)?;
-    let mut results = current_results(run, &sha, provisional)?;
-    results["format"] = json!(RESULTS_FORMAT);
-    results["run"] = json!(run.id());
-    results["checkpoint"] = json!(relative);
-    results["checkpoint_sha256"] = json!(sha);
-    results["best_epoch"] = json!(state.best_epoch);
-    results["train_seconds"] = json!(state.train_seconds);
-
+    let provenance = || Provenance::now(&relative, &sha, state.best_epoch, provisional);
+    let task = config.task.attack_task()?;
     let scale = data.model_scale()?;
-    let (loss, acc) = evaluate(&model, &data.test_batcher(256, scale, &device)?)?;
-    results["clean"] = json!({ "test_loss": loss, "test_acc": acc, "provenance": provenance()? });
+    let (test_loss, test_acc) = evaluate(&model, &data.test_batcher(256, scale, &device)?)?;
+    let mut results = RunResults {
+        format: RESULTS_FORMAT,
+        run: run.id(),
+        checkpoint: relative.clone(),
+        checkpoint_sha256: sha.clone(),
+        best_epoch: state.best_epoch,
+        train_seconds: state.train_seconds,
+        clean: Evaluated {
+            result: CleanResult {
+                test_loss,
+                test_acc,
+            },
+            provenance: provenance(),
+        },
+        attacks: current_attacks(run, &sha, provisional)?,
+    };
 
     let (x, labels) = test_tensor(data, &device)?;
     let bounds = global_bounds(&x)?;
@@ -218,11 +162,12 @@ pub fn evaluate_loaded(
         |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),
         bounds,
     );
-    for (k, &name) in attacks.iter().enumerate() {
+    for (k, spec) in attacks.iter().enumerate() {
+        let name = spec.name();
         let started = std::time::Instant::now();
         // One line per attack in log.txt: `tail -f` (and xtask's progress bars) follow them.
         run.log(&format!("evaluating {name} ({}/{})", k + 1, attacks.len()))?;
-        let value = AttackRun {
+        let attack_run = AttackRun {
             run,
             model: &clf,
             images: &x,
@@ -233,49 +178,57 @@ pub fn evaluate_loaded(
             surrogate,
             device: &device,
             position: (k, attacks.len()),
-        }
-        .report(name)?;
+        };
+        let report = attack_run.report(spec)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(attack = %name, seconds, "attack done");
         run.log(&format!("evaluated {name} in {seconds:.1} s"))?;
-        let mut value = in_percent(value);
-        value["provenance"] = provenance()?;
-        results["attacks"][name.as_str()] = value;
+        // The provenance is taken when the attack has ended, as its `evaluated_at` says.
+        let provenance = provenance();
+        results.attacks.insert(
+            name,
+            Evaluated {
+                result: report,
+                provenance,
+            },
+        );
     }
-    write_text(&run.results(), &serde_json::to_string_pretty(&results)?)?;
+    results.write(&run.results())?;
     Ok(results)
 }
 
-/// The stored results of the checkpoint with digest `sha`: every entry of another checkpoint,
-/// of an older format, or provisional when this evaluation is not, is dropped (and logged).
-fn current_results(run: &RunDir, sha: &str, provisional: bool) -> Result<Value> {
+/// The stored attack entries of the checkpoint with digest `sha`: every entry of another
+/// checkpoint, of an older format, or provisional when this evaluation is not, is dropped
+/// (and logged).
+fn current_attacks(run: &RunDir, sha: &str, provisional: bool) -> Result<AttackResults> {
     let path = run.results();
-    let mut kept = json!({ "attacks": {} });
-    if !path.is_file() {
-        return Ok(kept);
-    }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let stored: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
-    let valid = |entry: &Value| {
-        stored["format"].as_u64() == Some(RESULTS_FORMAT)
-            && entry["provenance"]["checkpoint_sha256"].as_str() == Some(sha)
-            && (provisional || entry["provenance"]["provisional"] == json!(false))
-    };
-    if let Some(attacks) = stored["attacks"].as_object() {
-        for (name, entry) in attacks {
-            if valid(entry) {
-                kept["attacks"][name] = entry.clone();
-            } else {
-                tracing::warn!(
-                    attack = %name,
-                    "dropping a stored result of another checkpoint or format from {}",
-                    path.display()
-                );
-            }
+    match RunResults::stored_format(&path) {
+        None => return Ok(AttackResults::default()),
+        Some(format) if format != RESULTS_FORMAT => {
+            tracing::warn!(
+                "dropping the results of format {format} in {}",
+                path.display()
+            );
+            return Ok(AttackResults::default());
         }
+        Some(_) => {}
     }
+    let Some(stored) = RunResults::read(&path)? else {
+        return Ok(AttackResults::default());
+    };
+    let mut kept = stored.attacks;
+    kept.retain(|name, entry| {
+        let p = &entry.provenance;
+        let valid = p.checkpoint_sha256 == sha && (provisional || !p.provisional);
+        if !valid {
+            tracing::warn!(
+                attack = %name,
+                "dropping a stored result of another checkpoint from {}",
+                path.display()
+            );
+        }
+        valid
+    });
     Ok(kept)
 }
 

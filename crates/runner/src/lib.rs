@@ -27,6 +27,7 @@ pub mod plot;
 pub mod predict;
 pub mod provenance;
 mod regularization;
+pub mod results;
 pub mod rsa_cmd;
 pub mod run_dir;
 pub mod tfevents;

@@ -23,7 +23,11 @@ use resvg::usvg;
 
 use crate::curves::StepScalars;
 use crate::output::{write_bytes, write_text};
+use crate::results::EpochMetrics;
 use crate::run_dir::RunDir;
+
+/// One number of a metric line, where the line has it.
+type Metric = fn(&EpochMetrics) -> Option<f64>;
 
 /// The curves of one run folder, as committed.
 #[derive(Debug, Clone)]
@@ -33,7 +37,7 @@ pub struct RunCurves {
     /// `steps.jsonl` (empty for runs written before it existed).
     pub steps: Vec<StepScalars>,
     /// `metrics.jsonl`.
-    pub metrics: Vec<serde_json::Value>,
+    pub metrics: Vec<EpochMetrics>,
 }
 
 impl RunCurves {
@@ -68,9 +72,13 @@ impl RunCurves {
         })
     }
 
-    /// (x in epochs, value) of a per-step scalar, else of the per-epoch metric `epoch_key`
+    /// (x in epochs, value) of a per-step scalar, else of the per-epoch metric `epoch_metric`
     /// (runs written before steps.jsonl existed).
-    fn per_step(&self, step: fn(&StepScalars) -> Option<f64>, epoch_key: &str) -> Vec<(f64, f64)> {
+    fn per_step(
+        &self,
+        step: fn(&StepScalars) -> Option<f64>,
+        epoch_metric: Metric,
+    ) -> Vec<(f64, f64)> {
         let points: Vec<(f64, f64)> = self
             .steps
             .iter()
@@ -78,7 +86,7 @@ impl RunCurves {
             .collect();
         if points.is_empty() {
             // An epoch mean describes the whole epoch: drawn at its middle.
-            self.per_epoch(epoch_key)
+            self.per_epoch(epoch_metric)
                 .into_iter()
                 .map(|(x, y)| (x - 0.5, y))
                 .collect()
@@ -88,10 +96,10 @@ impl RunCurves {
     }
 
     /// (epoch, value) of a per-epoch metric.
-    fn per_epoch(&self, key: &str) -> Vec<(f64, f64)> {
+    fn per_epoch(&self, metric: Metric) -> Vec<(f64, f64)> {
         self.metrics
             .iter()
-            .filter_map(|m| Some((m["epoch"].as_f64()?, m[key].as_f64()?)))
+            .filter_map(|m| Some((m.epoch as f64, metric(m)?)))
             .filter(|(_, y)| y.is_finite())
             .collect()
     }
@@ -172,7 +180,7 @@ pub fn curves_svg(runs: &[RunCurves]) -> Result<String> {
                 .map(|(i, r)| (i, f(r), false))
                 .collect()
         };
-        let both = |valid: &str, test: &str| -> Vec<PanelLine> {
+        let both = |valid: Metric, test: Metric| -> Vec<PanelLine> {
             let mut lines = Vec::new();
             for (i, r) in runs.iter().enumerate() {
                 lines.push((i, r.per_epoch(valid), false));
@@ -183,21 +191,24 @@ pub fn curves_svg(runs: &[RunCurves]) -> Result<String> {
         let panels: [(&str, Vec<PanelLine>); 6] = [
             (
                 "training cross-entropy",
-                lines_of(&|r| r.per_step(|s| Some(s.ce), "train_ce")),
+                lines_of(&|r| r.per_step(|s| Some(s.ce), |m| m.train_ce)),
             ),
             (
                 "regularizer loss",
-                lines_of(&|r| r.per_step(|s| s.reg, "reg_loss")),
+                lines_of(&|r| r.per_step(|s| s.reg, |m| m.reg_loss)),
             ),
             (
                 "score–target correlation",
-                lines_of(&|r| r.per_step(|s| s.corr, "score_target_corr")),
+                lines_of(&|r| r.per_step(|s| s.corr, |m| m.score_target_corr.flatten())),
             ),
-            ("cross-entropy", both("valid_loss", "test_loss")),
-            ("accuracy (%)", both("valid_acc", "test_acc")),
+            (
+                "cross-entropy",
+                both(|m| m.valid_loss, |m| Some(m.test_loss)),
+            ),
+            ("accuracy (%)", both(|m| m.valid_acc, |m| Some(m.test_acc))),
             (
                 "learning rate",
-                lines_of(&|r| r.per_step(|s| Some(s.lr), "lr")),
+                lines_of(&|r| r.per_step(|s| Some(s.lr), |m| m.lr)),
             ),
         ];
         for (area, (title, lines)) in areas.iter().zip(panels) {

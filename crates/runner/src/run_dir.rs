@@ -43,6 +43,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::output::write_text;
+use crate::results::EpochMetrics;
 
 /// Layout version written to `state.json` by this pixreg (see the module docs).
 pub const RUN_LAYOUT: u32 = 2;
@@ -451,12 +452,8 @@ impl RunDir {
     }
 
     /// The metric lines of epochs `0..=last_epoch` (later lines belong to an interrupted epoch).
-    pub fn metric_lines(&self, last_epoch: usize) -> Result<Vec<serde_json::Value>> {
-        read_json_lines(&self.metrics(), |v: &serde_json::Value| {
-            v["epoch"]
-                .as_u64()
-                .is_some_and(|e| e as usize <= last_epoch)
-        })
+    pub fn metric_lines(&self, last_epoch: usize) -> Result<Vec<EpochMetrics>> {
+        read_json_lines(&self.metrics(), |m: &EpochMetrics| m.epoch <= last_epoch)
     }
 
     /// The step lines of epochs `1..=last_epoch` (later lines belong to an interrupted epoch).
@@ -470,7 +467,7 @@ impl RunDir {
     }
 
     /// Rewrites `metrics.jsonl` atomically with `lines`.
-    pub fn save_metrics(&self, lines: &[serde_json::Value]) -> Result<()> {
+    pub fn save_metrics(&self, lines: &[EpochMetrics]) -> Result<()> {
         write_json_lines(&self.metrics(), lines)
     }
 

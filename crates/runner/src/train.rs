@@ -18,7 +18,6 @@ use pixreg_attacks::{FnClassifier, GaussianAugmentation, Pgd};
 use pixreg_datasets::{ClassificationData, ModelScale};
 use pixreg_models::{Arch, ModelConfig, PairBatch, Regularization, ResNet, SgdMomentum};
 use rsa_core::model_side::score_target_correlation;
-use serde_json::json;
 
 use crate::config::{parse_device, ExperimentConfig, TrainingConfig};
 use crate::curves::{self, StepScalars};
@@ -27,6 +26,7 @@ use crate::eval::evaluate;
 use crate::fault;
 use crate::output::write_text;
 use crate::regularization::{build_regularization, RegState};
+use crate::results::{EpochMetrics, EpochSplit};
 use crate::run_dir::{
     peak_rss_mib, RunDir, RunLock, RunState, RunStatus, SamplerPosition, RUN_LAYOUT,
 };
@@ -174,36 +174,39 @@ fn epoch_metrics(
     data: &ClassificationData,
     epoch: usize,
     device: &Device,
-) -> Result<serde_json::Value> {
+) -> Result<EpochMetrics> {
     let bs = config.training.batch_size;
     let scale = data.model_scale()?;
-    let mut line = json!({ "epoch": epoch });
+    let (mut train_loss, mut train_acc, mut valid_loss, mut valid_acc) = (None, None, None, None);
     if config.training.eval_train {
         let train = data.train_batcher(bs, config.training.seed ^ 0x7e57, scale, device)?;
         let (loss, acc) = evaluate(model, &train)?;
-        line["train_loss"] = json!(finite(loss, "train loss", epoch)?);
-        line["train_acc"] = json!(acc);
+        train_loss = Some(finite(loss, "train loss", epoch)?);
+        train_acc = Some(acc);
     }
     if !data.split.valid.is_empty() {
         let (loss, acc) = evaluate(model, &data.valid_batcher(bs, scale, device)?)?;
-        line["valid_loss"] = json!(finite(loss, "validation loss", epoch)?);
-        line["valid_acc"] = json!(acc);
+        valid_loss = Some(finite(loss, "validation loss", epoch)?);
+        valid_acc = Some(acc);
     }
     let (loss, acc) = evaluate(model, &data.test_batcher(bs, scale, device)?)?;
-    line["test_loss"] = json!(finite(loss, "test loss", epoch)?);
-    line["test_acc"] = json!(acc);
-    // When the evaluation ended (not reproducible; the TensorBoard wall time of the epoch).
-    line["time"] = json!(crate::curves::unix_seconds());
-    Ok(line)
-}
-
-/// The number the best checkpoint minimises: validation CE loss (test loss when no validation
-/// split is held out).
-fn selection_loss(line: &serde_json::Value) -> f64 {
-    line["valid_loss"]
-        .as_f64()
-        .or_else(|| line["test_loss"].as_f64())
-        .unwrap_or(f64::INFINITY)
+    Ok(EpochMetrics {
+        epoch,
+        test_loss: finite(loss, "test loss", epoch)?,
+        test_acc: acc,
+        train_loss,
+        train_acc,
+        valid_loss,
+        valid_acc,
+        // When the evaluation ended (not reproducible; the TensorBoard wall time of the epoch).
+        time: Some(crate::curves::unix_seconds()),
+        epoch_seconds: None,
+        lr: None,
+        train_ce: None,
+        reg_loss: None,
+        score_target_corr: None,
+        split_seconds: None,
+    })
 }
 
 fn progress_bar(len: u64, quiet: bool, prefix: String) -> ProgressBar {
@@ -319,28 +322,6 @@ fn commit_epoch(
     Ok(())
 }
 
-/// Where the wall time of one epoch went, in seconds (`split_seconds` of its metric line;
-/// not reproducible, like `epoch_seconds`, which also counts what falls between these).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-struct EpochSplit {
-    /// Next classification batch: reading, augmentation, tensor upload.
-    data: f64,
-    /// Drawing the step's pairs and gathering their images and targets.
-    pairs: f64,
-    /// The batch defense (noise augmentation or adversarial crafting), if any.
-    defense: f64,
-    /// Classification and pair forward passes and the losses.
-    forward: f64,
-    /// Backpropagation.
-    backward: f64,
-    /// The SGD update.
-    optimizer: f64,
-    /// Step scalars, correlation, log lines and the progress bar.
-    bookkeeping: f64,
-    /// Validation and test (and train, with `eval_train`) evaluation after the epoch.
-    evaluation: f64,
-}
-
 /// Seconds since `clock`, which restarts.
 fn lap(clock: &mut Instant) -> f64 {
     let now = Instant::now();
@@ -352,7 +333,7 @@ fn lap(clock: &mut Instant) -> f64 {
 /// The committed training curves of a run: one metric line per evaluated epoch and the
 /// logged steps ([`curves`]).
 struct Curves {
-    metrics: Vec<serde_json::Value>,
+    metrics: Vec<EpochMetrics>,
     steps: Vec<StepScalars>,
 }
 
@@ -512,7 +493,7 @@ impl<'a> Trainer<'a> {
             // Epoch 0 (the untrained model) is the first best checkpoint; it is committed
             // with epoch 1, so a crash before that restarts the run from scratch, identically.
             let line = epoch_metrics(&model, config, data, 0, &device)?;
-            state.best_valid_loss = selection_loss(&line);
+            state.best_valid_loss = line.selection_loss();
             state.best_epoch = 0;
             model.save_with_metadata(run.best_checkpoint_at(0), &metadata)?;
             curves = Curves {
@@ -714,21 +695,18 @@ impl<'a> Trainer<'a> {
         let seconds = started.elapsed().as_secs_f64();
         let steps = totals.steps.max(1) as f64;
         let lr = totals.lr;
-        line["split_seconds"] = serde_json::to_value(totals.split)?;
-        line["lr"] = json!(lr);
-        line["train_ce"] = json!(totals.ce / steps);
+        line.split_seconds = Some(totals.split);
+        line.lr = Some(lr);
+        line.train_ce = Some(totals.ce / steps);
         if self.reg.is_some() {
-            line["reg_loss"] = json!(totals.reg / steps);
-            line["score_target_corr"] = if totals.corr_steps > 0 {
-                json!(totals.corr / totals.corr_steps as f64)
-            } else {
-                serde_json::Value::Null
-            };
+            line.reg_loss = Some(totals.reg / steps);
+            line.score_target_corr =
+                Some((totals.corr_steps > 0).then(|| totals.corr / totals.corr_steps as f64));
         }
-        line["epoch_seconds"] = json!(seconds);
+        line.epoch_seconds = Some(seconds);
 
         let state = &mut self.state;
-        let loss = selection_loss(&line);
+        let loss = line.selection_loss();
         let improved = loss < state.best_valid_loss;
         if improved {
             state.best_valid_loss = loss;
@@ -765,10 +743,9 @@ impl<'a> Trainer<'a> {
             "epoch {}/{}: lr {lr:.5} {} test acc {:.2} % ({seconds:.1} s)",
             epoch + 1,
             t.epochs,
-            line.get("valid_loss")
-                .and_then(|v| v.as_f64())
+            line.valid_loss
                 .map_or(String::new(), |v| format!("valid loss {v:.4}")),
-            line["test_acc"].as_f64().unwrap_or(f64::NAN),
+            line.test_acc,
         );
         self.run.log(&summary)?;
         Ok(summary)

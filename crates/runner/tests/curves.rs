@@ -79,14 +79,8 @@ print(json.dumps(out))
     assert_eq!(test_acc.len(), metrics.len());
     let per_epoch = steps[0].steps_per_epoch as u64;
     for (point, m) in test_acc.iter().zip(&metrics) {
-        assert_eq!(
-            point[0].as_u64(),
-            Some(m["epoch"].as_u64().unwrap() * per_epoch)
-        );
-        assert_eq!(
-            point[1].as_f64().unwrap() as f32,
-            m["test_acc"].as_f64().unwrap() as f32
-        );
+        assert_eq!(point[0].as_u64(), Some(m.epoch as u64 * per_epoch));
+        assert_eq!(point[1].as_f64().unwrap() as f32, m.test_acc as f32);
     }
     assert!(read.get("epoch/time").is_none());
 }

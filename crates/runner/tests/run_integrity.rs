@@ -13,6 +13,7 @@ use pixreg_runner::config::ExperimentConfig;
 use pixreg_runner::curves::StepScalars;
 use pixreg_runner::data::DataSource;
 use pixreg_runner::fault::{COMMIT_POINTS, FAULT_ENV};
+use pixreg_runner::results::EpochMetrics;
 use pixreg_runner::run_dir::{RunDir, RunStatus};
 use pixreg_runner::train::{train, TrainOptions};
 
@@ -81,16 +82,15 @@ fn write_config(dir: &Path, config: &ExperimentConfig) -> PathBuf {
 }
 
 /// Metric lines without the wall times.
-fn metrics_without_times(run: &RunDir) -> Vec<serde_json::Value> {
+fn metrics_without_times(run: &RunDir) -> Vec<EpochMetrics> {
     run.metric_lines(usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|mut v| {
-            let o = v.as_object_mut().unwrap();
-            o.remove("epoch_seconds");
-            o.remove("time");
-            o.remove("split_seconds");
-            v
+        .map(|m| EpochMetrics {
+            epoch_seconds: None,
+            time: None,
+            split_seconds: None,
+            ..m
         })
         .collect()
 }
@@ -464,14 +464,19 @@ fn metric_floats_read_back_bit_exact() {
             f64::from_bits((x >> 12) | 0x3ff0_0000_0000_0000) - 1.0 + 1e-3
         })
         .collect();
-    let lines: Vec<serde_json::Value> = values
+    let lines: Vec<EpochMetrics> = values
         .iter()
         .enumerate()
-        .map(|(epoch, v)| serde_json::json!({ "epoch": epoch, "valid_loss": v }))
+        .map(|(epoch, &v)| {
+            serde_json::from_value(serde_json::json!(
+                { "epoch": epoch, "valid_loss": v, "test_loss": v, "test_acc": 0.0 }
+            ))
+            .unwrap()
+        })
         .collect();
     run.save_metrics(&lines).unwrap();
     for (line, v) in run.metric_lines(usize::MAX).unwrap().iter().zip(&values) {
-        assert_eq!(line["valid_loss"].as_f64().unwrap().to_bits(), v.to_bits());
+        assert_eq!(line.valid_loss.unwrap().to_bits(), v.to_bits());
     }
 }
 

@@ -8,6 +8,7 @@
 //! `results` reads one run's value of a column with its checks; this module turns the values
 //! into cells, selections and paired verdicts; `render` writes the table files.
 
+use pixreg_runner::results::CurveResult;
 use serde::Serialize;
 
 mod render;
@@ -15,7 +16,7 @@ mod results;
 
 pub use render::{csv, headline_markdown, markdown, write_tables};
 pub use results::current_results;
-use results::{grid_mean, run_value, RunValue};
+use results::{run_value, ColumnValue};
 
 use crate::exec::{run_state, ExecReport, Paths, RunState};
 use crate::plan::{Plan, RowPlan, VariantPlan};
@@ -425,12 +426,12 @@ fn column_result(
             }
         }
     }
-    let n_images = common_images(paths, runs, column);
+    let n_images = common_value(values.iter().map(|v| v.n_images));
     let scalars: Vec<f64> = values
         .iter()
-        .filter_map(|v| match v {
-            RunValue::Scalar(s) => Some(*s),
-            RunValue::Curve(..) => None,
+        .filter_map(|v| match &v.value {
+            ColumnValue::Scalar(s) => Some(*s),
+            ColumnValue::Curve(_) => None,
         })
         .collect();
     if scalars.len() == values.len() {
@@ -443,21 +444,21 @@ fn column_result(
             n_images,
         };
     }
-    let curves: Vec<(&Vec<f64>, &Vec<f64>)> = values
+    let curves: Vec<&CurveResult> = values
         .iter()
-        .filter_map(|v| match v {
-            RunValue::Curve(e, a) => Some((e, a)),
-            RunValue::Scalar(_) => None,
+        .filter_map(|v| match &v.value {
+            ColumnValue::Curve(c) => Some(c),
+            ColumnValue::Scalar(_) => None,
         })
         .collect();
-    let eps = curves[0].0.clone();
-    if curves.iter().any(|(e, _)| **e != eps) {
+    let eps = curves[0].epsilons.clone();
+    if curves.iter().any(|c| c.epsilons != eps) {
         return missing_column(column, "seeds were evaluated on different ε grids".into());
     }
     let curve = (0..eps.len())
-        .map(|i| Cell::from_values(&curves.iter().map(|(_, a)| a[i]).collect::<Vec<_>>()))
+        .map(|i| Cell::from_values(&curves.iter().map(|c| c.accuracy[i]).collect::<Vec<_>>()))
         .collect();
-    let means: Vec<f64> = curves.iter().map(|(e, a)| grid_mean(e, a)).collect();
+    let means: Vec<f64> = curves.iter().map(|c| grid_mean(c)).collect();
     ColumnResult {
         column: column.into(),
         summary: Cell::from_values(&means),
@@ -468,23 +469,24 @@ fn column_result(
     }
 }
 
-/// The number of test images the attack `column` evaluated in every run of `runs`, if it is
-/// the same for all (`n_images` of each results.json entry).
-fn common_images(paths: &Paths, runs: &[String], column: &str) -> Option<u64> {
-    let counts: Vec<Option<u64>> = runs
-        .iter()
-        .map(|id| {
-            let results = current_results(&paths.run_dir(id)).ok()?;
-            let key = crate::catalogue::attack_of(column)?.to_string();
-            results["attacks"][key.as_str()]["n_images"].as_u64()
-        })
-        .collect();
+/// The headline number of a curve: its mean over ε > 0, or over the whole grid when it has
+/// no positive ε.
+fn grid_mean(curve: &CurveResult) -> f64 {
+    curve
+        .grid_mean()
+        .unwrap_or_else(|| curve.accuracy.iter().sum::<f64>() / curve.accuracy.len() as f64)
+}
+
+/// The number of test images behind a column, if the same in every run.
+fn common_value(counts: impl Iterator<Item = Option<usize>>) -> Option<u64> {
+    let counts: Vec<Option<usize>> = counts.collect();
     let first = *counts.first()?;
     counts
         .iter()
         .all(|c| *c == first)
         .then_some(first)
         .flatten()
+        .map(|n| n as u64)
 }
 
 fn missing_column(column: &str, reason: String) -> ColumnResult {

@@ -5,16 +5,35 @@
 
 use std::path::Path;
 
+use pixreg_runner::attack::AttackName;
+use pixreg_runner::results::{
+    AttackResult, CorruptionResult, CurveResult, EpochMetrics, Evaluated, ResultShape, RunResults,
+    RESULTS_FORMAT,
+};
 use serde_json::Value;
 
-use super::CURVE_COLUMNS;
 use crate::catalogue::{attack_of, BAND_COLUMNS, BAND_SEVERITY};
 use crate::exec::Paths;
 
-/// One run's value of one column.
-pub(super) enum RunValue {
+/// One run's value of one column, with the number of test images behind it (attacks).
+pub(super) struct RunValue {
+    pub value: ColumnValue,
+    pub n_images: Option<usize>,
+}
+
+/// A number, or an accuracy curve.
+pub(super) enum ColumnValue {
     Scalar(f64),
-    Curve(Vec<f64>, Vec<f64>),
+    Curve(CurveResult),
+}
+
+impl RunValue {
+    fn scalar(x: f64) -> Self {
+        Self {
+            value: ColumnValue::Scalar(x),
+            n_images: None,
+        }
+    }
 }
 
 fn read_json(path: &Path) -> Option<Value> {
@@ -22,25 +41,31 @@ fn read_json(path: &Path) -> Option<Value> {
 }
 
 /// The `results.json` of a run, if it describes the run's current best checkpoint: format
-/// [`pixreg_runner::eval::RESULTS_FORMAT`], the sha256 of the best checkpoint named by
-/// `state.json`, and not provisional. Anything else is a reason, never a number.
-pub fn current_results(dir: &Path) -> std::result::Result<Value, String> {
-    let results = read_json(&dir.join("results.json"))
-        .ok_or_else(|| format!("no results.json in {}", dir.display()))?;
-    if results["format"].as_u64() != Some(pixreg_runner::eval::RESULTS_FORMAT) {
-        return Err(format!(
-            "stale: {} predates provenance (format 1); re-evaluate the run",
-            dir.join("results.json").display()
-        ));
+/// [`RESULTS_FORMAT`], the sha256 of the best checkpoint named by `state.json`, and not
+/// provisional. Anything else is a reason, never a number.
+pub fn current_results(dir: &Path) -> std::result::Result<RunResults, String> {
+    let path = dir.join("results.json");
+    match RunResults::stored_format(&path) {
+        None => return Err(format!("no results.json in {}", dir.display())),
+        Some(f) if f != RESULTS_FORMAT => {
+            return Err(format!(
+                "stale: {} predates provenance (format {f}); re-evaluate the run",
+                path.display()
+            ))
+        }
+        Some(_) => {}
     }
+    let results = RunResults::read(&path)
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| format!("no results.json in {}", dir.display()))?;
     let best = pixreg_runner::run_dir::RunDir::open(dir)
         .and_then(|run| run.best_checkpoint())
         .map_err(|e| format!("{e:#}"))?;
     let sha = pixreg_runner::provenance::sha256_file(&best).map_err(|e| format!("{e:#}"))?;
-    if results["checkpoint_sha256"].as_str() != Some(sha.as_str()) {
+    if results.checkpoint_sha256 != sha {
         return Err(format!(
             "stale: {} evaluated another checkpoint than {}",
-            dir.join("results.json").display(),
+            path.display(),
             best.display()
         ));
     }
@@ -48,12 +73,15 @@ pub fn current_results(dir: &Path) -> std::result::Result<Value, String> {
 }
 
 /// Checks that a result entry comes from the run's current checkpoint (`sha`) and is final.
-fn check_provenance(entry: &Value, sha: &str, what: &str) -> std::result::Result<(), String> {
-    let provenance = &entry["provenance"];
-    if provenance["checkpoint_sha256"].as_str() != Some(sha) {
+fn check_provenance<T>(
+    entry: &Evaluated<T>,
+    sha: &str,
+    what: &str,
+) -> std::result::Result<(), String> {
+    if entry.provenance.checkpoint_sha256 != sha {
         return Err(format!("flagged: {what} comes from another checkpoint"));
     }
-    if provenance["provisional"] != Value::Bool(false) {
+    if entry.provenance.provisional {
         return Err(format!(
             "flagged: {what} is provisional (run still training)"
         ));
@@ -64,31 +92,31 @@ fn check_provenance(entry: &Value, sha: &str, what: &str) -> std::result::Result
 /// The invariant of every accuracy curve: at ε = 0 nothing is perturbed, so its accuracy is
 /// the clean accuracy of the same checkpoint (within one image, for the rounding of %).
 /// PGD evaluates a prefix of the test set (`evaluation.pgd_images`), so it is exempt when it
-/// attacked fewer images.
+/// attacked fewer images than the noise grids (which attack the whole test set).
 fn check_zero_epsilon(
-    results: &Value,
-    attack: &Value,
-    eps: &[f64],
-    acc: &[f64],
+    results: &RunResults,
+    curve: &CurveResult,
     column: &str,
     id: &str,
 ) -> std::result::Result<(), String> {
-    let (Some(clean), Some(k)) = (
-        results["clean"]["test_acc"].as_f64(),
-        eps.iter().position(|&e| e == 0.0),
-    ) else {
+    let clean = results.clean.result.test_acc;
+    let Some(k) = curve.epsilons.iter().position(|&e| e == 0.0) else {
         return Ok(());
     };
-    let n = attack["n_images"].as_f64().unwrap_or(f64::NAN);
-    if column.starts_with("pgd") && attack["n_images"] != results["clean"]["n_images"] {
+    let whole_test_set = results
+        .attacks
+        .get(AttackName::Gaussian)
+        .map(|g| g.result.n_images());
+    if column.starts_with("pgd") && whole_test_set != Some(curve.n_images) {
         return Ok(());
     }
+    let n = curve.n_images as f64;
     let one_image = if n > 0.0 { 100.0 / n } else { 0.0 };
-    if (acc[k] - clean).abs() > one_image + 1e-9 {
+    if (curve.accuracy[k] - clean).abs() > one_image + 1e-9 {
         return Err(format!(
             "flagged: {column} accuracy at ε = 0 is {:.2} % but clean accuracy is {clean:.2} % \
              (run {id}): the two come from different models or inputs",
-            acc[k]
+            curve.accuracy[k]
         ));
     }
     Ok(())
@@ -101,137 +129,113 @@ pub(super) fn run_value(
     column: &str,
 ) -> std::result::Result<RunValue, String> {
     let dir = paths.run_dir(id);
-    let needs_results = !matches!(
-        column,
-        "train_seconds" | "epoch_seconds" | "peak_rss_mib" | "targets_seconds"
-    );
-    let results = if needs_results {
-        current_results(&dir)?
-    } else {
-        Value::Null
-    };
-    let sha = results["checkpoint_sha256"].as_str().unwrap_or_default();
-    let key = attack_of(column).map_or(column.to_string(), |a| a.to_string());
-    let attack = &results["attacks"][key.as_str()];
-    let absent = || format!("{column} was not evaluated for run {id}");
-    if needs_results && column != "clean" && !attack.is_null() {
-        check_provenance(attack, sha, column)?;
-    }
     match column {
+        "train_seconds" | "epoch_seconds" | "peak_rss_mib" | "targets_seconds" => {
+            return run_cost(&dir, column)
+        }
         "clean" => {
-            check_provenance(&results["clean"], sha, "clean accuracy")?;
-            results["clean"]["test_acc"]
-                .as_f64()
-                .map(RunValue::Scalar)
-                .ok_or_else(absent)
+            let results = current_results(&dir)?;
+            check_provenance(&results.clean, &results.checkpoint_sha256, "clean accuracy")?;
+            return Ok(RunValue::scalar(results.clean.result.test_acc));
         }
-        c if CURVE_COLUMNS.contains(&c) => {
-            let eps: Option<Vec<f64>> = attack["epsilons"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect());
-            let acc: Option<Vec<f64>> = attack["accuracy"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect());
-            match (eps, acc) {
-                (Some(e), Some(a)) if e.len() == a.len() && !e.is_empty() => {
-                    check_zero_epsilon(&results, attack, &e, &a, column, id)?;
-                    Ok(RunValue::Curve(e, a))
-                }
-                _ => Err(absent()),
-            }
-        }
-        "boundary" | "boundary-converged" | "hsj" => {
-            if attack.is_null() {
+        _ => {}
+    }
+    let attack = attack_of(column).ok_or_else(|| format!("unknown column {column}"))?;
+    let results = current_results(&dir)?;
+    let absent = || format!("{column} was not evaluated for run {id}");
+    let entry = results.attacks.get(attack).ok_or_else(absent)?;
+    check_provenance(entry, &results.checkpoint_sha256, column)?;
+    let n_images = Some(entry.result.n_images());
+    let value = attack_value(&results, entry, attack, column, id)?;
+    Ok(RunValue { value, n_images })
+}
+
+/// The number of one attack's column.
+fn attack_value(
+    results: &RunResults,
+    entry: &AttackResult,
+    attack: AttackName,
+    column: &str,
+    id: &str,
+) -> std::result::Result<ColumnValue, String> {
+    let absent = || format!("{column} was not evaluated for run {id}");
+    match attack.result_shape() {
+        ResultShape::Curve => {
+            let curve = entry.result.as_curve().ok_or_else(absent)?;
+            if curve.epsilons.is_empty() || curve.epsilons.len() != curve.accuracy.len() {
                 return Err(absent());
             }
-            attack["mean_of_medians"]
-                .as_f64()
-                .map(RunValue::Scalar)
-                .ok_or_else(|| {
-                    format!(
-                        "no successful attack (success rate {:.0} %)",
-                        attack["success_rate"].as_f64().unwrap_or(0.0)
-                    )
-                })
+            check_zero_epsilon(results, curve, column, id)?;
+            Ok(ColumnValue::Curve(curve.clone()))
         }
-        "corruptions" => attack["mean_corrupted_accuracy"]
-            .as_f64()
-            .map(RunValue::Scalar)
-            .ok_or_else(absent),
-        c if BAND_COLUMNS.iter().any(|(name, _)| *name == c) => band_value(attack, c, id),
-        "train_seconds" => read_json(&dir.join("state.json"))
-            .and_then(|s| s["train_seconds"].as_f64())
-            .map(RunValue::Scalar)
-            .ok_or_else(|| format!("no state.json in {}", dir.display())),
-        "epoch_seconds" => {
-            let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
-                .map_err(|_| format!("no metrics.jsonl in {}", dir.display()))?;
-            let times: Vec<f64> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|v| v["epoch_seconds"].as_f64())
-                .collect();
-            if times.is_empty() {
-                return Err(format!("no timed epoch in {}", dir.display()));
+        ResultShape::Decision => {
+            let decision = entry.result.as_decision().ok_or_else(absent)?;
+            if decision.mean_of_medians.is_nan() {
+                return Err(format!(
+                    "no successful attack (success rate {:.0} %)",
+                    decision.success_rate
+                ));
             }
-            Ok(RunValue::Scalar(
-                times.iter().sum::<f64>() / times.len() as f64,
-            ))
+            Ok(ColumnValue::Scalar(decision.mean_of_medians))
         }
-        "peak_rss_mib" | "targets_seconds" => {
-            let state = read_json(&dir.join("state.json"))
-                .ok_or_else(|| format!("no state.json in {}", dir.display()))?;
-            if let Some(v) = state[column].as_f64() {
-                return Ok(RunValue::Scalar(v));
+        ResultShape::Corruptions => {
+            let corruptions = entry.result.as_corruptions().ok_or_else(absent)?;
+            if column == "corruptions" {
+                Ok(ColumnValue::Scalar(corruptions.mean_corrupted_accuracy))
+            } else {
+                band_value(corruptions, column, id)
             }
-            let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
-            Err(
-                if column == "targets_seconds" && !config.contains("[regularization]") {
-                    "n/a (no regularizer)".into()
-                } else {
-                    format!("not recorded in {}", dir.join("state.json").display())
-                },
-            )
         }
-        other => Err(format!("unknown column {other}")),
     }
 }
 
-/// Mean accuracy over the grid without its ε = 0 point (which is clean accuracy).
-pub(super) fn grid_mean(eps: &[f64], acc: &[f64]) -> f64 {
-    let points: Vec<f64> = eps
-        .iter()
-        .zip(acc)
-        .filter(|(e, _)| **e > 0.0)
-        .map(|(_, a)| *a)
-        .collect();
-    if points.is_empty() {
-        acc.iter().sum::<f64>() / acc.len() as f64
-    } else {
-        points.iter().sum::<f64>() / points.len() as f64
+/// The cost columns of a run, from `state.json` and `metrics.jsonl`.
+fn run_cost(dir: &Path, column: &str) -> std::result::Result<RunValue, String> {
+    if column == "epoch_seconds" {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .map_err(|_| format!("no metrics.jsonl in {}", dir.display()))?;
+        let times: Vec<f64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<EpochMetrics>(l).ok())
+            .filter_map(|m| m.epoch_seconds)
+            .collect();
+        if times.is_empty() {
+            return Err(format!("no timed epoch in {}", dir.display()));
+        }
+        return Ok(RunValue::scalar(
+            times.iter().sum::<f64>() / times.len() as f64,
+        ));
     }
+    let state = read_json(&dir.join("state.json"))
+        .ok_or_else(|| format!("no state.json in {}", dir.display()))?;
+    if let Some(v) = state[column].as_f64() {
+        return Ok(RunValue::scalar(v));
+    }
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+    Err(
+        if column == "targets_seconds" && !config.contains("[regularization]") {
+            "n/a (no regularizer)".into()
+        } else {
+            format!("not recorded in {}", dir.join("state.json").display())
+        },
+    )
 }
 
 /// A band column (`corruptions-low`, …) of a run: the band's mean accuracy at
 /// [`BAND_SEVERITY`] in the `by_band` list of its `corruptions` entry.
 fn band_value(
-    corruptions: &Value,
+    corruptions: &CorruptionResult,
     column: &str,
     id: &str,
-) -> std::result::Result<RunValue, String> {
+) -> std::result::Result<ColumnValue, String> {
     let band = BAND_COLUMNS
         .iter()
         .find(|(name, _)| *name == column)
-        .map(|(_, band)| band.as_str());
-    corruptions["by_band"]
-        .as_array()
-        .and_then(|entries| {
-            entries.iter().find(|e| {
-                e["band"].as_str() == band
-                    && e["severity"].as_u64() == Some(u64::from(BAND_SEVERITY))
-            })
-        })
-        .and_then(|e| e["accuracy"].as_f64())
-        .map(RunValue::Scalar)
+        .map(|(_, band)| *band);
+    corruptions
+        .by_band
+        .iter()
+        .find(|e| Some(e.band) == band && e.severity == BAND_SEVERITY)
+        .map(|e| ColumnValue::Scalar(e.accuracy))
         .ok_or_else(|| format!("{column}: no severity-{BAND_SEVERITY} band accuracy for run {id}"))
 }

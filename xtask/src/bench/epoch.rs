@@ -63,11 +63,11 @@ pub fn epoch(args: &EpochArgs, root: &Path) -> Result<()> {
         .run
         .metric_lines(1)?
         .pop()
-        .filter(|l| l["epoch"] == json!(1))
+        .filter(|l| l.epoch == 1)
         .context("the run committed no first epoch")?;
     let ours = json!({
-        "epoch_seconds": line["epoch_seconds"],
-        "split_seconds": line["split_seconds"],
+        "epoch_seconds": line.epoch_seconds,
+        "split_seconds": line.split_seconds,
         "targets_seconds": outcome.state.targets_seconds,
         "peak_rss_mb": super::harness::peak_rss_mb(),
         "threads": rayon::current_num_threads(),

@@ -1,0 +1,183 @@
+//! The typed `results.json` and `metrics.jsonl` read every file the committed runs hold and
+//! write them back byte for byte: the types are the files' contract, not a second reading
+//! of them.
+
+use std::path::{Path, PathBuf};
+
+use pixreg_runner::attack::{AttackName, AttackSpec};
+use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::results::{EpochMetrics, ResultShape, RunResults, RESULTS_FORMAT};
+
+fn committed_runs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.toml").is_file())
+        .collect();
+    runs.sort();
+    assert!(
+        runs.len() >= 10,
+        "expected the committed runs in {}",
+        root.display()
+    );
+    runs
+}
+
+#[test]
+fn every_committed_results_file_round_trips_byte_for_byte() {
+    let mut read = 0;
+    for run in committed_runs() {
+        let path = run.join("results.json");
+        if RunResults::stored_format(&path) != Some(RESULTS_FORMAT) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let results = RunResults::read(&path).unwrap().unwrap();
+        for (name, entry) in results.attacks.iter() {
+            let shape_matches = match name.result_shape() {
+                ResultShape::Curve => entry.result.as_curve().is_some(),
+                ResultShape::Decision => entry.result.as_decision().is_some(),
+                ResultShape::Corruptions => entry.result.as_corruptions().is_some(),
+            };
+            assert!(shape_matches, "{name} in {}", path.display());
+        }
+        let value = serde_json::to_value(&results).unwrap();
+        let again = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(again.trim_end(), text.trim_end(), "{}", path.display());
+        read += 1;
+    }
+    assert!(read >= 10, "only {read} results files read");
+}
+
+#[test]
+fn every_committed_metric_line_round_trips_byte_for_byte() {
+    let mut lines = 0;
+    for run in committed_runs() {
+        let path = run.join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            let metrics: EpochMetrics = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()));
+            assert_eq!(
+                serde_json::to_string(&metrics).unwrap(),
+                line,
+                "{}",
+                path.display()
+            );
+            lines += 1;
+        }
+    }
+    assert!(lines >= 100, "only {lines} metric lines read");
+}
+
+#[test]
+fn a_failed_decision_attack_reads_back_as_nan() {
+    let path = committed_runs()
+        .into_iter()
+        .map(|r| r.join("results.json"))
+        .find(|p| RunResults::stored_format(p) == Some(RESULTS_FORMAT))
+        .unwrap();
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    value["attacks"]["boundary"] = serde_json::json!({
+        "queries": 0.0, "queries_per_second": null, "mean_of_medians": null,
+        "medians": [null], "success_rate": 0.0, "n_images": 2, "wall_seconds": 0.0,
+        "repeats": [{ "median": null, "successes": 0, "failures": 2,
+                      "distances": [null, null], "mean_queries": 0.0, "wall_seconds": 0.0 }],
+        "provenance": value["clean"]["provenance"].clone(),
+    });
+    let results: RunResults = serde_json::from_value(value).unwrap();
+    let boundary = results.attacks.get(AttackName::Boundary).unwrap();
+    let decision = boundary.result.as_decision().unwrap();
+    assert!(decision.mean_of_medians.is_nan() && decision.medians[0].is_nan());
+    assert!(decision.repeats[0].median.is_nan());
+}
+
+#[test]
+fn an_entry_of_the_wrong_shape_names_the_file_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.json");
+    let source = committed_runs()
+        .into_iter()
+        .map(|r| r.join("results.json"))
+        .find(|p| RunResults::stored_format(p) == Some(RESULTS_FORMAT))
+        .unwrap();
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source).unwrap()).unwrap();
+    value["attacks"]["gaussian"] = serde_json::json!({ "mean_of_medians": 0.1 });
+    std::fs::write(&path, value.to_string()).unwrap();
+    let err = format!("{:#}", RunResults::read(&path).unwrap_err());
+    assert!(
+        err.contains("is corrupt") && err.contains("missing field"),
+        "{err}"
+    );
+}
+
+/// Attacks listed by name are written back as names (configs of committed runs read as
+/// before); one with parameters as a table; bad parameters are refused with the key.
+#[test]
+fn attack_specs_are_names_or_tables_and_bad_parameters_name_the_key() {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/fashion-mnist-baseline-demo.toml"),
+    )
+    .unwrap();
+    let set = |value: &str| vec![format!("evaluation.attacks={value}")];
+    let config = ExperimentConfig::from_toml(
+        &base,
+        &set(r#"["gaussian", { attack = "hsj", steps = 20 }, { attack = "boundary" }]"#),
+    )
+    .unwrap();
+    let names: Vec<AttackName> = config
+        .evaluation
+        .attacks
+        .iter()
+        .map(AttackSpec::name)
+        .collect();
+    assert_eq!(
+        names,
+        [AttackName::Gaussian, AttackName::Hsj, AttackName::Boundary]
+    );
+    assert!(config.evaluation.attacks[2].is_preset());
+    let written = toml::to_string(&config.evaluation).unwrap();
+    assert!(
+        written.contains(r#""gaussian""#) && written.contains(r#"attack = "hsj""#),
+        "{written}"
+    );
+    assert!(
+        written.contains(r#""boundary""#),
+        "a preset is written as its name: {written}"
+    );
+    let again = ExperimentConfig::from_toml(&toml::to_string(&config).unwrap(), &[]).unwrap();
+    assert_eq!(again.evaluation.attacks, config.evaluation.attacks);
+
+    for (value, expected) in [
+        (
+            r#"[{ attack = "hsj", steps = 0 }]"#,
+            "`steps` must be positive",
+        ),
+        (
+            r#"[{ attack = "saltpepper", epsilons = [0.5, 1.5] }]"#,
+            "at most 1",
+        ),
+        (r#"[{ attack = "corruptions", severities = [6] }]"#, "1..=5"),
+        (
+            r#"["gaussian", { attack = "gaussian", epsilons = [0.1] }]"#,
+            "twice",
+        ),
+        (
+            r#"[{ attack = "boundary", stpes = 3 }]"#,
+            "unknown field `stpes`",
+        ),
+        (r#"[{ attack = "gausian" }]"#, "unknown variant `gausian`"),
+    ] {
+        let err = format!(
+            "{:#}",
+            ExperimentConfig::from_toml(&base, &set(value)).unwrap_err()
+        );
+        assert!(err.contains(expected), "{value}: {err}");
+        assert!(err.contains("evaluation.attacks"), "{value}: {err}");
+    }
+}
