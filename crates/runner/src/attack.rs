@@ -119,7 +119,7 @@ impl std::str::FromStr for AttackName {
 /// ```
 /// use pixreg_runner::attack::{AttackName, AttackSpec};
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(Debug, serde::Deserialize)]
 /// struct Evaluation { attacks: Vec<AttackSpec> }
 /// let e: Evaluation = toml::from_str(r#"attacks = ["boundary", { attack = "hsj", steps = 20 }]"#)?;
 /// assert_eq!(e.attacks[0], AttackSpec::preset(AttackName::Boundary));

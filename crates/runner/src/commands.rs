@@ -325,8 +325,8 @@ pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<RunSummary
             status,
             completed_epochs: state.as_ref().map(|s| s.completed_epochs),
             best_epoch: state.as_ref().map(|s| s.best_epoch),
-            alpha: reg.and_then(|r| r.alpha),
-            threshold: reg.and_then(|r| r.threshold),
+            alpha: reg.map(|r| r.alpha),
+            threshold: reg.map(|r| r.threshold),
             range: reg.map(|r| r.range.name().to_string()),
             test_acc: results.as_ref().map(|r| r.clean.result.test_acc),
             gaussian: attack(AttackName::Gaussian)

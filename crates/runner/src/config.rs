@@ -54,35 +54,6 @@ mod by_name {
     }
 }
 
-/// [`by_name`] for an optional value.
-mod by_name_opt {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<T: Display, S: Serializer>(
-        value: &Option<T>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(v) => s.collect_str(v),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
-    where
-        T: FromStr,
-        T::Err: Display,
-        D: Deserializer<'de>,
-    {
-        Option::<String>::deserialize(d)?
-            .map(|text| text.parse().map_err(D::Error::custom))
-            .transpose()
-    }
-}
-
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,12 +165,11 @@ impl Default for ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegularizationConfig {
-    /// α, the weight of the similarity loss. Absent: the preset of (task, source).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alpha: Option<f64>,
-    /// Th in [0, 1]. Absent: the preset of (task, source).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
+    /// α, the weight of the similarity loss. Absent from a file: the preset of (task,
+    /// source), filled in before the section is read.
+    pub alpha: f64,
+    /// Th in [0, 1]. Absent from a file: the preset of (task, source).
+    pub threshold: f64,
     /// Th2 < Th, for the `double` range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold2: Option<f64>,
@@ -210,9 +180,9 @@ pub struct RegularizationConfig {
     /// `all`, `high`, `low`, `positive`, `negative`, `high_positive` or `double`.
     #[serde(default, with = "by_name")]
     pub range: PairRange,
-    /// Source of the regularization images; absent: the task's own dataset.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "by_name_opt")]
-    pub source: Option<DatasetName>,
+    /// Source of the regularization images. Absent from a file: the task's own dataset.
+    #[serde(with = "by_name")]
+    pub source: DatasetName,
     /// N, the number of regularization images.
     #[serde(default = "default_n_images")]
     pub n_images: usize,
@@ -223,8 +193,8 @@ pub struct RegularizationConfig {
     #[serde(default, with = "by_name")]
     pub loss: SimilarityLoss,
     /// `pixel`, or the path of a `.safetensors`/`.npy` `[N, N]` target matrix of your own.
-    #[serde(default = "default_targets")]
-    pub targets: String,
+    #[serde(default, with = "by_name")]
+    pub targets: TargetSource,
     /// Tensor name inside a safetensors target file with several tensors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets_key: Option<String>,
@@ -242,8 +212,37 @@ fn default_n_images() -> usize {
 fn default_pairs() -> usize {
     16
 }
-fn default_targets() -> String {
-    "pixel".into()
+/// `regularization.targets`: where the pair similarities come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TargetSource {
+    /// The centred cosine of the regularization images' pixels (the paper).
+    #[default]
+    Pixel,
+    /// A `[N, N]` matrix of your own (`.safetensors` or `.npy`), by path.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for TargetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSource::Pixel => f.write_str("pixel"),
+            TargetSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for TargetSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "" => {
+                Err("expected `pixel` or the path of a target matrix, got an empty string".into())
+            }
+            "pixel" => Ok(TargetSource::Pixel),
+            path => Ok(TargetSource::File(PathBuf::from(path))),
+        }
+    }
 }
 fn default_true() -> bool {
     true
@@ -529,14 +528,69 @@ fn is_task(dataset: DatasetName) -> bool {
     dataset.family() != Family::ImagenetLike
 }
 
-/// The datasets that can be a task, for messages.
-fn task_list() -> String {
-    DatasetName::ALL
-        .into_iter()
-        .filter(|d| is_task(*d))
-        .map(DatasetName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Refuses a dataset that cannot be a task, listing those that can.
+fn check_is_task(dataset: DatasetName) -> Result<()> {
+    if !is_task(dataset) {
+        let tasks: Vec<&str> = DatasetName::ALL
+            .into_iter()
+            .filter(|d| is_task(*d))
+            .map(DatasetName::as_str)
+            .collect();
+        bail!(
+            "task.dataset `{dataset}` is not a classification task; expected one of {}",
+            tasks.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Fills, in the parsed file, the values that default to something derived: the
+/// regularization source (the task's own dataset) and the preset α/Th of (task, source). The
+/// typed config then has no option left to resolve. An unreadable `task.dataset` or
+/// `regularization.source` is left to the typed reading, which names the key.
+fn fill_derived_defaults(value: &mut toml::Table) -> Result<()> {
+    // A name that does not parse is reported with its key here (the preset needs it); a
+    // missing or non-string value is left to the typed reading.
+    let parse = |value: Option<&toml::Value>, key: &str| -> Result<Option<DatasetName>> {
+        match value.and_then(|v| v.as_str()) {
+            None => Ok(None),
+            Some(name) => name
+                .parse()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{e}\nin `{key}`")),
+        }
+    };
+    let Some(task) = parse(
+        value.get("task").and_then(|t| t.get("dataset")),
+        "task.dataset",
+    )?
+    else {
+        return Ok(());
+    };
+    check_is_task(task)?;
+    let Some(toml::Value::Table(reg)) = value.get_mut("regularization") else {
+        return Ok(());
+    };
+    let source = match reg.get("source") {
+        None => task,
+        Some(v) => match parse(Some(v), "regularization.source")? {
+            Some(source) => source,
+            None => return Ok(()),
+        },
+    };
+    reg.entry("source")
+        .or_insert_with(|| source.as_str().into());
+    if !(reg.contains_key("alpha") && reg.contains_key("threshold")) {
+        let Some((alpha, th)) = preset(task, source) else {
+            bail!(
+                "regularization.alpha and regularization.threshold must be given: the paper \
+                 has no preset for task {task} with source {source}"
+            );
+        };
+        reg.entry("alpha").or_insert(alpha.into());
+        reg.entry("threshold").or_insert(th.into());
+    }
+    Ok(())
 }
 
 impl ExperimentConfig {
@@ -554,46 +608,15 @@ impl ExperimentConfig {
         for item in overrides {
             apply_override(&mut value, item)?;
         }
-        let mut config: ExperimentConfig = toml::Value::Table(value).try_into()?;
-        config.resolve()?;
+        fill_derived_defaults(&mut value)?;
+        let config: ExperimentConfig = toml::Value::Table(value).try_into()?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Fills the values that default to something derived (preset α/Th, the source dataset).
-    fn resolve(&mut self) -> Result<()> {
-        let task = self.task.dataset;
-        if !is_task(task) {
-            bail!(
-                "task.dataset `{task}` is not a classification task; expected one of {}",
-                task_list()
-            );
-        }
-        if let Some(reg) = &mut self.regularization {
-            let source = *reg.source.get_or_insert(task);
-            if reg.alpha.is_none() || reg.threshold.is_none() {
-                let Some((alpha, th)) = preset(task, source) else {
-                    bail!(
-                        "regularization.alpha and regularization.threshold must be given: the \
-                         paper has no preset for task {task} with source {source}"
-                    );
-                };
-                reg.alpha.get_or_insert(alpha);
-                reg.threshold.get_or_insert(th);
-            }
-        }
-        Ok(())
-    }
-
     /// Rejects invalid values with a message naming the field.
     pub fn validate(&self) -> Result<()> {
-        if !is_task(self.task.dataset) {
-            bail!(
-                "task.dataset `{}` is not a classification task; expected one of {}",
-                self.task.dataset,
-                task_list()
-            );
-        }
+        check_is_task(self.task.dataset)?;
         if self.task.train_limit == Some(0) || self.task.test_limit == Some(0) {
             bail!("task.train_limit and task.test_limit must be positive when given");
         }
@@ -719,13 +742,12 @@ impl ExperimentConfig {
         };
         // A user target matrix is named by a path whose file can change: its contents are
         // part of the model's identity (pixel targets are computed from the config alone).
-        let hash = match self
-            .regularization
-            .as_ref()
-            .filter(|r| r.targets != "pixel")
-        {
-            Some(reg) => {
-                let path = Path::new(&reg.targets);
+        let target_file = self.regularization.as_ref().and_then(|r| match &r.targets {
+            TargetSource::File(path) => Some(path),
+            TargetSource::Pixel => None,
+        });
+        let hash = match target_file {
+            Some(path) => {
                 let digest = crate::provenance::sha256_file(path)
                     .with_context(|| format!("regularization.targets {}", path.display()))?;
                 digest.bytes().fold(hash, |h, b| {
@@ -742,11 +764,11 @@ impl ExperimentConfig {
 
 impl RegularizationConfig {
     fn validate(&self) -> Result<()> {
-        let alpha = self.alpha.unwrap_or(0.0);
+        let alpha = self.alpha;
         if !(alpha.is_finite() && alpha >= 0.0) {
             bail!("regularization.alpha must be non-negative, got {alpha}");
         }
-        let th = self.threshold.unwrap_or(-1.0);
+        let th = self.threshold;
         if !(0.0..=1.0).contains(&th) {
             bail!("regularization.threshold must lie in [0, 1], got {th}");
         }

@@ -2,11 +2,10 @@
 //! source's), their similarity targets thresholded at `Th` (or a user matrix), and the seeded,
 //! resumable pair sampler that feeds one pair batch per step.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use pixreg_datasets::{ClassificationData, RegImages};
 use pixreg_models::SimilarityLoss;
@@ -15,7 +14,7 @@ use rsa_core::{
     SimilaritySource, ThresholdedTargets,
 };
 
-use crate::config::{ExperimentConfig, RegularizationConfig};
+use crate::config::{ExperimentConfig, RegularizationConfig, TargetSource};
 use crate::data::DataSource;
 use crate::run_dir::{RunDir, SamplerPosition};
 
@@ -32,8 +31,7 @@ pub(crate) struct RegState {
 
 /// The thresholding rule of the `[regularization]` section.
 fn target_rule(reg: &RegularizationConfig) -> Result<ThresholdedTargets> {
-    let th = reg.threshold.context("regularization.threshold is unset")?;
-    let mut rule = ThresholdedTargets::new(th)?.with_value(reg.boost_value)?;
+    let mut rule = ThresholdedTargets::new(reg.threshold)?.with_value(reg.boost_value)?;
     if let Some(th2) = reg.threshold2 {
         let mode = if reg.graded_double {
             DoubleThresholdMode::Graded
@@ -60,7 +58,7 @@ pub(crate) fn build_regularization(
     run: &RunDir,
 ) -> Result<RegState> {
     let task = config.task.dataset;
-    let source = reg.source.unwrap_or(task);
+    let source = reg.source;
     let seed = config.training.seed;
     let start = Instant::now();
     let images = if source == task {
@@ -73,12 +71,12 @@ pub(crate) fn build_regularization(
             &data_source.options(config.task.rgb),
         )?
     };
-    let similarity = if reg.targets == "pixel" {
-        SimilaritySource::from_images(&images.tensor(&Device::Cpu)?)?
-    } else {
-        let path = Path::new(&reg.targets);
-        let matrix = load_similarity_matrix(path, reg.targets_key.as_deref(), images.len())?;
-        SimilaritySource::from_matrix(&matrix)?
+    let similarity = match &reg.targets {
+        TargetSource::Pixel => SimilaritySource::from_images(&images.tensor(&Device::Cpu)?)?,
+        TargetSource::File(path) => {
+            let matrix = load_similarity_matrix(path, reg.targets_key.as_deref(), images.len())?;
+            SimilaritySource::from_matrix(&matrix)?
+        }
     };
     let selection = Arc::new(PairSelection::build(
         similarity,
@@ -110,7 +108,7 @@ pub(crate) fn build_regularization(
     Ok(RegState {
         images: images.model_tensor(task, device)?,
         sampler,
-        alpha: reg.alpha.context("regularization.alpha is unset")?,
+        alpha: reg.alpha,
         criterion: reg.loss,
         targets_seconds: start.elapsed().as_secs_f64(),
     })

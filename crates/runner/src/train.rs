@@ -467,7 +467,7 @@ impl<'a> Trainer<'a> {
                 .with_context(|| format!("resuming {}", run.root().display()))?;
         }
         let reg = match &config.regularization {
-            Some(r) if r.alpha.is_some_and(|a| a > 0.0) => Some(build_regularization(
+            Some(r) if r.alpha > 0.0 => Some(build_regularization(
                 config,
                 r,
                 data,

@@ -29,8 +29,8 @@ fn defaults_are_the_official_code_s() {
 fn regularization_section_takes_the_readme_preset() {
     let c = parse(&format!("{MINIMAL}[regularization]\n"), &[]).unwrap();
     let r = c.regularization.unwrap();
-    assert_eq!((r.alpha, r.threshold), (Some(10.0), Some(0.8)));
-    assert_eq!(r.source, Some(DatasetName::FashionMnist));
+    assert_eq!((r.alpha, r.threshold), (10.0, 0.8));
+    assert_eq!(r.source, DatasetName::FashionMnist);
     assert_eq!((r.n_images, r.pairs_per_batch), (5000, 16));
     assert_eq!(
         (r.range, r.loss, r.boosting),
@@ -38,7 +38,7 @@ fn regularization_section_takes_the_readme_preset() {
     );
     let m = parse("[task]\ndataset = \"mnist\"\n[regularization]\n", &[]).unwrap();
     let r = m.regularization.unwrap();
-    assert_eq!((r.alpha, r.threshold), (Some(4.0), Some(0.2)));
+    assert_eq!((r.alpha, r.threshold), (4.0, 0.2));
     use DatasetName::*;
     assert_eq!(preset(FashionMnist, Mnist), Some((10.0, 0.4)));
     assert_eq!(preset(Cifar10Jpeg, TinyImagenet), Some((10.0, 0.8)));
@@ -68,7 +68,7 @@ fn overrides_set_dotted_keys_with_toml_values() {
     .unwrap();
     assert_eq!(c.training.epochs, 3);
     let r = c.regularization.unwrap();
-    assert_eq!(r.alpha, Some(2.5));
+    assert_eq!(r.alpha, 2.5);
     assert_eq!(r.range, PairRange::High);
     assert_eq!(c.model.arch, Arch::ResNet34);
 }

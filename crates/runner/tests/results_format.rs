@@ -181,3 +181,15 @@ fn attack_specs_are_names_or_tables_and_bad_parameters_name_the_key() {
         assert!(err.contains("evaluation.attacks"), "{value}: {err}");
     }
 }
+
+/// The config of every committed run reads with today's types and hashes to the run's folder
+/// name: a change of the config types that moved a run id would orphan every committed run.
+#[test]
+fn every_committed_config_still_names_its_run() {
+    for run in committed_runs() {
+        let config = ExperimentConfig::load(&run.join("config.toml"), &[])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", run.display()));
+        let folder = run.file_name().unwrap().to_str().unwrap();
+        assert_eq!(config.run_id().unwrap(), folder);
+    }
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use pixreg_runner::config::ExperimentConfig;
+use pixreg_runner::config::{ExperimentConfig, TargetSource};
 use pixreg_runner::data::load_task_data;
 use pixreg_runner::data::DataSource;
 use pixreg_runner::train::{model_config, train, TrainOptions};
@@ -141,17 +141,17 @@ fn pytorch_epoch(
         "in_shape": model.in_shape,
         "scale": scale.scale,
         "offset": scale.offset,
-        "alpha": reg.and_then(|r| r.alpha).unwrap_or(0.0),
-        "threshold": reg.and_then(|r| r.threshold).unwrap_or(0.0),
+        "alpha": reg.map_or(0.0, |r| r.alpha),
+        "threshold": reg.map_or(0.0, |r| r.threshold),
         "range": reg.map_or("all", |r| r.range.name()),
         "n_images": reg.map_or(0, |r| r.n_images),
         "pairs": reg.map_or(0, |r| r.pairs_per_batch),
     });
-    let own_images = |r: &pixreg_runner::config::RegularizationConfig| {
-        r.source.is_none_or(|s| s == config.task.dataset)
-    };
+    let own_images =
+        |r: &pixreg_runner::config::RegularizationConfig| r.source == config.task.dataset;
     let arctanh = pixreg_runner::config::SimilarityLoss::ArctanhSquare;
-    if reg.is_some_and(|r| r.loss != arctanh || r.targets != "pixel" || !own_images(r)) {
+    if reg.is_some_and(|r| r.loss != arctanh || r.targets != TargetSource::Pixel || !own_images(r))
+    {
         bail!(
             "the PyTorch epoch covers pixel targets of the task's own images with the arctanh loss"
         );
