@@ -13,7 +13,9 @@
 //! counts follow `RAYON_NUM_THREADS` (pixreg and candle) and `OMP_NUM_THREADS` (PyTorch).
 //! Like `pixreg`, the benchmarks keep freed heap memory in the process
 //! ([`pixreg_models::kernels::heap`]; `heap` in the JSON says what was done, and
-//! `PIXREG_KEEP_MALLOC_DEFAULTS=1` measures glibc's defaults instead).
+//! `PIXREG_KEEP_MALLOC_DEFAULTS=1` measures glibc's defaults instead) and run candle's own
+//! elementwise ops on the calling thread ([`pixreg_models::kernels::candle_pool`];
+//! `candle_pool` in the JSON; set `CANDLE_NUM_THREADS` to measure candle's pool).
 //! Results are in `docs/performance.md`.
 
 use std::path::Path;
@@ -21,6 +23,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use harness::TrainStepBench;
+use pixreg_models::kernels::candle_pool::PoolOutcome;
 use pixreg_models::kernels::heap::HeapOutcome;
 use pixreg_models::{Arch, ModelConfig};
 
@@ -95,15 +98,18 @@ pub struct OpsArgs {
 
 /// Runs a benchmark command.
 pub fn run(cmd: &BenchCommand) -> Result<()> {
+    // First, before any thread exists: it sets an environment variable.
+    let pool = pixreg_models::kernels::candle_pool::run_candle_ops_on_caller();
     let heap = pixreg_models::kernels::heap::retain_freed_memory();
-    match cmd {
-        BenchCommand::TrainStep(args) => train_step(args, heap),
+    // As `pixreg` runs its commands (`on_kernel_pool`).
+    pixreg_models::kernels::on_kernel_pool(|| match cmd {
+        BenchCommand::TrainStep(args) => train_step(args, heap, pool),
         BenchCommand::Ops(args) => ops(args),
         BenchCommand::Epoch(args) => epoch::epoch(args, &xtask::workspace_root()),
-    }
+    })
 }
 
-fn train_step(args: &TrainStepArgs, heap: HeapOutcome) -> Result<()> {
+fn train_step(args: &TrainStepArgs, heap: HeapOutcome, pool: PoolOutcome) -> Result<()> {
     let in_shape: [usize; 3] = args
         .in_shape
         .clone()
@@ -125,6 +131,7 @@ fn train_step(args: &TrainStepArgs, heap: HeapOutcome) -> Result<()> {
     }
     let mut json = harness::to_json(&report)?;
     json["heap"] = heap.to_string().into();
+    json["candle_pool"] = pool.to_string().into();
     if args.pytorch {
         let torch = pytorch(args)?;
         if let Some(torch) = torch {

@@ -15,7 +15,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 pub use crate::gemm::Geometry;
 use crate::gemm::{gemm_parallelism, matmul, DstLayout, Mat};
-use crate::{f32_data, par_map, threads, uninit_vec, winograd, with_scratch};
+use crate::{direct, f32_data, par_map, threads, uninit_vec, winograd, with_scratch};
 
 /// Columns (`G·OH·OW`) a group of images aims for in its GEMMs.
 const GROUP_COLUMNS: usize = 256;
@@ -286,6 +286,9 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     if winograd::suits(g) {
         return winograd::forward(g, x, weight);
     }
+    if direct::suits(g) {
+        return direct::forward(g, x, weight);
+    }
     forward_im2col(g, x, weight)
 }
 
@@ -430,6 +433,9 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if winograd::suits(g) {
         return winograd::backward_weight(g, x, dy);
+    }
+    if direct::suits(g) {
+        return direct::backward_weight(g, x, dy);
     }
     backward_weight_im2col(g, x, dy)
 }

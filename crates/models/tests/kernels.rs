@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use pixreg_models::kernels::conv::{self, Geometry};
-use pixreg_models::kernels::winograd;
+use pixreg_models::kernels::{direct, winograd};
 use pixreg_models::ops::{self, BatchNormStats};
 use rand::distr::{Distribution, Uniform};
 use rand::SeedableRng;
@@ -209,16 +209,17 @@ fn from_vec(v: Vec<f32>, dims: &[usize]) -> Tensor {
     Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
 }
 
-/// The kernel `[C, O, 3, 3]` of a stride-1 input gradient computed as a forward convolution:
-/// `w` (`[O, C, 3, 3]`) with the channels swapped and each kernel flipped in both directions.
+/// The kernel `[C, O, k, k]` of a stride-1 input gradient computed as a forward
+/// convolution: `w` (`[O, C, k, k]`) with the channels swapped and each kernel flipped in
+/// both directions.
 fn flip_transpose(w: &Tensor) -> Vec<f32> {
-    let (o, c) = (w.dims()[0], w.dims()[1]);
+    let (o, c, taps) = (w.dims()[0], w.dims()[1], w.dims()[2] * w.dims()[3]);
     let v = to_vec(w);
     let mut flipped = vec![0f32; v.len()];
     for oc in 0..o {
         for ic in 0..c {
-            for tap in 0..9 {
-                flipped[(ic * o + oc) * 9 + 8 - tap] = v[(oc * c + ic) * 9 + tap];
+            for tap in 0..taps {
+                flipped[(ic * o + oc) * taps + taps - 1 - tap] = v[(oc * c + ic) * taps + tap];
             }
         }
     }
@@ -288,6 +289,80 @@ fn winograd_matches_im2col_and_candle() {
     assert!(winograd::forward(&g, &[0.5; 120], &[]).is_empty());
     assert!(winograd::backward_weight(&g, &[0.5; 120], &[]).is_empty());
     assert_eq!(winograd::backward_input(&g, &[], &[]), vec![0.0; 120]);
+}
+
+/// `(n, c, h, w, o, k)` of stride-1 "same" convolutions for the direct kernels: ResNet18's
+/// stem at base 8 and 16 and its first-stage 3×3 at base 8 (28×28, 32×32), odd maps narrower
+/// and wider than a vector, one and two blocks of output channels, a 1×1 kernel, 1×1 maps.
+const DIRECT_CASES: [(usize, usize, usize, usize, usize, usize); 9] = [
+    (3, 1, 28, 28, 8, 7),
+    (2, 8, 28, 28, 8, 3),
+    (2, 8, 32, 32, 8, 3),
+    (2, 1, 13, 33, 16, 7),
+    (1, 3, 5, 17, 5, 3),
+    (2, 5, 9, 3, 12, 5),
+    (2, 2, 1, 1, 3, 3),
+    (3, 4, 6, 7, 1, 1),
+    (1, 16, 7, 6, 9, 3),
+];
+
+#[test]
+fn direct_matches_im2col_and_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for &(n, c, h, w, o, k) in &DIRECT_CASES {
+        let case = format!("{:?}", (n, c, h, w, o, k));
+        let p = k / 2;
+        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
+        let dy = random(&mut rng, &[n, o, h, w]);
+        let reference = x.conv2d(&wt, p, 1, 1, 1).unwrap();
+        let grads = (&reference * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (xv, wv, dyv) = (to_vec(&x), to_vec(&wt), to_vec(&dy));
+        let g = Geometry::new(x.dims(), wt.dims(), 1, p).unwrap();
+        let gt = Geometry::new(dy.dims(), &[c, o, k, k], 1, p).unwrap();
+        let checks = [
+            (
+                "forward",
+                direct::forward(&g, &xv, &wv),
+                conv::forward_im2col(&g, &xv, &wv),
+                &reference,
+            ),
+            (
+                "dw",
+                direct::backward_weight(&g, &xv, &dyv),
+                conv::backward_weight_im2col(&g, &xv, &dyv),
+                grads.get(&wt).unwrap(),
+            ),
+            (
+                // Through the dispatch: a forward convolution of dY, direct where it suits.
+                "dx",
+                conv::backward_input(&g, &dyv, &wv),
+                conv::forward_im2col(&gt, &dyv, &flip_transpose(&wt)),
+                grads.get(&x).unwrap(),
+            ),
+        ];
+        for (what, fast, im2col, candle) in checks {
+            let fast = from_vec(fast, candle.dims());
+            let im2col = from_vec(im2col, candle.dims());
+            assert_close(
+                &format!("direct {what} vs im2col {case}"),
+                &fast,
+                &im2col,
+                TOL,
+            );
+            assert_close(
+                &format!("direct {what} vs candle {case}"),
+                &fast,
+                candle,
+                TOL,
+            );
+        }
+    }
 }
 
 #[test]

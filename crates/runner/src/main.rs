@@ -33,6 +33,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread exists: it sets an environment variable.
+    let pool = pixreg_models::kernels::candle_pool::run_candle_ops_on_caller();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let heap = pixreg_models::kernels::heap::retain_freed_memory();
-    tracing::debug!("heap: {heap}");
+    tracing::debug!("heap: {heap}; {pool}");
     // A bug must still end in one line and exit 2, not a multi-line panic report.
     std::panic::set_hook(Box::new(|info| {
         let message = info
@@ -61,14 +63,16 @@ fn main() -> ExitCode {
         std::process::exit(2);
     }));
     let cli = Cli::parse();
-    let result = match &cli.command {
+    // On a pool thread, so that the kernels share their work with the other threads
+    // rather than waking them for every call (`on_kernel_pool`).
+    let result = pixreg_models::kernels::on_kernel_pool(|| match &cli.command {
         Command::Rsa(args) => rsa_cmd::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => commands::train_command(args),
         Command::Eval(args) => commands::eval_command(args),
         Command::Runs(args) => commands::runs_command(args),
         Command::Plot(args) => plot::plot_command(args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
