@@ -334,13 +334,23 @@ impl RunDir {
         Ok(best)
     }
 
-    /// Checks that every file `state` commits exists (a resume needs them all: without the
-    /// momentum buffers it would silently train a different model).
+    /// Checks that every file `state` commits that the run still needs exists: a resume
+    /// needs them all (without the momentum buffers it would silently train a different
+    /// model); a run with every epoch trained is only evaluated, from its best checkpoint
+    /// (the last-epoch weights and optimizer state of such runs are not committed to the
+    /// repository's `experiments/runs`).
     pub fn check_committed_files(&self, state: &RunState) -> Result<()> {
         let files = self.committed_files(state);
+        let resumes = state.status == RunStatus::Running;
         let named = [
-            ("weights of the last epoch", files.last.as_ref()),
-            ("optimizer state", files.optimizer.as_ref()),
+            (
+                "weights of the last epoch",
+                files.last.as_ref().filter(|_| resumes),
+            ),
+            (
+                "optimizer state",
+                files.optimizer.as_ref().filter(|_| resumes),
+            ),
             ("best checkpoint", Some(&files.best)),
         ];
         for (what, path) in named {

@@ -346,6 +346,10 @@ fn train_locked(
     options: TrainOptions,
 ) -> Result<(RunState, ClassificationData)> {
     let data = load_task_data(config, data_source)?;
+    if let Some(state) = previous.as_ref().filter(|s| s.status == RunStatus::Trained) {
+        // Every epoch is committed: only the final evaluation is left.
+        return Ok((state.clone(), data));
+    }
     let mut trainer = Trainer::start_or_resume(config, run, previous, &data, data_source)?;
     let t = &config.training;
     let batcher = data.train_batcher(t.batch_size, t.seed, trainer.scale, &trainer.device)?;

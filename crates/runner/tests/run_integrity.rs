@@ -327,6 +327,27 @@ fn a_resume_without_its_momentum_or_with_a_truncated_checkpoint_fails_naming_the
 }
 
 #[test]
+fn a_trained_run_is_evaluated_from_its_best_checkpoint_alone() {
+    let config = tiny_config(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &config);
+    let runs = dir.path().join("runs");
+    let trained = train(&config, &runs, &data(), options(None)).unwrap();
+    assert_eq!(trained.state.status, RunStatus::Trained);
+    let (run, epochs) = (trained.run.clone(), trained.state.completed_epochs);
+    drop(trained);
+    // What the repository keeps of a run: no last-epoch weights, no momentum buffers.
+    std::fs::remove_file(run.last_checkpoint_at(epochs)).unwrap();
+    std::fs::remove_file(run.optimizer_at(epochs)).unwrap();
+    let out = train_binary(&config_path, &runs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run.state().unwrap().unwrap().status, RunStatus::Finished);
+    let results = read_json(&run.results());
+    let best = pixreg_runner::provenance::sha256_file(&run.best_checkpoint().unwrap()).unwrap();
+    assert_eq!(results["checkpoint_sha256"], best.as_str());
+}
+
+#[test]
 fn leftovers_of_killed_writes_and_failed_starts_are_cleaned_up() {
     let config = tiny_config(&[]);
     let runs = tempfile::tempdir().unwrap();
