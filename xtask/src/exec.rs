@@ -105,7 +105,7 @@ pub fn missing_attacks(
         results.as_ref().and_then(|r| {
             r.attacks
                 .get(name)
-                .filter(|entry| entry.is_final_for(&r.checkpoint_sha256))
+                .filter(|entry| entry.is_current_for(&r.checkpoint_sha256, false))
         })
     };
     let mut missing: Vec<AttackName> = planned

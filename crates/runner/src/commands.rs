@@ -9,7 +9,7 @@ use crate::config::ExperimentConfig;
 use crate::data::load_task_data;
 use crate::data::DataSource;
 use crate::eval::{evaluate_loaded, evaluate_run};
-use crate::results::{AttackReport, CurveResult, RunResults};
+use crate::results::{AttackReport, CurveResult, RunResults, StoredResults};
 use crate::run_dir::{RunDir, RunStatus};
 use crate::train::{train, TrainOptions};
 
@@ -313,7 +313,10 @@ pub fn list_runs(runs_dir: &Path, filter: Option<&str>) -> Result<Vec<RunSummary
         }
         let state = run.state()?;
         // A results file of an older format has no summary numbers.
-        let results = RunResults::read(&run.results()).ok().flatten();
+        let results = match RunResults::load(&run.results()) {
+            Ok(StoredResults::Current(results)) => Some(*results),
+            _ => None,
+        };
         let config = ExperimentConfig::load(&run.config(), &[]).ok();
         let reg = config.as_ref().and_then(|c| c.regularization.as_ref());
         let status = state.as_ref().map_or("new".to_string(), |s| {

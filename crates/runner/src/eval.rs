@@ -21,7 +21,9 @@ use crate::config::{parse_device, ExperimentConfig};
 use crate::data::load_task_data;
 use crate::data::DataSource;
 use crate::provenance::{sha256_file, Provenance};
-use crate::results::{AttackResults, CleanResult, Evaluated, RunResults, RESULTS_FORMAT};
+use crate::results::{
+    AttackResults, CleanResult, Evaluated, RunResults, StoredResults, RESULTS_FORMAT,
+};
 use crate::run_dir::{RunDir, RunLock, RunState, RunStatus};
 
 /// The test set at model scale, with its labels.
@@ -202,24 +204,19 @@ pub fn evaluate_loaded(
 /// (and logged).
 fn current_attacks(run: &RunDir, sha: &str, provisional: bool) -> Result<AttackResults> {
     let path = run.results();
-    match RunResults::stored_format(&path) {
-        None => return Ok(AttackResults::default()),
-        Some(format) if format != RESULTS_FORMAT => {
+    let mut kept = match RunResults::load(&path)? {
+        StoredResults::Missing => return Ok(AttackResults::default()),
+        StoredResults::OlderFormat(format) => {
             tracing::warn!(
                 "dropping the results of format {format} in {}",
                 path.display()
             );
             return Ok(AttackResults::default());
         }
-        Some(_) => {}
-    }
-    let Some(stored) = RunResults::read(&path)? else {
-        return Ok(AttackResults::default());
+        StoredResults::Current(stored) => stored.attacks,
     };
-    let mut kept = stored.attacks;
     kept.retain(|name, entry| {
-        let p = &entry.provenance;
-        let valid = p.checkpoint_sha256 == sha && (provisional || !p.provisional);
+        let valid = entry.is_current_for(sha, provisional);
         if !valid {
             tracing::warn!(
                 attack = %name,

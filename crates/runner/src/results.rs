@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use pixreg_attacks::{AccuracyCurve, BandAccuracy, CorruptionAccuracy, CorruptionReport};
 use pixreg_attacks::{DecisionBasedAttack, DecisionReport, RepeatReport};
 use serde::de::{MapAccess, Visitor};
@@ -67,16 +67,25 @@ pub struct RunResults {
 }
 
 impl RunResults {
-    /// Reads a `results.json`; a missing file is `Ok(None)`, a corrupt one an error naming it.
-    pub fn read(path: &Path) -> Result<Option<Self>> {
+    /// Reads a `results.json` (once): a missing file is [`StoredResults::Missing`], a file
+    /// of an older format (format 1 had no `format` key) [`StoredResults::OlderFormat`], a
+    /// corrupt one an error naming it.
+    pub fn load(path: &Path) -> Result<StoredResults> {
         if !path.is_file() {
-            return Ok(None);
+            return Ok(StoredResults::Missing);
         }
+        let corrupt = || format!("{} is corrupt", path.display());
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let results = serde_json::from_str(&text)
-            .with_context(|| format!("{} is corrupt", path.display()))?;
-        Ok(Some(results))
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(corrupt)?;
+        match value.get("format").map(serde_json::Value::as_u64) {
+            Some(Some(RESULTS_FORMAT)) => Ok(StoredResults::Current(Box::new(
+                serde_json::from_value(value).with_context(corrupt)?,
+            ))),
+            Some(Some(format)) => Ok(StoredResults::OlderFormat(format)),
+            None => Ok(StoredResults::OlderFormat(1)),
+            Some(None) => bail!("{}: `format` is not a number", corrupt()),
+        }
     }
 
     /// Writes the file atomically. Through a `serde_json::Value`, whose maps are sorted: keys
@@ -86,17 +95,17 @@ impl RunResults {
         let value = serde_json::to_value(self)?;
         write_text(path, &serde_json::to_string_pretty(&value)?)
     }
+}
 
-    /// The format of a stored file without reading the rest (older formats do not parse as
-    /// this one).
-    pub fn stored_format(path: &Path) -> Option<u64> {
-        #[derive(Deserialize)]
-        struct Format {
-            format: Option<u64>,
-        }
-        let text = std::fs::read_to_string(path).ok()?;
-        serde_json::from_str::<Format>(&text).ok()?.format
-    }
+/// What [`RunResults::load`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredResults {
+    /// No `results.json`.
+    Missing,
+    /// A file of an older format (named), which does not parse as this one.
+    OlderFormat(u64),
+    /// A file of [`RESULTS_FORMAT`] (boxed: a few hundred bytes, against a format number).
+    Current(Box<RunResults>),
 }
 
 /// A result with the provenance of the checkpoint it came from.
@@ -111,9 +120,11 @@ pub struct Evaluated<T> {
 
 impl<T> Evaluated<T> {
     /// True when the entry evaluated the checkpoint with digest `sha` and is final (the run
-    /// had finished training).
-    pub fn is_final_for(&self, sha: &str) -> bool {
-        self.provenance.checkpoint_sha256 == sha && !self.provenance.provisional
+    /// had finished training) or, with `accept_provisional`, provisional (an evaluation of a
+    /// run still training, which only another provisional evaluation may reuse).
+    pub fn is_current_for(&self, sha: &str, accept_provisional: bool) -> bool {
+        self.provenance.checkpoint_sha256 == sha
+            && (accept_provisional || !self.provenance.provisional)
     }
 }
 

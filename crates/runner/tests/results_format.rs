@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pixreg_runner::attack::{AttackName, AttackSpec};
 use pixreg_runner::config::ExperimentConfig;
-use pixreg_runner::results::{EpochMetrics, ResultShape, RunResults, RESULTS_FORMAT};
+use pixreg_runner::results::{EpochMetrics, ResultShape, RunResults, StoredResults};
 
 fn committed_runs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
@@ -29,11 +29,10 @@ fn every_committed_results_file_round_trips_byte_for_byte() {
     let mut read = 0;
     for run in committed_runs() {
         let path = run.join("results.json");
-        if RunResults::stored_format(&path) != Some(RESULTS_FORMAT) {
+        let StoredResults::Current(results) = RunResults::load(&path).unwrap() else {
             continue;
-        }
+        };
         let text = std::fs::read_to_string(&path).unwrap();
-        let results = RunResults::read(&path).unwrap().unwrap();
         for (name, entry) in results.attacks.iter() {
             let shape_matches = match name.result_shape() {
                 ResultShape::Curve => entry.result.as_curve().is_some(),
@@ -78,7 +77,7 @@ fn a_failed_decision_attack_reads_back_as_nan() {
     let path = committed_runs()
         .into_iter()
         .map(|r| r.join("results.json"))
-        .find(|p| RunResults::stored_format(p) == Some(RESULTS_FORMAT))
+        .find(|p| matches!(RunResults::load(p), Ok(StoredResults::Current(_))))
         .unwrap();
     let mut value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -103,13 +102,13 @@ fn an_entry_of_the_wrong_shape_names_the_file_as_corrupt() {
     let source = committed_runs()
         .into_iter()
         .map(|r| r.join("results.json"))
-        .find(|p| RunResults::stored_format(p) == Some(RESULTS_FORMAT))
+        .find(|p| matches!(RunResults::load(p), Ok(StoredResults::Current(_))))
         .unwrap();
     let mut value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(source).unwrap()).unwrap();
     value["attacks"]["gaussian"] = serde_json::json!({ "mean_of_medians": 0.1 });
     std::fs::write(&path, value.to_string()).unwrap();
-    let err = format!("{:#}", RunResults::read(&path).unwrap_err());
+    let err = format!("{:#}", RunResults::load(&path).unwrap_err());
     assert!(
         err.contains("is corrupt") && err.contains("missing field"),
         "{err}"
@@ -192,4 +191,28 @@ fn every_committed_config_still_names_its_run() {
         let folder = run.file_name().unwrap().to_str().unwrap();
         assert_eq!(config.run_id().unwrap(), folder);
     }
+}
+
+#[test]
+fn results_of_older_formats_are_recognised_not_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.json");
+    assert_eq!(RunResults::load(&path).unwrap(), StoredResults::Missing);
+    // Format 1 (pixreg 0.1) had no `format` key and fractions in its curves.
+    std::fs::write(&path, r#"{"gaussian": {"accuracy": [0.5]}}"#).unwrap();
+    assert_eq!(
+        RunResults::load(&path).unwrap(),
+        StoredResults::OlderFormat(1)
+    );
+    std::fs::write(&path, r#"{"format": 1, "attacks": {}}"#).unwrap();
+    assert_eq!(
+        RunResults::load(&path).unwrap(),
+        StoredResults::OlderFormat(1)
+    );
+    std::fs::write(&path, r#"{"format": "two"}"#).unwrap();
+    let err = format!("{:#}", RunResults::load(&path).unwrap_err());
+    assert!(
+        err.contains("is corrupt") && err.contains("format"),
+        "{err}"
+    );
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use pixreg_runner::attack::AttackName;
 use pixreg_runner::results::{
     AttackResult, CorruptionResult, CurveResult, EpochMetrics, Evaluated, ResultShape, RunResults,
-    RESULTS_FORMAT,
+    StoredResults,
 };
 use serde_json::Value;
 
@@ -45,19 +45,16 @@ fn read_json(path: &Path) -> Option<Value> {
 /// provisional. Anything else is a reason, never a number.
 pub fn current_results(dir: &Path) -> std::result::Result<RunResults, String> {
     let path = dir.join("results.json");
-    match RunResults::stored_format(&path) {
-        None => return Err(format!("no results.json in {}", dir.display())),
-        Some(f) if f != RESULTS_FORMAT => {
+    let results = match RunResults::load(&path).map_err(|e| format!("{e:#}"))? {
+        StoredResults::Missing => return Err(format!("no results.json in {}", dir.display())),
+        StoredResults::OlderFormat(f) => {
             return Err(format!(
                 "stale: {} predates provenance (format {f}); re-evaluate the run",
                 path.display()
             ))
         }
-        Some(_) => {}
-    }
-    let results = RunResults::read(&path)
-        .map_err(|e| format!("{e:#}"))?
-        .ok_or_else(|| format!("no results.json in {}", dir.display()))?;
+        StoredResults::Current(results) => *results,
+    };
     let best = pixreg_runner::run_dir::RunDir::open(dir)
         .and_then(|run| run.best_checkpoint())
         .map_err(|e| format!("{e:#}"))?;
