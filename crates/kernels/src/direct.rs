@@ -20,7 +20,8 @@
 
 use crate::gemm::Geometry;
 
-/// Output channels this module handles: one or two blocks of [`OUT_BLOCK`].
+/// Output channels this module handles: one or two blocks of 8 (the forward kernel's
+/// accumulator block).
 ///
 /// Why 16: at 16 channels and more the 3×3 convolutions take the Winograd kernels, and the
 /// only other convolution with few output channels in the paper's ResNets is the stem.

@@ -226,63 +226,101 @@ fn flip_transpose(w: &Tensor) -> Vec<f32> {
     flipped
 }
 
+/// A random stride-1 `k`×`k` convolution with padding `p`: input, weight, output gradient,
+/// candle's output and candle's autograd gradients of `Σ y·dY`, the references of the
+/// Winograd and direct kernels.
+struct ConvReference {
+    x: Var,
+    w: Var,
+    dy: Tensor,
+    y: Tensor,
+    grads: candle_core::backprop::GradStore,
+}
+
+impl ConvReference {
+    fn new(
+        rng: &mut ChaCha8Rng,
+        (n, c, h, w, o): (usize, usize, usize, usize, usize),
+        k: usize,
+        p: usize,
+    ) -> Self {
+        let x = Var::from_tensor(&random(rng, &[n, c, h, w])).unwrap();
+        let wt = Var::from_tensor(&random(rng, &[o, c, k, k])).unwrap();
+        let y = x.conv2d(&wt, p, 1, 1, 1).unwrap();
+        let dy = random(rng, y.dims());
+        let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        Self {
+            x,
+            w: wt,
+            dy,
+            y,
+            grads,
+        }
+    }
+
+    /// The `(forward, dx, dw)` references: candle's output and gradients.
+    fn candle(&self) -> [&Tensor; 3] {
+        [
+            &self.y,
+            self.grads.get(&self.x).unwrap(),
+            self.grads.get(&self.w).unwrap(),
+        ]
+    }
+}
+
+/// Asserts that each fast kernel's result (forward, dx, dw) equals im2col's and candle's.
+fn assert_kernels_agree(
+    kernel: &str,
+    case: &str,
+    fast: [Vec<f32>; 3],
+    im2col: [Vec<f32>; 3],
+    candle: [&Tensor; 3],
+) {
+    for (((what, fast), im2col), candle) in ["forward", "dx", "dw"]
+        .into_iter()
+        .zip(fast)
+        .zip(im2col)
+        .zip(candle)
+    {
+        let fast = from_vec(fast, candle.dims());
+        let im2col = from_vec(im2col, candle.dims());
+        assert_close(
+            &format!("{kernel} {what} vs im2col {case}"),
+            &fast,
+            &im2col,
+            TOL,
+        );
+        assert_close(
+            &format!("{kernel} {what} vs candle {case}"),
+            &fast,
+            candle,
+            TOL,
+        );
+    }
+}
+
 #[test]
 fn winograd_matches_im2col_and_candle() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     for &(n, c, h, w, o) in &WINOGRAD_CASES {
         let case = format!("{:?}", (n, c, h, w, o));
-        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
-        let wt = Var::from_tensor(&random(&mut rng, &[o, c, 3, 3])).unwrap();
-        let dy = random(&mut rng, &[n, o, h, w]);
-        let reference = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
-        let grads = (&reference * &dy)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (xv, wv, dyv) = (to_vec(&x), to_vec(&wt), to_vec(&dy));
-        let g = Geometry::new(x.dims(), wt.dims(), 1, 1).unwrap();
+        let r = ConvReference::new(&mut rng, (n, c, h, w, o), 3, 1);
+        let (xv, wv, dyv) = (to_vec(&r.x), to_vec(&r.w), to_vec(&r.dy));
+        let g = Geometry::new(r.x.dims(), r.w.dims(), 1, 1).unwrap();
         assert!(winograd::supports(&g), "{case}");
         // The input gradient as a forward convolution of dY with the flipped kernel.
-        let gt = Geometry::new(dy.dims(), &[c, o, 3, 3], 1, 1).unwrap();
-        let flipped = flip_transpose(&wt);
-        let checks = [
-            (
-                "forward",
-                winograd::forward(&g, &xv, &wv),
-                conv::forward_im2col(&g, &xv, &wv),
-                &reference,
-            ),
-            (
-                "dx",
-                winograd::backward_input(&g, &dyv, &wv),
-                conv::forward_im2col(&gt, &dyv, &flipped),
-                grads.get(&x).unwrap(),
-            ),
-            (
-                "dw",
-                winograd::backward_weight(&g, &xv, &dyv),
-                conv::backward_weight_im2col(&g, &xv, &dyv),
-                grads.get(&wt).unwrap(),
-            ),
+        let gt = Geometry::new(r.dy.dims(), &[c, o, 3, 3], 1, 1).unwrap();
+        let fast = [
+            winograd::forward(&g, &xv, &wv),
+            winograd::backward_input(&g, &dyv, &wv),
+            winograd::backward_weight(&g, &xv, &dyv),
         ];
-        for (what, fast, im2col, candle) in checks {
-            let fast = from_vec(fast, candle.dims());
-            let im2col = from_vec(im2col, candle.dims());
-            assert_close(
-                &format!("winograd {what} vs im2col {case}"),
-                &fast,
-                &im2col,
-                TOL,
-            );
-            assert_close(
-                &format!("winograd {what} vs candle {case}"),
-                &fast,
-                candle,
-                TOL,
-            );
-        }
+        let im2col = [
+            conv::forward_im2col(&g, &xv, &wv),
+            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w)),
+            conv::backward_weight_im2col(&g, &xv, &dyv),
+        ];
+        assert_kernels_agree("winograd", &case, fast, im2col, r.candle());
     }
     // No output channels: empty outputs, no panic.
     let g = Geometry::new(&[2, 3, 4, 5], &[0, 3, 3, 3], 1, 1).unwrap();
@@ -312,56 +350,22 @@ fn direct_matches_im2col_and_candle() {
     for &(n, c, h, w, o, k) in &DIRECT_CASES {
         let case = format!("{:?}", (n, c, h, w, o, k));
         let p = k / 2;
-        let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
-        let wt = Var::from_tensor(&random(&mut rng, &[o, c, k, k])).unwrap();
-        let dy = random(&mut rng, &[n, o, h, w]);
-        let reference = x.conv2d(&wt, p, 1, 1, 1).unwrap();
-        let grads = (&reference * &dy)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (xv, wv, dyv) = (to_vec(&x), to_vec(&wt), to_vec(&dy));
-        let g = Geometry::new(x.dims(), wt.dims(), 1, p).unwrap();
-        let gt = Geometry::new(dy.dims(), &[c, o, k, k], 1, p).unwrap();
-        let checks = [
-            (
-                "forward",
-                direct::forward(&g, &xv, &wv),
-                conv::forward_im2col(&g, &xv, &wv),
-                &reference,
-            ),
-            (
-                "dw",
-                direct::backward_weight(&g, &xv, &dyv),
-                conv::backward_weight_im2col(&g, &xv, &dyv),
-                grads.get(&wt).unwrap(),
-            ),
-            (
-                // Through the dispatch: a forward convolution of dY, direct where it suits.
-                "dx",
-                conv::backward_input(&g, &dyv, &wv),
-                conv::forward_im2col(&gt, &dyv, &flip_transpose(&wt)),
-                grads.get(&x).unwrap(),
-            ),
+        let r = ConvReference::new(&mut rng, (n, c, h, w, o), k, p);
+        let (xv, wv, dyv) = (to_vec(&r.x), to_vec(&r.w), to_vec(&r.dy));
+        let g = Geometry::new(r.x.dims(), r.w.dims(), 1, p).unwrap();
+        let gt = Geometry::new(r.dy.dims(), &[c, o, k, k], 1, p).unwrap();
+        let fast = [
+            direct::forward(&g, &xv, &wv),
+            // Through the dispatch: a forward convolution of dY, direct where it suits.
+            conv::backward_input(&g, &dyv, &wv),
+            direct::backward_weight(&g, &xv, &dyv),
         ];
-        for (what, fast, im2col, candle) in checks {
-            let fast = from_vec(fast, candle.dims());
-            let im2col = from_vec(im2col, candle.dims());
-            assert_close(
-                &format!("direct {what} vs im2col {case}"),
-                &fast,
-                &im2col,
-                TOL,
-            );
-            assert_close(
-                &format!("direct {what} vs candle {case}"),
-                &fast,
-                candle,
-                TOL,
-            );
-        }
+        let im2col = [
+            conv::forward_im2col(&g, &xv, &wv),
+            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w)),
+            conv::backward_weight_im2col(&g, &xv, &dyv),
+        ];
+        assert_kernels_agree("direct", &case, fast, im2col, r.candle());
     }
 }
 

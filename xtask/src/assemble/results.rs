@@ -41,8 +41,8 @@ fn read_json(path: &Path) -> Option<Value> {
 }
 
 /// The `results.json` of a run, if it describes the run's current best checkpoint: format
-/// [`RESULTS_FORMAT`], the sha256 of the best checkpoint named by `state.json`, and not
-/// provisional. Anything else is a reason, never a number.
+/// [`RESULTS_FORMAT`](pixreg_runner::results::RESULTS_FORMAT), the sha256 of the best
+/// checkpoint named by `state.json`, and not provisional. Anything else is a reason, never a number.
 pub fn current_results(dir: &Path) -> std::result::Result<RunResults, String> {
     let path = dir.join("results.json");
     let results = match RunResults::load(&path).map_err(|e| format!("{e:#}"))? {
