@@ -206,7 +206,7 @@ fn current_attacks(run: &RunDir, sha: &str, provisional: bool) -> Result<AttackR
     let path = run.results();
     let mut kept = match RunResults::load(&path)? {
         StoredResults::Missing => return Ok(AttackResults::default()),
-        StoredResults::OlderFormat(format) => {
+        StoredResults::OtherFormat(format) => {
             tracing::warn!(
                 "dropping the results of format {format} in {}",
                 path.display()

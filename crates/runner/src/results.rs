@@ -68,8 +68,8 @@ pub struct RunResults {
 
 impl RunResults {
     /// Reads a `results.json` (once): a missing file is [`StoredResults::Missing`], a file
-    /// of an older format (format 1 had no `format` key) [`StoredResults::OlderFormat`], a
-    /// corrupt one an error naming it.
+    /// of another format (an older one: format 1 had no `format` key; or a newer pixreg's)
+    /// [`StoredResults::OtherFormat`], a corrupt one an error naming it.
     pub fn load(path: &Path) -> Result<StoredResults> {
         if !path.is_file() {
             return Ok(StoredResults::Missing);
@@ -82,8 +82,8 @@ impl RunResults {
             Some(Some(RESULTS_FORMAT)) => Ok(StoredResults::Current(Box::new(
                 serde_json::from_value(value).with_context(corrupt)?,
             ))),
-            Some(Some(format)) => Ok(StoredResults::OlderFormat(format)),
-            None => Ok(StoredResults::OlderFormat(1)),
+            Some(Some(format)) => Ok(StoredResults::OtherFormat(format)),
+            None => Ok(StoredResults::OtherFormat(1)),
             Some(None) => bail!("{}: `format` is not a number", corrupt()),
         }
     }
@@ -102,8 +102,8 @@ impl RunResults {
 pub enum StoredResults {
     /// No `results.json`.
     Missing,
-    /// A file of an older format (named), which does not parse as this one.
-    OlderFormat(u64),
+    /// A file of another format (named), which does not parse as this one.
+    OtherFormat(u64),
     /// A file of [`RESULTS_FORMAT`] (boxed: a few hundred bytes, against a format number).
     Current(Box<RunResults>),
 }

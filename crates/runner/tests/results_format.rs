@@ -202,12 +202,12 @@ fn results_of_older_formats_are_recognised_not_parsed() {
     std::fs::write(&path, r#"{"gaussian": {"accuracy": [0.5]}}"#).unwrap();
     assert_eq!(
         RunResults::load(&path).unwrap(),
-        StoredResults::OlderFormat(1)
+        StoredResults::OtherFormat(1)
     );
     std::fs::write(&path, r#"{"format": 1, "attacks": {}}"#).unwrap();
     assert_eq!(
         RunResults::load(&path).unwrap(),
-        StoredResults::OlderFormat(1)
+        StoredResults::OtherFormat(1)
     );
     std::fs::write(&path, r#"{"format": "two"}"#).unwrap();
     let err = format!("{:#}", RunResults::load(&path).unwrap_err());

@@ -8,7 +8,7 @@ use std::path::Path;
 use pixreg_runner::attack::AttackName;
 use pixreg_runner::results::{
     AttackResult, CorruptionResult, CurveResult, EpochMetrics, Evaluated, ResultShape, RunResults,
-    StoredResults,
+    StoredResults, RESULTS_FORMAT,
 };
 use serde_json::Value;
 
@@ -41,15 +41,16 @@ fn read_json(path: &Path) -> Option<Value> {
 }
 
 /// The `results.json` of a run, if it describes the run's current best checkpoint: format
-/// [`RESULTS_FORMAT`](pixreg_runner::results::RESULTS_FORMAT), the sha256 of the best
+/// [`RESULTS_FORMAT`], the sha256 of the best
 /// checkpoint named by `state.json`, and not provisional. Anything else is a reason, never a number.
 pub fn current_results(dir: &Path) -> std::result::Result<RunResults, String> {
     let path = dir.join("results.json");
     let results = match RunResults::load(&path).map_err(|e| format!("{e:#}"))? {
         StoredResults::Missing => return Err(format!("no results.json in {}", dir.display())),
-        StoredResults::OlderFormat(f) => {
+        StoredResults::OtherFormat(f) => {
             return Err(format!(
-                "stale: {} predates provenance (format {f}); re-evaluate the run",
+                "stale: {} is of format {f}, not {RESULTS_FORMAT} (format 1 predates \
+                 provenance); re-evaluate the run",
                 path.display()
             ))
         }
