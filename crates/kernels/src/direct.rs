@@ -64,9 +64,15 @@ fn available() -> bool {
     }
 }
 
+/// `(row, plane)`: the values per row and per plane of an image's padded planes.
+fn padded_dims(g: &Geometry) -> (usize, usize) {
+    let row = g.w + 2 * g.padding;
+    (row, (g.h + 2 * g.padding) * row)
+}
+
 /// Values of one image's padded planes.
 fn padded_len(g: &Geometry) -> usize {
-    g.c * (g.h + 2 * g.padding) * (g.w + 2 * g.padding)
+    g.c * padded_dims(g).1
 }
 
 /// The weights as blocks of [`OUT_BLOCK`] output channels, `[block][C][k][k][OUT_BLOCK]`,
@@ -88,8 +94,7 @@ fn block_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
 /// zero borders).
 fn pad_image(g: &Geometry, x_img: &[f32], pad: &mut [f32]) {
     let (p, w) = (g.padding, g.w);
-    let wp = w + 2 * p;
-    let plane = (g.h + 2 * p) * wp;
+    let (wp, plane) = padded_dims(g);
     pad.fill(0.0);
     for (c, src) in x_img.chunks_exact(g.h * w).enumerate() {
         for (y, row) in src.chunks_exact(w).enumerate() {
@@ -122,7 +127,7 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{block_weights, pad_image, padded_len, Geometry, LANES, OUT_BLOCK};
+    use super::{block_weights, pad_image, padded_dims, padded_len, Geometry, LANES, OUT_BLOCK};
     use crate::{par_map, threads, uninit_vec, with_scratch};
 
     /// Output channels per block of the weight-gradient kernel, and kernel taps per pass:
@@ -136,7 +141,8 @@ mod avx512 {
         ((1u32 << len) - 1) as __mmask16
     }
 
-    /// Segments `(x0, len, mask)` of an output row of `w` positions.
+    /// Segments `(x0, mask)` of an output row of `w` positions: 16 from `x0`, the last
+    /// one masked to what is left.
     fn segments(w: usize) -> impl Iterator<Item = (usize, __mmask16)> {
         (0..w)
             .step_by(LANES)
@@ -144,7 +150,7 @@ mod avx512 {
     }
 
     pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-        let (chw, ohw) = (g.chw(), g.oh * g.ow);
+        let (chw, ohw) = (g.chw(), g.ohw());
         let out_len = g.n * g.o * ohw;
         if out_len == 0 {
             return Vec::new();
@@ -211,8 +217,7 @@ mod avx512 {
         outs: usize,
     ) {
         let k = g.kh;
-        let wp = g.w + 2 * g.padding;
-        let plane = (g.h + 2 * g.padding) * wp;
+        let (wp, plane) = padded_dims(g);
         let mut acc = [[_mm512_setzero_ps(); OUT_BLOCK]; R];
         for c in 0..g.c {
             for ky in 0..k {
@@ -246,7 +251,7 @@ mod avx512 {
     }
 
     pub(super) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let (chw, ohw) = (g.chw(), g.oh * g.ow);
+        let (chw, ohw) = (g.chw(), g.ohw());
         let dw_len = g.o * g.c * g.kh * g.kw;
         if g.n == 0 || ohw == 0 {
             return vec![0f32; dw_len];
@@ -323,9 +328,8 @@ mod avx512 {
         kx0: usize,
         taps: usize,
     ) -> [[__m512; GRAD_OUT]; GRAD_TAPS] {
-        let wp = g.w + 2 * g.padding;
-        let plane = (g.h + 2 * g.padding) * wp;
-        let ohw = g.oh * g.ow;
+        let (wp, plane) = padded_dims(g);
+        let ohw = g.ohw();
         let mut acc = [[_mm512_setzero_ps(); GRAD_OUT]; GRAD_TAPS];
         for y in 0..g.oh {
             let row = c * plane + (y + ky) * wp + kx0;
