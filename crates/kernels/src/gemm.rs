@@ -5,6 +5,11 @@
 use ::gemm::Parallelism;
 use candle_core::bail;
 
+#[cfg(target_arch = "x86_64")]
+mod row_dots;
+#[cfg(target_arch = "x86_64")]
+mod short_k;
+
 use crate::threads;
 
 /// The shapes of one convolution.
@@ -202,6 +207,27 @@ pub(crate) fn matmul(
             }
         }
         return;
+    }
+    // Short inner dimensions over contiguous `rhs` rows, and small products of rows that are
+    // both contiguous along the inner dimension, skip `gemm`'s packing (see `short_k` and
+    // `row_dots`); a single task keeps `gemm`, which splits one product across the pool.
+    #[cfg(target_arch = "x86_64")]
+    if let DstLayout::RowMajor(rs) = layout {
+        let serial = matches!(parallelism, Parallelism::None);
+        if rhs.cs == 1 && k <= short_k::MAX_K && serial && short_k::available() {
+            // SAFETY: AVX-512 is available; `dst` rows (stride rs ≥ n), `lhs` and `rhs` fit
+            // their slices (checked above).
+            unsafe { short_k::matmul((m, n, k), dst, rs, accumulate, lhs, (rhs.data, rhs.rs)) };
+            return;
+        }
+        let small = m <= row_dots::MAX_MN && n <= row_dots::MAX_MN;
+        if lhs.cs == 1 && rhs.rs == 1 && small && serial && row_dots::available() {
+            let (a, b) = ((lhs.data, lhs.rs), (rhs.data, rhs.cs));
+            // SAFETY: AVX-512 is available; `dst` rows (stride rs ≥ n), the rows of `lhs`
+            // and the columns of `rhs` fit their slices (checked above).
+            unsafe { row_dots::matmul((m, n, k), dst, rs, accumulate, a, b) };
+            return;
+        }
     }
     // SAFETY: element (i, j) of `dst` is at i·dst_rs + j·dst_cs < dst_len ≤ dst.len() and
     // distinct elements do not alias (checked above); every element of `lhs` (m×k) and `rhs` (k×n) addressed through
