@@ -214,18 +214,20 @@ pub(crate) fn matmul(
     #[cfg(target_arch = "x86_64")]
     if let DstLayout::RowMajor(rs) = layout {
         let serial = matches!(parallelism, Parallelism::None);
-        if rhs.cs == 1 && k <= short_k::MAX_K && serial && short_k::available() {
-            // SAFETY: AVX-512 is available; `dst` rows (stride rs ≥ n), `lhs` and `rhs` fit
-            // their slices (checked above).
-            unsafe { short_k::matmul((m, n, k), dst, rs, accumulate, lhs, (rhs.data, rhs.rs)) };
-            return;
-        }
         let small = m <= row_dots::MAX_MN && n <= row_dots::MAX_MN;
-        if lhs.cs == 1 && rhs.rs == 1 && small && serial && row_dots::available() {
-            let (a, b) = ((lhs.data, lhs.rs), (rhs.data, rhs.cs));
-            // SAFETY: AVX-512 is available; `dst` rows (stride rs ≥ n), the rows of `lhs`
-            // and the columns of `rhs` fit their slices (checked above).
-            unsafe { row_dots::matmul((m, n, k), dst, rs, accumulate, a, b) };
+        let short_k = rhs.cs == 1 && k <= short_k::MAX_K;
+        let row_dots = lhs.cs == 1 && rhs.rs == 1 && small;
+        if serial && (short_k || row_dots) && crate::has_avx512() {
+            let product = RawProduct::new((m, n, k), dst, rs, accumulate, lhs, rhs);
+            // SAFETY: AVX-512 is available; every element the product addresses lies inside
+            // its slice and `rs ≥ n` (checked above); each kernel's layout condition holds.
+            unsafe {
+                if short_k {
+                    short_k::run(&product);
+                } else {
+                    row_dots::run(&product);
+                }
+            }
             return;
         }
     }
@@ -255,6 +257,52 @@ pub(crate) fn matmul(
             false,
             parallelism,
         );
+    }
+}
+
+/// One product `dst = [dst +] lhs · rhs` as raw pointers and strides, for the AVX-512
+/// kernels of `short_k` and `row_dots`: element `(i, p)` of `lhs` at `a + i·a_rs + p·a_cs`,
+/// `(p, j)` of `rhs` at `b + p·b_rs + j·b_cs`, `(i, j)` of `dst` at `d + i·d_rs + j`.
+#[cfg(target_arch = "x86_64")]
+struct RawProduct {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+    d: *mut f32,
+    d_rs: usize,
+    accumulate: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RawProduct {
+    fn new(
+        (m, n, k): (usize, usize, usize),
+        dst: &mut [f32],
+        dst_rs: usize,
+        accumulate: bool,
+        lhs: Mat<'_>,
+        rhs: Mat<'_>,
+    ) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            a: lhs.data.as_ptr(),
+            a_rs: lhs.rs,
+            a_cs: lhs.cs,
+            b: rhs.data.as_ptr(),
+            b_rs: rhs.rs,
+            b_cs: rhs.cs,
+            d: dst.as_mut_ptr(),
+            d_rs: dst_rs,
+            accumulate,
+        }
     }
 }
 

@@ -18,6 +18,8 @@
 
 use std::arch::x86_64::*;
 
+use super::RawProduct;
+
 /// Rows and columns of `dst` this kernel takes: up to this many each.
 ///
 /// Why 32: as [`super::short_k::MAX_K`] (measured together): at 64 channels `gemm`'s packed
@@ -30,61 +32,27 @@ const BLOCK: usize = 4;
 /// Lanes of a vector.
 const LANES: usize = 16;
 
-/// Whether this CPU runs the kernel (it stores quarters with AVX-512VL masks).
-pub(crate) fn available() -> bool {
-    crate::has_avx512()
-}
-
-/// `dst = [dst +] lhs · rhs` for `(m, n, k)`, with `lhs` row `i` at `lhs[i·lhs_rs..][..k]`,
-/// `rhs` column `j` at `rhs[j·rhs_cs..][..k]` and `dst` row `i` at `dst[i·dst_rs..][..n]`.
+/// Runs `op` (`lhs` rows and `rhs` columns contiguous: `a_cs = b_rs = 1`).
 ///
 /// # Safety
-/// [`available`] must be true; the rows and columns above must lie inside their slices and
-/// `dst_rs ≥ n` (checked by the caller, [`super::matmul`]).
-pub(crate) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    (lhs, lhs_rs): (&[f32], usize),
-    (rhs, rhs_cs): (&[f32], usize),
-) {
-    let operands = Operands {
-        k,
-        a: lhs.as_ptr(),
-        a_rs: lhs_rs,
-        b: rhs.as_ptr(),
-        b_cs: rhs_cs,
-        d: dst.as_mut_ptr(),
-        d_rs: dst_rs,
-        accumulate,
-    };
-    for i in (0..m).step_by(BLOCK) {
-        for j in (0..n).step_by(BLOCK) {
-            let (rows, cols) = (BLOCK.min(m - i), BLOCK.min(n - j));
+/// AVX-512F and VL must be available; every element `op` addresses must lie inside its slice
+/// and `d_rs ≥ n` (checked by [`super::matmul`]).
+#[target_feature(enable = "avx512f,avx512vl")]
+pub(super) unsafe fn run(op: &RawProduct) {
+    for i in (0..op.m).step_by(BLOCK) {
+        for j in (0..op.n).step_by(BLOCK) {
+            let (rows, cols) = (BLOCK.min(op.m - i), BLOCK.min(op.n - j));
             // SAFETY: rows i..i + rows of `lhs` and `dst`, columns j..j + cols of `rhs` and
             // `dst` lie inside the slices (the caller's contract).
-            unsafe { block(&operands, (i, rows), (j, cols)) };
+            unsafe { block(op, (i, rows), (j, cols)) };
         }
     }
-}
-
-/// The raw operands of one product.
-struct Operands {
-    k: usize,
-    a: *const f32,
-    a_rs: usize,
-    b: *const f32,
-    b_cs: usize,
-    d: *mut f32,
-    d_rs: usize,
-    accumulate: bool,
 }
 
 /// The block of `dst` rows `i..i + rows` × columns `j..j + cols` (each at most 4). Rows and
 /// columns past the edge repeat the last one (their sums are computed and not stored).
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn block(op: &Operands, (i, rows): (usize, usize), (j, cols): (usize, usize)) {
+unsafe fn block(op: &RawProduct, (i, rows): (usize, usize), (j, cols): (usize, usize)) {
     let a: [*const f32; BLOCK] =
         std::array::from_fn(|r| op.a.wrapping_add((i + r.min(rows - 1)) * op.a_rs));
     let b: [*const f32; BLOCK] =
@@ -174,11 +142,12 @@ fn reduce16(v: [__m512; 16]) -> __m512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::Mat;
 
     /// The lane order `reduce16` documents.
     #[test]
     fn reduce16_puts_each_sum_in_its_lane() {
-        if !available() {
+        if !crate::has_avx512() {
             return;
         }
         let sums: Vec<f32> = (0..16).map(|s| 1000.0 * s as f32).collect();
@@ -202,7 +171,7 @@ mod tests {
     /// `dst` wider than `n`, with and without accumulation.
     #[test]
     fn matches_the_reference_product() {
-        if !available() {
+        if !crate::has_avx512() {
             return;
         }
         for &(m, n, k) in &[
@@ -219,8 +188,19 @@ mod tests {
                 let b: Vec<f32> = (0..n * b_cs).map(|s| value(s + 13)).collect();
                 let start: Vec<f32> = (0..m * d_rs).map(|s| value(s + 31)).collect();
                 let mut d = start.clone();
+                let lhs = Mat {
+                    data: &a,
+                    rs: a_rs,
+                    cs: 1,
+                };
+                let rhs = Mat {
+                    data: &b,
+                    rs: 1,
+                    cs: b_cs,
+                };
+                let product = RawProduct::new((m, n, k), &mut d, d_rs, accumulate, lhs, rhs);
                 // SAFETY: AVX-512 checked above; the shapes fit the slices.
-                unsafe { matmul((m, n, k), &mut d, d_rs, accumulate, (&a, a_rs), (&b, b_cs)) };
+                unsafe { run(&product) };
                 for i in 0..m {
                     for j in 0..d_rs {
                         let got = d[i * d_rs + j];

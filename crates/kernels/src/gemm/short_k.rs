@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use super::Mat;
+use super::RawProduct;
 
 /// Inner dimensions this kernel takes: up to this many (see [`super::matmul`]).
 ///
@@ -39,61 +39,19 @@ const COLS: usize = 32;
 /// Lanes of a vector.
 const LANES: usize = 16;
 
-/// Whether this CPU runs the kernel.
-pub(crate) fn available() -> bool {
-    crate::has_avx512()
-}
-
-/// `dst = [dst +] lhs · rhs` for `(m, n, k)`, `rhs` row `p` at `rhs[p·rhs_rs..][..n]`, `dst`
-/// row `i` at `dst[i·dst_rs..][..n]`.
-///
-/// # Safety
-/// [`available`] must be true; every element addressed (`lhs` through its strides, the rows
-/// of `rhs` and `dst` above) must lie inside its slice, and `dst_rs ≥ n` (checked by the
-/// caller, [`super::matmul`]).
-pub(crate) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: Mat<'_>,
-    (rhs, rhs_rs): (&[f32], usize),
-) {
-    let operands = Operands {
-        k,
-        a: lhs.data.as_ptr(),
-        a_rs: lhs.rs,
-        a_cs: lhs.cs,
-        b: rhs.as_ptr(),
-        b_rs: rhs_rs,
-        d: dst.as_mut_ptr(),
-        d_rs: dst_rs,
-        accumulate,
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe { run(&operands, m, n) }
-}
-
-/// The raw operands of one product.
-struct Operands {
-    k: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    b_rs: usize,
-    d: *mut f32,
-    d_rs: usize,
-    accumulate: bool,
-}
-
 /// Lanes `0..len` (`len ≤ 16`) as a mask.
 fn mask(len: usize) -> __mmask16 {
     ((1u32 << len) - 1) as __mmask16
 }
 
+/// Runs `op` (`rhs` columns contiguous: `b_cs = 1`).
+///
+/// # Safety
+/// AVX-512F must be available; every element `op` addresses must lie inside its slice and
+/// `d_rs ≥ n` (checked by [`super::matmul`]).
 #[target_feature(enable = "avx512f")]
-unsafe fn run(op: &Operands, m: usize, n: usize) {
+pub(super) unsafe fn run(op: &RawProduct) {
+    let (m, n) = (op.m, op.n);
     for j in (0..n).step_by(COLS) {
         let width = COLS.min(n - j);
         let masks = (mask(width.min(LANES)), mask(width.saturating_sub(LANES)));
@@ -123,7 +81,7 @@ unsafe fn run(op: &Operands, m: usize, n: usize) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn block<const R: usize>(
-    op: &Operands,
+    op: &RawProduct,
     i: usize,
     j: usize,
     (m0, m1): (__mmask16, __mmask16),
@@ -169,12 +127,13 @@ unsafe fn block<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::Mat;
 
     /// The kernel against a float64 triple loop, on shapes with row and column tails, both
     /// strides of the left-hand side, a `dst` wider than `n`, with and without accumulation.
     #[test]
     fn matches_the_reference_product() {
-        if !available() {
+        if !crate::has_avx512() {
             return;
         }
         for &(m, n, k) in &[
@@ -198,8 +157,14 @@ mod tests {
                         rs: a_rs,
                         cs: a_cs,
                     };
+                    let rhs = Mat {
+                        data: &b,
+                        rs: b_rs,
+                        cs: 1,
+                    };
+                    let product = RawProduct::new((m, n, k), &mut d, d_rs, accumulate, lhs, rhs);
                     // SAFETY: AVX-512 checked above; the shapes fit the slices.
-                    unsafe { matmul((m, n, k), &mut d, d_rs, accumulate, lhs, (&b, b_rs)) };
+                    unsafe { run(&product) };
                     for i in 0..m {
                         for jj in 0..d_rs {
                             let got = d[i * d_rs + jj];
