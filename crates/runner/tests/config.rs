@@ -1,5 +1,7 @@
 //! Experiment configs: defaults, presets, overrides, validation, stable run ids.
 
+mod common;
+
 use pixreg_runner::config::{
     preset, Arch, DatasetName, ExperimentConfig, PairRange, SimilarityLoss,
 };
@@ -222,14 +224,9 @@ fn lr_schedule_matches_the_reference_golden_values() {
 /// them (and silently retrain). Each folder's own config.toml must hash to its name.
 #[test]
 fn committed_runs_keep_their_ids() {
-    let runs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&runs).unwrap() {
-        let dir = entry.unwrap().path();
+    for dir in common::committed_runs() {
         let config = dir.join("config.toml");
-        if !config.is_file() {
-            continue;
-        }
         let parsed = ExperimentConfig::load(&config, &[]).unwrap();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(parsed.run_id().unwrap(), name, "{}", config.display());

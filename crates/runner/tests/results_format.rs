@@ -4,22 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use pixreg_runner::attack::{AttackName, AttackSpec};
 use pixreg_runner::config::ExperimentConfig;
 use pixreg_runner::results::{EpochMetrics, ResultShape, RunResults, StoredResults};
 
 fn committed_runs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("config.toml").is_file())
-        .collect();
-    runs.sort();
+    let runs = common::committed_runs();
     assert!(
         runs.len() >= 10,
-        "expected the committed runs in {}",
-        root.display()
+        "expected the committed runs in experiments/runs"
     );
     runs
 }

@@ -1,14 +1,16 @@
 //! What the training tests share: the shipped data, the smoke config and a tiny run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pixreg_runner::config::ExperimentConfig;
 
 /// The shipped datasets (`../shared/datasets` beside the checkout).
+#[allow(dead_code)] // shared by some of the test crates that include this module
 pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
 
 /// A regularized Fashion-MNIST smoke config.
+#[allow(dead_code)] // shared by some of the test crates that include this module
 pub const SMOKE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/configs/fashion-mnist-reg-smoke.toml"
@@ -16,6 +18,7 @@ pub const SMOKE: &str = concat!(
 
 /// A regularized run of 3 epochs on 96 images at width 4, small enough to train a dozen
 /// times in a test; `extra` overrides are applied last.
+#[allow(dead_code)] // shared by some of the test crates that include this module
 pub fn tiny_config(extra: &[&str]) -> ExperimentConfig {
     let overrides: Vec<String> = [
         "task.train_limit=96",
@@ -57,4 +60,29 @@ pub fn python_with(modules: &str) -> Option<String> {
         .output()
         .is_ok_and(|o| o.status.success());
     ok.then_some(python)
+}
+
+/// The committed run folders, sorted: each folder of `experiments/runs/` that holds a
+/// `config.toml`, and those one level down (the `quick` runs in `experiments/runs/quick/`).
+#[allow(dead_code)] // shared by some of the test crates that include this module
+pub fn committed_runs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
+    let is_run = |p: &PathBuf| p.join("config.toml").is_file();
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let mut runs = Vec::new();
+    for dir in entries(&root) {
+        if is_run(&dir) {
+            runs.push(dir);
+        } else {
+            runs.extend(entries(&dir).into_iter().filter(is_run));
+        }
+    }
+    runs.sort();
+    runs
 }
