@@ -114,6 +114,8 @@ pub struct ReproduceOptions {
     pub overrides: Vec<String>,
     /// Only the rows of these task datasets (empty: all).
     pub rows: Vec<String>,
+    /// Only these variants (and the surrogates) of every row (empty: all).
+    pub variants: Vec<String>,
     /// Draw a progress bar.
     pub progress_bar: bool,
 }
@@ -230,19 +232,24 @@ fn plan_table(root: &Path, opts: &ReproduceOptions, catalogue: &Catalogue) -> Re
             data_dir: &opts.data_dir,
             data_dir_label: &data_dir_label,
             rows: &opts.rows,
+            variants: &opts.variants,
         },
     )
 }
 
 /// Where the table goes: `--out`, else `results/` (or, with `--update-reference`,
-/// `experiments/results/`) `<table>/<profile>[-<rows>]`; a table of some rows goes beside the
-/// full one instead of replacing it.
+/// `experiments/results/`) `<table>/<profile>[-<rows>][-<variants>]`; a table of some rows or
+/// variants goes beside the full one instead of replacing it.
 fn output_dir(root: &Path, opts: &ReproduceOptions) -> PathBuf {
     opts.out_dir.clone().unwrap_or_else(|| {
         let mut name = opts.profile.clone();
         for row in &opts.rows {
             name.push('-');
             name.push_str(row);
+        }
+        for variant in &opts.variants {
+            name.push('-');
+            name.push_str(&plan::slug(variant));
         }
         let base = if opts.update_reference {
             root.join("experiments").join("results")
@@ -316,6 +323,9 @@ fn submit_to_slurm(
     }
     if !opts.rows.is_empty() {
         args.extend(["--rows".into(), opts.rows.join(",")]);
+    }
+    if !opts.variants.is_empty() {
+        args.extend(["--variants".into(), opts.variants.join(",")]);
     }
     // The assembly job writes where this call would have written.
     args.extend(["--out".into(), out_dir.display().to_string()]);

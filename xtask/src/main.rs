@@ -118,6 +118,11 @@ struct ReproduceArgs {
     /// `--rows fashion-mnist`; the table goes to `<profile>-<rows>` beside the full one.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
+    /// Only these variants, named as the table names them (comma-separated), plus each row's
+    /// surrogate baseline, e.g. `--variants "k 8,k 32"`: a table grows variant by variant;
+    /// the partial table goes to `<profile>[-<rows>]-<variants>` beside the full one.
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf> {
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                 no_train: args.no_train,
                 overrides: args.overrides,
                 rows: args.rows,
+                variants: args.variants,
                 progress_bar: std::io::stderr().is_terminal(),
             };
             let outcome = reproduce(&root, &options)?;

@@ -189,6 +189,8 @@ pub struct PlanRequest<'a> {
     pub data_dir_label: &'a str,
     /// Plan only the rows of these task datasets (empty: every row).
     pub rows: &'a [String],
+    /// Plan only these variants and the surrogates (empty: every variant).
+    pub variants: &'a [String],
 }
 
 /// Plans a table under a profile, checking which datasets exist under the data directory.
@@ -201,9 +203,11 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         data_dir,
         data_dir_label,
         rows: only_rows,
+        variants: only_variants,
     } = request;
     let mut table = catalogue.table(table_name)?.clone();
     select_rows(&mut table, only_rows)?;
+    select_variants(&mut table, only_variants)?;
     let profile = catalogue.profile(&table, profile_name)?;
     let seeds = seeds.or(profile.seeds).unwrap_or(1);
     if seeds == 0 {
@@ -310,6 +314,50 @@ fn select_rows(table: &mut TableSpec, only_rows: &[String]) -> Result<()> {
     }
     table.rows.retain(|r| only_rows.contains(&r.dataset));
     Ok(())
+}
+
+/// Keeps only the variants `--variants` names and the surrogates their FGSM columns and paired
+/// differences need (all when empty), in every row; an unknown name is an error listing the
+/// table's variants.
+fn select_variants(table: &mut TableSpec, only: &[String]) -> Result<()> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let keep = |v: &VariantSpec| v.surrogate || only.contains(&v.name);
+    let mut known: Vec<&str> = table.variants.iter().map(|v| v.name.as_str()).collect();
+    for row in &table.rows {
+        known.extend(row.variants.iter().flatten().map(|v| v.name.as_str()));
+    }
+    for name in only {
+        if !known.contains(&name.as_str()) {
+            bail!(
+                "--variants {name}: {} has no variant of that name (its variants: {})",
+                table.name,
+                known.join(", ")
+            );
+        }
+    }
+    table.variants.retain(keep);
+    for row in &mut table.rows {
+        if let Some(variants) = &mut row.variants {
+            variants.retain(keep);
+        }
+    }
+    Ok(())
+}
+
+/// A variant name as part of a folder name: lowercase ASCII letters and digits, every other
+/// run of characters one `-` (`"range double (Th2 0.4)"` → `range-double-th2-0-4`).
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
 }
 
 /// The layers a run config is merged from, in order: the table's base, the profile (and its

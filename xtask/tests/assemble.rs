@@ -393,6 +393,7 @@ fn plan_of(catalogue: &xtask::catalogue::Catalogue, data_dir: &Path) -> Plan {
             data_dir,
             data_dir_label: "<data>",
             rows: &[],
+            variants: &[],
         },
     )
     .unwrap()
@@ -588,6 +589,7 @@ fn bad_names_are_clear_errors() {
         data_dir: &paths.data_dir,
         data_dir_label: "<data>",
         rows: &[],
+        variants: &[],
     };
     let err = xtask::plan::plan(&catalogue, request("table99", "smoke")).unwrap_err();
     assert!(format!("{err:#}").contains("unknown table `table99`"));
@@ -609,6 +611,45 @@ fn bad_names_are_clear_errors() {
     assert!(plan.runs.iter().all(|r| r.id.starts_with("fashion-mnist-")));
     let err = plan_rows(&["svhn"]).unwrap_err();
     assert!(format!("{err:#}").contains("has no row for it"), "{err:#}");
+
+    let plan_variants = |names: &[&str]| {
+        let variants: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        xtask::plan::plan(
+            &catalogue,
+            xtask::plan::PlanRequest {
+                variants: &variants,
+                ..request("table3", "smoke")
+            },
+        )
+    };
+    let full = plan_variants(&[]).unwrap();
+    let part = plan_variants(&["k 8", "boosting off"]).unwrap();
+    let names: Vec<&str> = part.rows[0]
+        .variants
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["baseline", "k 8", "boosting off"],
+        "the surrogate stays"
+    );
+    assert!(part.runs.len() < full.runs.len());
+    for run in &part.runs {
+        assert!(
+            full.runs.iter().any(|r| r.id == run.id),
+            "same ids as the full table"
+        );
+    }
+    let err = plan_variants(&["k 9"]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no variant of that name"),
+        "{err:#}"
+    );
+    assert_eq!(
+        xtask::plan::slug("range double (Th2 0.4)"),
+        "range-double-th2-0-4"
+    );
 }
 
 #[test]
@@ -630,6 +671,7 @@ fn overrides_reach_the_right_runs() {
             data_dir: &paths.data_dir,
             data_dir_label: "<data>",
             rows: &[],
+            variants: &[],
         },
     )
     .unwrap();

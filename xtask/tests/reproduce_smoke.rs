@@ -31,6 +31,7 @@ fn table1_smoke_end_to_end() {
         no_train: false,
         overrides: Vec::new(),
         rows: Vec::new(),
+        variants: Vec::new(),
         progress_bar: false,
     };
     let started = Instant::now();

@@ -43,6 +43,7 @@ pub fn plan_table(table: &str, profile: &str, seeds: Option<usize>, data_dir: &P
             data_dir,
             data_dir_label: "<data>",
             rows: &[],
+            variants: &[],
         },
     )
     .unwrap()
