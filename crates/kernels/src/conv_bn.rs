@@ -69,42 +69,104 @@ impl ConvBatchNormTrain {
     pub fn stats(&self) -> Option<&[BatchStats]> {
         self.saved.get().map(|s| s.stats.as_slice())
     }
+}
 
-    /// Value ranges of the segments in an `[N, O, OH, OW]` buffer of `plane` = `O·OH·OW`
-    /// values per image; an error unless they cover the `n` images, each with more than one
-    /// value per channel.
-    fn segment_ranges(
-        &self,
-        n: usize,
-        plane: usize,
-        hw: usize,
-    ) -> candle_core::Result<Vec<std::ops::Range<usize>>> {
-        if self.segments.iter().sum::<usize>() != n {
-            bail!(
-                "conv + batch norm: segments {:?} do not add up to the batch of {n}",
-                self.segments
-            );
-        }
-        if self.segments.iter().any(|&k| k * hw < 2) {
-            bail!(
-                "batch norm: training mode needs more than one value per channel in every segment"
-            );
-        }
-        let mut start = 0;
-        Ok(self
-            .segments
-            .iter()
-            .map(|&k| {
-                let range = start * plane..(start + k) * plane;
-                start += k;
-                range
-            })
-            .collect())
+/// Value ranges of `segments` (image counts) in an `[N, O, OH, OW]` buffer of `plane` =
+/// `O·OH·OW` values per image; an error unless they cover the `n` images, each with more than
+/// one value per channel.
+pub(crate) fn segment_ranges(
+    segments: &[usize],
+    n: usize,
+    plane: usize,
+    hw: usize,
+) -> candle_core::Result<Vec<std::ops::Range<usize>>> {
+    if segments.iter().sum::<usize>() != n {
+        bail!("conv + batch norm: segments {segments:?} do not add up to the batch of {n}");
     }
+    if segments.iter().any(|&k| k * hw < 2) {
+        bail!("batch norm: training mode needs more than one value per channel in every segment");
+    }
+    let mut start = 0;
+    Ok(segments
+        .iter()
+        .map(|&k| {
+            let range = start * plane..(start + k) * plane;
+            start += k;
+            range
+        })
+        .collect())
+}
+
+/// `z = conv2d(x, w)`, then each segment of `z` batch-normalised with its own statistics (and
+/// a ReLU with `relu`) into `y`: `(z, y, statistics per segment)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_segments(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    ranges: &[std::ops::Range<usize>],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<BatchStats>) {
+    let hw = g.oh * g.ow;
+    let z = conv::forward(g, x, w);
+    // SAFETY: the segments cover `y` (`segment_ranges`), and `channel_affine_into` writes
+    // every value of its segment (`hw` and `O` are positive: each segment has ≥ 2 values per
+    // channel), before `y` is returned.
+    let mut y = unsafe { uninit_vec(z.len()) };
+    let mut stats = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let seg_stats = norm::batch_stats(&z[range.clone()], g.o, hw, eps);
+        let (alpha, shift) = norm::fold(&seg_stats, gamma, beta);
+        norm::channel_affine_into(
+            &z[range.clone()],
+            &alpha,
+            Some(&shift),
+            relu,
+            hw,
+            &mut y[range.clone()],
+        );
+        stats.push(seg_stats);
+    }
+    (z, y, stats)
+}
+
+/// The batch-norm backward of every segment: `(dz, dγ, dβ)` from the normalised input `z`,
+/// the output gradient `dy` (masked by `relu_out > 0` when a ReLU followed) and each
+/// segment's statistics; `dγ`, `dβ` summed over the segments in order.
+pub(crate) fn backward_segments(
+    z: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+    (stats, gamma): (&[BatchStats], &[f32]),
+    hw: usize,
+    ranges: &[std::ops::Range<usize>],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let o = gamma.len();
+    // SAFETY: the segments cover `dz`, and `batch_norm_backward_into` writes every value of
+    // its segment (`hw`, `O` positive), before `dz` is read.
+    let mut dz = unsafe { uninit_vec(z.len()) };
+    let (mut dgamma, mut dbeta) = (vec![0f32; o], vec![0f32; o]);
+    for (range, stats) in ranges.iter().zip(stats) {
+        let (dg, db) = norm::batch_norm_backward_into(
+            &z[range.clone()],
+            &dy[range.clone()],
+            relu_out.map(|y| &y[range.clone()]),
+            stats,
+            gamma,
+            hw,
+            &mut dz[range.clone()],
+        );
+        for (total, part) in dgamma.iter_mut().zip(dg).chain(dbeta.iter_mut().zip(db)) {
+            *total += part;
+        }
+    }
+    (dz, dgamma, dbeta)
 }
 
 /// The contiguous float32 data of a CPU tensor.
-fn tensor_data<'a>(
+pub(crate) fn tensor_data<'a>(
     guard: &'a candle_core::Storage,
     layout: &Layout,
     what: &str,
@@ -138,29 +200,11 @@ impl CustomOp3 for ConvBatchNormTrain {
             );
         }
         let hw = g.oh * g.ow;
-        let ranges = self.segment_ranges(g.n, g.o * hw, hw)?;
+        let ranges = segment_ranges(&self.segments, g.n, g.o * hw, hw)?;
         let x = f32_data(s1, l1, "conv2d input")?;
         let w = f32_data(s2, l2, "conv2d weight")?;
-        let (gamma, beta) = f32_data(s3, l3, "batch norm weight and bias")?.split_at(g.o);
-        let z = conv::forward(&g, x, w);
-        // SAFETY: the segments cover `y` (checked above), and `channel_affine_into` writes every
-        // value of its segment (`hw` and `O` are positive: each segment has ≥ 2 values per
-        // channel), before `y` is returned.
-        let mut y = unsafe { uninit_vec(z.len()) };
-        let mut stats = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            let seg_stats = norm::batch_stats(&z[range.clone()], g.o, hw, self.eps);
-            let (alpha, shift) = norm::fold(&seg_stats, gamma, beta);
-            norm::channel_affine_into(
-                &z[range.clone()],
-                &alpha,
-                Some(&shift),
-                self.relu,
-                hw,
-                &mut y[range],
-            );
-            stats.push(seg_stats);
-        }
+        let gamma_beta = f32_data(s3, l3, "batch norm weight and bias")?.split_at(g.o);
+        let (z, y, stats) = forward_segments(&g, x, w, gamma_beta, &ranges, self.eps, self.relu);
         if self.saved.set(Saved { z, stats }).is_err() {
             bail!("conv + batch norm: an op instance can only be applied once");
         }
@@ -190,7 +234,7 @@ impl CustomOp3 for ConvBatchNormTrain {
             );
         }
         let hw = g.oh * g.ow;
-        let ranges = self.segment_ranges(g.n, g.o * hw, hw)?;
+        let ranges = segment_ranges(&self.segments, g.n, g.o * hw, hw)?;
         if ranges.len() != saved.stats.len() {
             bail!("conv + batch norm backward: the segments changed since the forward pass");
         }
@@ -203,25 +247,7 @@ impl CustomOp3 for ConvBatchNormTrain {
             } else {
                 None
             };
-            // SAFETY: the segments cover `dz`, and `batch_norm_backward_into` writes every
-            // value of its segment (`hw`, `O` positive), before `dz` is read.
-            let mut dz = unsafe { uninit_vec(saved.z.len()) };
-            let (mut dgamma, mut dbeta) = (vec![0f32; g.o], vec![0f32; g.o]);
-            for (range, stats) in ranges.into_iter().zip(&saved.stats) {
-                let (dg, db) = norm::batch_norm_backward_into(
-                    &saved.z[range.clone()],
-                    &dy[range.clone()],
-                    relu_out.map(|y| &y[range.clone()]),
-                    stats,
-                    &gamma,
-                    hw,
-                    &mut dz[range],
-                );
-                for (total, part) in dgamma.iter_mut().zip(dg).chain(dbeta.iter_mut().zip(db)) {
-                    *total += part;
-                }
-            }
-            (dz, dgamma, dbeta)
+            backward_segments(&saved.z, dy, relu_out, (&saved.stats, &gamma), hw, &ranges)
         };
         let device = x.device();
         let dgb = if gamma_beta.track_op() {

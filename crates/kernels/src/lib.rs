@@ -25,6 +25,8 @@
 //!   batch norm + ReLU and residual add + ReLU.
 //! * [`conv_bn`]: a convolution, training-mode batch norm and optional ReLU as one op (the
 //!   convolution's output stays inside the op).
+//! * [`block`]: a whole ResNet basic block in training mode as one op (its intermediate
+//!   tensors and their gradients stay inside it).
 //! * [`sgd`]: the SGD momentum update in place (candle in-place ops, no backward).
 //! * [`pair`]: the similarity head's centred cosine of feature pairs and their per-channel
 //!   mean (one pass forward, one backward).
@@ -205,6 +207,7 @@ macro_rules! simd_fn {
     };
 }
 
+pub mod block;
 pub mod candle_pool;
 pub mod conv;
 pub mod conv_bn;

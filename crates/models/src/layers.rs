@@ -156,11 +156,32 @@ impl BatchNorm2d {
             relu,
             segments,
         )?;
+        self.track_all(moments)?;
+        Ok(y)
+    }
+
+    /// This layer as the batch norm of a fused convolution + batch norm (`conv`'s kernel and
+    /// geometry, this layer's weight and bias), for [`ops::basic_block_train_segments`].
+    pub(crate) fn spec<'a>(&'a self, conv: &'a Conv2d) -> ops::ConvBnSpec<'a> {
+        ops::ConvBnSpec {
+            conv: ops::ConvSpec {
+                weight: conv.weight.as_tensor(),
+                stride: conv.stride,
+                padding: conv.padding,
+            },
+            weight: self.weight.as_tensor(),
+            bias: self.bias.as_tensor(),
+        }
+    }
+
+    /// Blends the moments of each segment of a training-mode pass into the running
+    /// statistics, in order, one tracked batch each.
+    pub(crate) fn track_all(&mut self, moments: Vec<ops::BatchMoments>) -> Result<()> {
         for m in moments {
             self.track(m)?;
             self.num_batches_tracked += 1;
         }
-        Ok(y)
+        Ok(())
     }
 
     /// Blends batch moments into the running statistics (`r ← 0.9·r + 0.1·batch`).

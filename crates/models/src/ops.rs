@@ -13,9 +13,10 @@ use candle_core::{DType, Tensor, D};
 use crate::error::{Error, Result};
 use pixreg_kernels::{
     self as kernels,
+    block::BasicBlockTrain,
     conv::{Conv2dOp, Geometry},
     conv_bn::ConvBatchNormTrain,
-    norm::{AddRelu, BatchNormTrain, ChannelAffine, Relu},
+    norm::{AddRelu, BatchNormTrain, BatchStats, ChannelAffine, Relu},
     pair::{self, CenteredCosine},
 };
 use rsa_core::model_side::{self, COSINE_EPS};
@@ -136,16 +137,133 @@ pub fn conv2d_batch_norm_train_segments(
     let stats = op.stats().ok_or_else(|| {
         Error::Input("conv + batch norm: the kernel produced no statistics".into())
     })?;
-    let moments = stats
+    Ok((y, moments_of(stats, x.device())?))
+}
+
+/// The kernels' per-segment statistics as moments on `device`.
+fn moments_of(stats: &[BatchStats], device: &candle_core::Device) -> Result<Vec<BatchMoments>> {
+    stats
         .iter()
         .map(|s| {
             Ok(BatchMoments {
-                mean: Tensor::from_slice(&s.mean, g.o, x.device())?,
-                var_unbiased: Tensor::from_slice(&s.var_unbiased, g.o, x.device())?,
+                mean: Tensor::from_slice(&s.mean, s.mean.len(), device)?,
+                var_unbiased: Tensor::from_slice(&s.var_unbiased, s.var_unbiased.len(), device)?,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((y, moments))
+        .collect()
+}
+
+/// A convolution followed by a batch norm: the convolution and the batch norm's weight and
+/// bias (`[O]` each).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBnSpec<'a> {
+    /// The convolution.
+    pub conv: ConvSpec<'a>,
+    /// Batch-norm weight γ.
+    pub weight: &'a Tensor,
+    /// Batch-norm bias β.
+    pub bias: &'a Tensor,
+}
+
+/// The batch moments of a basic block's batch norms, one per segment each.
+#[derive(Debug)]
+pub struct BlockMoments {
+    /// The first batch norm's.
+    pub first: Vec<BatchMoments>,
+    /// The second batch norm's.
+    pub second: Vec<BatchMoments>,
+    /// The projection shortcut's batch norm's.
+    pub shortcut: Vec<BatchMoments>,
+}
+
+/// A ResNet basic block in training mode, `relu(bn₁(conv₁(relu(bn₀(conv₀(x))))) + s(x))` with
+/// `s` the projection `bn_s(conv_s(x))` or the identity, as one CPU kernel
+/// ([`kernels::block::BasicBlockTrain`]: the arithmetic of [`conv2d_batch_norm_train_segments`]
+/// and [`add_relu`] in the same order, but none of the block's intermediate tensors and
+/// gradients passes through candle's graph). Each segment of images is normalised with its
+/// own statistics.
+///
+/// `None` where that kernel does not apply (another device or type, the fast kernels off, or
+/// convolutions other than 3×3 / padding 1 with a 1×1 / padding 0 projection of the same
+/// stride): the caller composes the block from its layers then.
+pub fn basic_block_train_segments(
+    x: &Tensor,
+    (first, second): (ConvBnSpec<'_>, ConvBnSpec<'_>),
+    shortcut: Option<ConvBnSpec<'_>>,
+    eps: f64,
+    segments: &[usize],
+) -> Result<Option<(Tensor, BlockMoments)>> {
+    let mut params = Vec::with_capacity(6);
+    for part in [Some(&first), Some(&second), shortcut.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        params.extend([part.conv.weight, part.weight, part.bias]);
+    }
+    if !kernels::applies(&[&[x][..], &params].concat()) {
+        return Ok(None);
+    }
+    let dims4 = |t: &Tensor| t.dims4().ok();
+    let (Some((n, c, h, w)), Some((o, c0, 3, 3)), Some((o1, o1c, 3, 3))) = (
+        dims4(x),
+        dims4(first.conv.weight),
+        dims4(second.conv.weight),
+    ) else {
+        return Ok(None);
+    };
+    let stride = first.conv.stride;
+    let shortcut_fits = match &shortcut {
+        Some(s) => {
+            dims4(s.conv.weight) == Some((o, c, 1, 1))
+                && s.conv.stride == stride
+                && s.conv.padding == 0
+        }
+        None => stride == 1 && c == o,
+    };
+    let vectors_fit = [&first, &second]
+        .into_iter()
+        .chain(shortcut.as_ref())
+        .all(|p| p.weight.dims() == [o] && p.bias.dims() == [o]);
+    if c0 != c
+        || (o1, o1c) != (o, o)
+        || first.conv.padding != 1
+        || (second.conv.stride, second.conv.padding) != (1, 1)
+        || !shortcut_fits
+        || !vectors_fit
+        || h + 2 < 3
+        || w + 2 < 3
+    {
+        return Ok(None);
+    }
+    let (oh, ow) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    if segments.is_empty() || segments.iter().sum::<usize>() != n {
+        return Err(Error::Input(format!(
+            "batch-norm segments {segments:?} must add up to the batch of {n} images"
+        )));
+    }
+    if segments.iter().any(|&k| k * oh * ow < 2) {
+        return Err(Error::Input(format!(
+            "batch norm in training mode needs more than one value per channel, got a \
+             convolution output of {:?} in segments of {segments:?} images",
+            [n, o, oh, ow]
+        )));
+    }
+    let flat = params
+        .iter()
+        .map(|t| t.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let flat = Tensor::cat(&flat, 0)?;
+    let op = BasicBlockTrain::new(o, stride, shortcut.is_some(), eps, segments.to_vec());
+    let y = x.contiguous()?.apply_op2(&flat, op.clone())?;
+    let stats = op
+        .stats()
+        .ok_or_else(|| Error::Input("basic block: the kernel produced no statistics".into()))?;
+    let moments = BlockMoments {
+        first: moments_of(stats.first, x.device())?,
+        second: moments_of(stats.second, x.device())?,
+        shortcut: moments_of(stats.shortcut.unwrap_or_default(), x.device())?,
+    };
+    Ok(Some((y, moments)))
 }
 
 /// What batch normalisation normalises with.

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::{BlockKind, ModelConfig, POOL_SIZE};
 use crate::error::{Error, Result};
-use crate::layers::{BatchNorm2d, Conv2d, Init, Linear, StateMut};
+use crate::layers::{BatchNorm2d, Conv2d, Init, Linear, StateMut, BN_EPS};
 use crate::ops;
 
 /// Decay of the similarity head's running means (`ResNet.beta`).
@@ -120,6 +120,11 @@ impl ResBlock {
     /// The ReLUs of `layer1`/`layer2` are applied to the previous layer's output, so they are
     /// fused with the batch norm before them; the final ReLU with the residual add.
     fn forward(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        if let (Some(segments), None) = (mode, &self.layer2) {
+            if let Some(y) = self.forward_fused(x, segments)? {
+                return Ok(y);
+            }
+        }
         let out = self.layer0.forward_relu(x, mode)?;
         let out = match &mut self.layer2 {
             Some(layer2) => layer2.forward(&self.layer1.forward_relu(&out, mode)?, mode)?,
@@ -130,6 +135,27 @@ impl ResBlock {
             None => x.clone(),
         };
         ops::add_relu(&out, &skip)
+    }
+
+    /// A basic block in training mode as one fused kernel
+    /// ([`ops::basic_block_train_segments`]); `None` where it does not apply.
+    fn forward_fused(&mut self, x: &Tensor, segments: &[usize]) -> Result<Option<Tensor>> {
+        let parts = (
+            self.layer0.bn.spec(&self.layer0.conv),
+            self.layer1.bn.spec(&self.layer1.conv),
+        );
+        let shortcut = self.shortcut.as_ref().map(|s| s.bn.spec(&s.conv));
+        let Some((y, moments)) =
+            ops::basic_block_train_segments(x, parts, shortcut, BN_EPS, segments)?
+        else {
+            return Ok(None);
+        };
+        self.layer0.bn.track_all(moments.first)?;
+        self.layer1.bn.track_all(moments.second)?;
+        if let Some(s) = &mut self.shortcut {
+            s.bn.track_all(moments.shortcut)?;
+        }
+        Ok(Some(y))
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {

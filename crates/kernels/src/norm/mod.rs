@@ -162,6 +162,79 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `y = (x·alpha[c] + beta[c] + skip)·[· > 0]` over a run of whole `hw` planes starting
+    /// at plane `first`: a batch norm's affine, a residual add and the ReLU after it, rounded
+    /// exactly as the affine and [`add_relu_run`] one after the other.
+    fn affine_add_relu_run(
+        y: &mut [f32],
+        x: &[f32],
+        skip: &[f32],
+        first: usize,
+        hw: usize,
+        alpha: &[f32],
+        beta: &[f32],
+    ) {
+        let c = alpha.len();
+        for (p, ((yp, xp), sp)) in y
+            .chunks_mut(hw)
+            .zip(x.chunks(hw))
+            .zip(skip.chunks(hw))
+            .enumerate()
+        {
+            let ch = (first + p) % c;
+            let (a, b) = (alpha[ch], beta[ch]);
+            for ((yv, &xv), &sv) in yp.iter_mut().zip(xp).zip(sp) {
+                *yv = relu1((xv * a + b) + sv);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `acc += dy·[y > 0]`.
+    fn add_masked_run(acc: &mut [f32], dy: &[f32], y: &[f32]) {
+        for ((a, &g), &yv) in acc.iter_mut().zip(dy).zip(y) {
+            *a += masked(g, yv);
+        }
+    }
+}
+
+simd_fn! {
+    /// `acc += b`.
+    fn add_run(acc: &mut [f32], b: &[f32]) {
+        for (a, &bv) in acc.iter_mut().zip(b) {
+            *a += bv;
+        }
+    }
+}
+
+/// `y = relu(x·alpha[c] + beta[c] + skip)` over an NCHW buffer (`skip` and `y` as long as
+/// `x`; `hw` and `alpha` non-empty), every value written.
+pub(crate) fn channel_affine_add_relu_into(
+    x: &[f32],
+    (alpha, beta): (&[f32], &[f32]),
+    skip: &[f32],
+    hw: usize,
+    y: &mut [f32],
+) {
+    par_planes(y, hw, MIN_TASK, |first, run| {
+        let range = first * hw..first * hw + run.len();
+        affine_add_relu_run(run, &x[range.clone()], &skip[range], first, hw, alpha, beta);
+    });
+}
+
+/// `acc += dy·[y > 0]` (with `y`), else `acc += dy`, elementwise (`dy`, `y` as long as `acc`).
+pub(crate) fn accumulate(acc: &mut [f32], dy: &[f32], y: Option<&[f32]>) {
+    par_planes(acc, 1, MIN_TASK, |first, run| {
+        let range = first..first + run.len();
+        match y {
+            Some(y) => add_masked_run(run, &dy[range.clone()], &y[range]),
+            None => add_run(run, &dy[range]),
+        }
+    });
+}
+
 /// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
 pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     let count = (x.len() / c.max(1)) as f64;
