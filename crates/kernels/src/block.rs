@@ -9,9 +9,12 @@
 //! gradients go straight from kernel to kernel, the residual ReLU's mask is applied inside the
 //! second batch norm's backward, and the shortcut's gradient is added to the input gradient
 //! in place: at base width 16 (28×28, one thread) those passes were ≈ 8 % of a training step
-//! (`perf`: candle's `binary_map` 5.7 %, `memset` 1.9 %). The arithmetic is exactly that of
-//! the separate ops, in the same order: the op's results are bit-identical to theirs (tested
-//! in `pixreg-models`).
+//! (`perf`: candle's `binary_map` 5.7 %, `memset` 1.9 %; 2.7 % and 1.3 % with this op, the
+//! step 222 → 212–218 ms, and 143–151 → 131–134 ms with two threads). The arithmetic is
+//! exactly that of the separate ops, in the same order: the op's results are bit-identical
+//! to theirs (tested in `pixreg-models`); only where the block's input has a third consumer
+//! (a section's output also feeds the similarity head) does candle now add its gradients in
+//! another order.
 //!
 //! The parameters come as one flat tensor (a custom op takes at most three tensors), in the
 //! order [`BasicBlockTrain::param_layout`] gives: `conv₀`, `[γ₀; β₀]`, `conv₁`, `[γ₁; β₁]`
