@@ -209,6 +209,21 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// `relu(forward_eval(x))`, the ReLU applied in the normalising pass on the CPU.
+    pub fn forward_eval_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, _) = ops::batch_norm_relu(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_tensor(),
+            BN_EPS,
+            ops::BatchNormStats::Running {
+                mean: &self.running_mean,
+                var: &self.running_var,
+            },
+        )?;
+        Ok(y)
+    }
+
     /// Either mode.
     pub fn forward_t(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {

@@ -355,8 +355,9 @@ fn batch_norm_then(
         }
         BatchNormStats::Running { mean, var } => {
             let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
-            let y = x.contiguous()?.apply_op3(&alpha, &beta, ChannelAffine)?;
-            let y = if relu { self::relu(&y)? } else { y };
+            let y = x
+                .contiguous()?
+                .apply_op3(&alpha, &beta, ChannelAffine { relu })?;
             Ok((y, None))
         }
     }

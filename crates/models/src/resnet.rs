@@ -53,12 +53,17 @@ impl ConvBn {
     fn forward_relu(&mut self, x: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
         match mode {
             Some(segments) => self.bn.forward_train_conv(&self.conv, x, true, segments),
-            None => ops::relu(&self.forward_eval(x)?),
+            None => self.forward_eval_relu(x),
         }
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         self.bn.forward_eval(&self.conv.forward(x)?)
+    }
+
+    /// `relu(forward_eval(x))`, the ReLU in the batch norm's pass.
+    fn forward_eval_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.bn.forward_eval_relu(&self.conv.forward(x)?)
     }
 
     /// `conv_idx` / `bn_idx`: positions inside the reference's `nn.Sequential`.
@@ -159,11 +164,11 @@ impl ResBlock {
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let out = self.layer0.forward_eval(x)?;
-        let mut out = self.layer1.forward_eval(&ops::relu(&out)?)?;
-        if let Some(layer2) = &self.layer2 {
-            out = layer2.forward_eval(&ops::relu(&out)?)?;
-        }
+        let out = self.layer0.forward_eval_relu(x)?;
+        let out = match &self.layer2 {
+            Some(layer2) => layer2.forward_eval(&self.layer1.forward_eval_relu(&out)?)?,
+            None => self.layer1.forward_eval(&out)?,
+        };
         let skip = match &self.shortcut {
             Some(s) => s.forward_eval(x)?,
             None => x.clone(),
@@ -228,7 +233,7 @@ impl Core {
 
     fn forward_eval(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut features = Vec::with_capacity(NUM_LAYERS);
-        let mut h = ops::relu(&self.stem.forward_eval(x)?)?;
+        let mut h = self.stem.forward_eval_relu(x)?;
         features.push(h.clone());
         for section in &self.sections {
             for block in section {

@@ -587,7 +587,25 @@ fn batch_norm_relu_eval_is_relu_of_the_eval_batch_norm() {
     };
     let (fused, _) = ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, stats).unwrap();
     let (bn, _) = ops::batch_norm(&x, &gamma, &beta, 1e-5, stats).unwrap();
-    assert_close("bn+relu eval", &fused, &reference_relu(&bn), 0.0);
+    let reference = reference_relu(&bn);
+    assert_close("bn+relu eval", &fused, &reference, 0.0);
+    // The gradients too (white-box attacks differentiate the eval-mode model).
+    let (x, gamma, beta) = (
+        Var::from_tensor(&x).unwrap(),
+        Var::from_tensor(&gamma).unwrap(),
+        Var::from_tensor(&beta).unwrap(),
+    );
+    let (fused, _) = ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    let (bn, _) = ops::batch_norm(&x, &gamma, &beta, 1e-5, stats).unwrap();
+    let g = random(&mut rng, &[n, c, h, w]);
+    assert_same_gradients(
+        "bn+relu eval",
+        &fused,
+        &reference_relu(&bn),
+        &g,
+        &[("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)],
+        0.0,
+    );
 }
 
 /// Random inputs of a conv + batch norm case (drawn in this order): input, kernel, γ, β, and
