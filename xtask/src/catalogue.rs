@@ -157,6 +157,12 @@ pub struct VariantSpec {
     /// fewer PGD steps of adversarial training in the CPU profiles).
     #[serde(default)]
     pub profiles: BTreeMap<String, toml::Table>,
+    /// Another table whose selection rule picks this variant's settings: the config of the
+    /// variant that table's committed result (`experiments/results/<table>/<profile>/`)
+    /// selected for the same dataset goes under this variant's own `config`. Until that
+    /// table has selected one, the variant's cells say so and nothing runs.
+    #[serde(default)]
+    pub selected_from: Option<String>,
 }
 
 /// The swept setting of a variant.
@@ -355,9 +361,18 @@ impl Catalogue {
                     bail!("{}: row {} has no variants", ctx(), row.dataset);
                 }
                 for v in variants {
-                    check_sweep(v, variants).with_context(|| {
-                        format!("{}, row {}, variant {}", ctx(), row.dataset, v.name)
-                    })?;
+                    let ctx = || format!("{}, row {}, variant {}", ctx(), row.dataset, v.name);
+                    check_sweep(v, variants).with_context(ctx)?;
+                    if let Some(source) = &v.selected_from {
+                        let has_rule = self.tables.get(source).map(|t| t.selection.is_some());
+                        match has_rule {
+                            Some(true) => {}
+                            Some(false) => {
+                                bail!("{}: selected_from `{source}` has no selection rule", ctx())
+                            }
+                            None => bail!("{}: selected_from `{source}` is not a table", ctx()),
+                        }
+                    }
                 }
             }
         }

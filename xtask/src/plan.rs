@@ -9,6 +9,7 @@ use pixreg_runner::attack::AttackName;
 use pixreg_runner::config::ExperimentConfig;
 
 use crate::catalogue::{merge, Catalogue, ProfileSpec, RowSpec, TableSpec, VariantSpec};
+use crate::util::relative_to;
 
 /// One `pixreg train` invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,9 @@ pub struct VariantPlan {
     pub sweep: Vec<SweepPoint>,
     /// The variant whose clean accuracy a swept variant is matched to.
     pub match_clean: Option<String>,
+    /// Why a variant whose settings another table selects has no runs yet (that table has
+    /// selected nothing for the row under this profile).
+    pub waiting: Option<String>,
 }
 
 /// One value of a swept setting.
@@ -226,7 +230,9 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
             Some(label) => label.clone(),
             None => catalogue.dataset(&row.dataset)?.label.clone(),
         };
-        let variants = row.variants.as_ref().unwrap_or(&table.variants);
+        let declared = row.variants.as_ref().unwrap_or(&table.variants);
+        let (variants, waiting) =
+            resolve_row_variants(catalogue, declared, profile_name, &row.dataset)?;
         let configs = variants
             .iter()
             .map(|variant| {
@@ -255,8 +261,9 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
                 runs: Vec::new(),
                 sweep: Vec::new(),
                 match_clean: variant.match_clean.clone(),
+                waiting: waiting[i].clone(),
             };
-            if unavailable.is_none() && variant.not_implemented.is_none() {
+            if unavailable.is_none() && variant.not_implemented.is_none() && waiting[i].is_none() {
                 let context = format!("{table_name}, row {label}, variant {}", variant.name);
                 for (setting, point_config) in sweep_points(variant, &configs[i])? {
                     let mut point_runs = Vec::new();
@@ -294,6 +301,92 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         rows,
         runs: registry.runs,
     })
+}
+
+/// The row's variants with their `selected_from` settings resolved ([`resolve_selected`]),
+/// and for each why it waits (`None`: it can run).
+fn resolve_row_variants(
+    catalogue: &Catalogue,
+    declared: &[VariantSpec],
+    profile: &str,
+    dataset: &str,
+) -> Result<(Vec<VariantSpec>, Vec<Option<String>>)> {
+    let mut variants = Vec::with_capacity(declared.len());
+    let mut waiting = Vec::with_capacity(declared.len());
+    for variant in declared {
+        match resolve_selected(catalogue, variant, profile, dataset)? {
+            Ok(resolved) => {
+                variants.push(resolved);
+                waiting.push(None);
+            }
+            Err(why) => {
+                variants.push(variant.clone());
+                waiting.push(Some(why));
+            }
+        }
+    }
+    Ok((variants, waiting))
+}
+
+/// `variant` with the settings its `selected_from` table selected for `dataset` under
+/// `profile` merged under its own config (`Ok(Ok(_))`; the variant itself when it has no
+/// `selected_from`), or why there is no selection yet (`Ok(Err(why))`: that table's result is
+/// missing, or its rule kept nothing).
+fn resolve_selected(
+    catalogue: &Catalogue,
+    variant: &VariantSpec,
+    profile: &str,
+    dataset: &str,
+) -> Result<std::result::Result<VariantSpec, String>> {
+    let Some(source) = &variant.selected_from else {
+        return Ok(Ok(variant.clone()));
+    };
+    let table = catalogue.table(source)?;
+    let results = catalogue.dir.join("results").join(source);
+    let candidates = [profile.to_string(), format!("{profile}-{dataset}")];
+    let Some(file) = candidates
+        .iter()
+        .map(|name| results.join(name).join("table.json"))
+        .find(|f| f.is_file())
+    else {
+        return Ok(Err(format!(
+            "waiting for {source}'s selection (run `cargo xtask reproduce {source} --profile \
+             {profile} --update-reference`)"
+        )));
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a table result", file.display()))?;
+    let selected = json["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["dataset"] == dataset)
+        .and_then(|r| r["selection"]["selected"].as_str());
+    let Some(name) = selected else {
+        return Ok(Err(format!(
+            "{source} ({}) selects nothing for {dataset} yet",
+            relative_to(&file, &catalogue.dir).display()
+        )));
+    };
+    let row = table.rows.iter().find(|r| r.dataset == dataset);
+    let source_variants = row
+        .and_then(|r| r.variants.as_ref())
+        .unwrap_or(&table.variants);
+    let chosen = source_variants
+        .iter()
+        .find(|v| v.name == name)
+        .with_context(|| {
+            format!(
+                "{} selects `{name}`, which {source} no longer has",
+                file.display()
+            )
+        })?;
+    let mut resolved = variant.clone();
+    resolved.config = chosen.config.clone();
+    merge(&mut resolved.config, &variant.config);
+    Ok(Ok(resolved))
 }
 
 /// Keeps only the rows `--rows` names (all when empty); an unknown name is an error listing

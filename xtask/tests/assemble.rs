@@ -740,3 +740,91 @@ fn corruption_band_columns_read_severity_four_of_the_corruptions_report() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_variant_takes_the_settings_another_tables_rule_selected() {
+    let (_tmp, paths) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = xtask::workspace_root().join("experiments");
+    for f in ["profiles.toml", "datasets.toml"] {
+        std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+    }
+    let grid = "title = \"grid\"\ndescription = \"d\"\ncolumns = [\"clean\", \"gaussian\"]\n\
+                selection = { min_clean_ratio = 0.9, column = \"gaussian\", epsilon = 0.5 }\n\
+                [[variants]]\nname = \"baseline\"\nsurrogate = true\n\
+                [[variants]]\nname = \"α 4\"\nconfig = { regularization = { alpha = 4.0 } }\n\
+                [[variants]]\nname = \"α 20\"\nconfig = { regularization = { alpha = 20.0 } }\n\
+                [[rows]]\ndataset = \"mnist\"\n";
+    let user = "title = \"user\"\ndescription = \"d\"\ncolumns = [\"clean\"]\n\
+                [[variants]]\nname = \"baseline\"\nsurrogate = true\n\
+                [[variants]]\nname = \"picked\"\nselected_from = \"table97\"\n\
+                config = { regularization = { n_images = 100 } }\n\
+                [[rows]]\ndataset = \"mnist\"\n";
+    std::fs::write(dir.path().join("table97.toml"), grid).unwrap();
+    std::fs::write(dir.path().join("table98.toml"), user).unwrap();
+    let catalogue = xtask::catalogue::Catalogue::load(dir.path()).unwrap();
+    let plan = || {
+        xtask::plan::plan(
+            &catalogue,
+            xtask::plan::PlanRequest {
+                table: "table98",
+                profile: "smoke",
+                seeds: Some(2),
+                overrides: &[],
+                data_dir: &paths.data_dir,
+                data_dir_label: "<data>",
+                rows: &[],
+                variants: &[],
+            },
+        )
+        .unwrap()
+    };
+    // No committed grid result yet: the variant waits and trains nothing.
+    let waiting = plan();
+    let picked = &waiting.rows[0].variants[1];
+    assert!(picked.runs.is_empty());
+    assert!(
+        picked
+            .waiting
+            .as_deref()
+            .unwrap()
+            .contains("waiting for table97"),
+        "{:?}",
+        picked.waiting
+    );
+    let result_dir = dir.path().join("results/table97/smoke");
+    std::fs::create_dir_all(&result_dir).unwrap();
+    let write = |selected: serde_json::Value| {
+        let json = serde_json::json!({
+            "rows": [{ "dataset": "mnist", "selection": { "selected": selected } }]
+        });
+        std::fs::write(result_dir.join("table.json"), json.to_string()).unwrap();
+    };
+    write(serde_json::Value::Null);
+    let none = plan();
+    assert!(none.rows[0].variants[1].runs.is_empty());
+    assert!(none.rows[0].variants[1]
+        .waiting
+        .as_deref()
+        .unwrap()
+        .contains("selects nothing"));
+    // A selection: the grid's settings under the variant's own.
+    write("α 20".into());
+    let chosen = plan();
+    let picked = &chosen.rows[0].variants[1];
+    assert_eq!(picked.runs.len(), 2);
+    assert!(picked.waiting.is_none());
+    let config = &chosen.runs[picked.runs[0]].config_toml;
+    assert!(config.contains("alpha = 20.0"), "{config}");
+    assert!(config.contains("n_images = 100"), "{config}");
+
+    // A table that is not one, or has no rule, is refused when the catalogue loads.
+    let bad = user.replace("table97", "table96");
+    std::fs::write(dir.path().join("table98.toml"), bad).unwrap();
+    let err = xtask::catalogue::Catalogue::load(dir.path()).unwrap_err();
+    assert!(format!("{err:#}").contains("is not a table"), "{err:#}");
+    let no_rule = user.replace("table97", "table98");
+    std::fs::write(dir.path().join("table98.toml"), no_rule).unwrap();
+    let err = xtask::catalogue::Catalogue::load(dir.path()).unwrap_err();
+    assert!(format!("{err:#}").contains("no selection rule"), "{err:#}");
+}

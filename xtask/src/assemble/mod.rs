@@ -693,6 +693,7 @@ fn variant_result(
         v.not_implemented
             .as_ref()
             .map(|n| format!("not implemented: {n}"))
+            .or_else(|| v.waiting.clone())
     });
     let mut result = VariantResult {
         name: v.name.clone(),
