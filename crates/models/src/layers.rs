@@ -196,31 +196,25 @@ impl BatchNorm2d {
 
     /// Evaluation mode: normalises with the running statistics; changes nothing.
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let (y, _) = ops::batch_norm(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
-            BN_EPS,
-            ops::BatchNormStats::Running {
-                mean: &self.running_mean,
-                var: &self.running_var,
-            },
-        )?;
-        Ok(y)
+        self.eval_then(x, false)
     }
 
     /// `relu(forward_eval(x))`, the ReLU applied in the normalising pass on the CPU.
     pub fn forward_eval_relu(&self, x: &Tensor) -> Result<Tensor> {
-        let (y, _) = ops::batch_norm_relu(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
-            BN_EPS,
-            ops::BatchNormStats::Running {
-                mean: &self.running_mean,
-                var: &self.running_var,
-            },
-        )?;
+        self.eval_then(x, true)
+    }
+
+    fn eval_then(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let stats = ops::BatchNormStats::Running {
+            mean: &self.running_mean,
+            var: &self.running_var,
+        };
+        let (weight, bias) = (self.weight.as_tensor(), self.bias.as_tensor());
+        let (y, _) = if relu {
+            ops::batch_norm_relu(x, weight, bias, BN_EPS, stats)?
+        } else {
+            ops::batch_norm(x, weight, bias, BN_EPS, stats)?
+        };
         Ok(y)
     }
 
