@@ -390,8 +390,8 @@ impl ResNet {
     /// features centred with the updated mean are compared by cosine; the layer cosines are
     /// combined with `softmax(layer_weight)`.
     pub fn forward_pair_detailed(&mut self, a: &Tensor, b: &Tensor) -> Result<PairOutput> {
-        self.check_images(a, "pair batch a")?;
-        self.check_images(b, "pair batch b")?;
+        self.check_pair_images(a, "pair batch a")?;
+        self.check_pair_images(b, "pair batch b")?;
         if a.dims() != b.dims() {
             return Err(Error::Input(format!(
                 "pair batches differ in shape: {:?} vs {:?}",
@@ -442,6 +442,24 @@ impl ResNet {
                 "{what} must have shape [N>0, {}, {}, {}], got {dims:?}",
                 self.config.in_shape[0], self.config.in_shape[1], self.config.in_shape[2]
             )));
+        }
+        Ok(())
+    }
+
+    /// Pair images need the model's channels, not its height and width: the core is fully
+    /// convolutional and the similarity head compares features of any size, so the
+    /// reference's 36×64 ImageNet photos regularize a 32×32 CIFAR model (spec §4).
+    fn check_pair_images(&self, x: &Tensor, what: &str) -> Result<()> {
+        ops::ensure_f32(x, what)?;
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != self.config.in_shape[0] || dims[0] == 0 {
+            return Err(Error::Input(format!(
+                "{what} must have shape [N>0, {}, H, W], got {dims:?}",
+                self.config.in_shape[0]
+            )));
+        }
+        if dims[2] == 0 || dims[3] == 0 {
+            return Err(Error::Input(format!("{what} has empty images: {dims:?}")));
         }
         Ok(())
     }

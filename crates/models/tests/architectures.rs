@@ -151,6 +151,25 @@ fn larger_inputs_pool_to_more_positions() {
 }
 
 #[test]
+fn pairs_of_another_size_regularize_the_model() {
+    // The reference's ImageNet regularization photos are 36×64 on a 32×32 CIFAR model (spec
+    // §4): the core is fully convolutional and the head compares features of any size.
+    let config = ModelConfig::new(Arch::ResNet18, [1, 32, 32], 10, 2);
+    let mut model = ResNet::new(&config, 0, &Device::Cpu).unwrap();
+    let (a, b) = (randn((4, 1, 36, 64), 1), randn((4, 1, 36, 64), 2));
+    let scores = model.forward_pair(&a, &b).unwrap();
+    assert_eq!(scores.dims(), &[4]);
+    let grads = scores.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(model.layer_weight().as_tensor()).is_some());
+    // The channels must still match.
+    let rgb = randn((4, 3, 36, 64), 3);
+    assert!(matches!(
+        model.forward_pair(&rgb, &rgb),
+        Err(Error::Input(_))
+    ));
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 2);
     let mut model = ResNet::new(&config, 0, &Device::Cpu).unwrap();

@@ -417,3 +417,27 @@ fn defended_runs_perturb_their_batches_resume_exactly_and_record_their_cost() {
         }
     }
 }
+
+#[test]
+fn photos_of_another_size_regularize_a_task() {
+    // Tiny-ImageNet photos become 36×64 regularization images (the reference's ImageNet
+    // preprocessing) for a 28×28 task: the pair forward takes them as they are.
+    let config = tiny_config(&[
+        "regularization.source=\"tiny-imagenet\"",
+        "regularization.alpha=4.0",
+        "training.epochs=1",
+    ]);
+    let runs = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let outcome = train(&config, runs.path(), &DataSource::offline(DATA), options)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(outcome.state.status, RunStatus::Trained);
+    let steps = std::fs::read_to_string(outcome.run.root().join("steps.jsonl")).unwrap();
+    assert!(
+        steps.contains("\"reg\""),
+        "no similarity loss logged: {steps}"
+    );
+}
