@@ -61,6 +61,23 @@ pub struct BlockStats<'a> {
 /// `(x, params)`, training mode; each segment of images is normalised with its own batch
 /// statistics (as [`super::conv_bn::ConvBatchNormTrain`]), published in
 /// [`BasicBlockTrain::stats`] once the op has run.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_kernels::block::BasicBlockTrain;
+///
+/// // 4 → 8 channels with stride 2: a projection shortcut.
+/// let op = BasicBlockTrain::new(8, 2, true, 1e-5, vec![2]);
+/// let x = Tensor::rand(0f32, 1.0, (2, 4, 6, 6), &Device::Cpu)?;
+/// let len: usize = op.param_layout(4).iter().sum();
+/// let params = Tensor::rand(0.5f32, 1.0, len, &Device::Cpu)?;
+/// let y = x.apply_op2(&params, op.clone())?;
+/// assert_eq!(y.dims(), &[2, 8, 3, 3]);
+/// assert_eq!(op.stats().unwrap().first[0].mean.len(), 8);
+/// // The block ends in a ReLU.
+/// assert!(y.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct BasicBlockTrain {
     /// Output channels of both convolutions (and of the shortcut).

@@ -186,6 +186,30 @@ pub struct BlockMoments {
 /// `None` where that kernel does not apply (another device or type, the fast kernels off, or
 /// convolutions other than 3×3 / padding 1 with a 1×1 / padding 0 projection of the same
 /// stride): the caller composes the block from its layers then.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use pixreg_models::ops::{basic_block_train_segments, ConvBnSpec, ConvSpec};
+///
+/// let dev = Device::Cpu;
+/// let x = Tensor::rand(0f32, 1.0, (4, 8, 5, 5), &dev)?;
+/// let (w0, w1) = (
+///     Tensor::rand(-0.1f32, 0.1, (8, 8, 3, 3), &dev)?,
+///     Tensor::rand(-0.1f32, 0.1, (8, 8, 3, 3), &dev)?,
+/// );
+/// let (gamma, beta) = (Tensor::ones(8, candle_core::DType::F32, &dev)?, Tensor::zeros(8, candle_core::DType::F32, &dev)?);
+/// let layer = |w| ConvBnSpec {
+///     conv: ConvSpec { weight: w, stride: 1, padding: 1 },
+///     weight: &gamma,
+///     bias: &beta,
+/// };
+/// // An identity shortcut; the batch in two segments of two images.
+/// let (y, moments) = basic_block_train_segments(&x, (layer(&w0), layer(&w1)), None, 1e-5, &[2, 2])?
+///     .expect("the fused kernel runs on the CPU");
+/// assert_eq!(y.dims(), &[4, 8, 5, 5]);
+/// assert_eq!((moments.first.len(), moments.shortcut.len()), (2, 0));
+/// # Ok::<(), pixreg_models::Error>(())
+/// ```
 pub fn basic_block_train_segments(
     x: &Tensor,
     (first, second): (ConvBnSpec<'_>, ConvBnSpec<'_>),
