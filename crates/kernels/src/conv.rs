@@ -15,6 +15,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 pub use crate::gemm::Geometry;
 use crate::gemm::{gemm_parallelism, matmul, DstLayout, Mat};
+use crate::norm::Affine;
 use crate::{direct, f32_data, par_map, threads, uninit_vec, winograd, with_scratch};
 
 /// Columns (`G·OH·OW`) a group of images aims for in its GEMMs.
@@ -283,17 +284,34 @@ fn scratch_sizes(g: &Geometry, group: usize, rows: usize) -> (usize, usize) {
 /// Forward convolution into a new `[N, O, OH, OW]` buffer: Winograd where
 /// [`winograd::suits`] says it is faster, otherwise im2col + GEMM.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    if winograd::suits(g) {
-        return winograd::forward(g, x, weight);
-    }
-    if direct::suits(g) {
-        return direct::forward(g, x, weight);
-    }
-    forward_im2col(g, x, weight)
+    forward_then(g, x, weight, None)
 }
 
-/// Forward convolution by im2col + GEMM, into a new `[N, O, OH, OW]` buffer.
-pub fn forward_im2col(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// [`forward`], each output block passed through `epilogue` (an eval-mode batch norm and
+/// ReLU) as soon as it is written: the same values as a separate pass, without the pass.
+pub fn forward_then(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    epilogue: Option<Affine<'_>>,
+) -> Vec<f32> {
+    if winograd::suits(g) {
+        return winograd::forward_then(g, x, weight, epilogue);
+    }
+    if direct::suits(g) {
+        return direct::forward_then(g, x, weight, epilogue);
+    }
+    forward_im2col(g, x, weight, epilogue)
+}
+
+/// Forward convolution by im2col + GEMM, into a new `[N, O, OH, OW]` buffer, with an
+/// optional epilogue (see [`forward_then`]).
+pub fn forward_im2col(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    epilogue: Option<Affine<'_>>,
+) -> Vec<f32> {
     let (k, ohw, chw, o) = (g.k(), g.ohw(), g.chw(), g.o);
     if g.n * o * ohw == 0 || chw == 0 {
         return vec![0f32; g.n * o * ohw];
@@ -330,6 +348,9 @@ pub fn forward_im2col(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                     let layout = DstLayout::RowMajor(ohw);
                     matmul((o, width, k), dst, layout, false, w_mat, rhs, par);
                 }
+                if let Some(epilogue) = epilogue {
+                    epilogue.apply_planes(out_g, ohw);
+                }
                 return;
             }
             let width = imgs * ohw;
@@ -342,8 +363,11 @@ pub fn forward_im2col(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
             matmul((o, width, k), tmp, layout, false, w_mat, rhs, par);
             for i in 0..imgs {
                 for oc in 0..o {
-                    out_g[(i * o + oc) * ohw..][..ohw]
-                        .copy_from_slice(&tmp[oc * width + i * ohw..][..ohw]);
+                    let plane = &mut out_g[(i * o + oc) * ohw..][..ohw];
+                    plane.copy_from_slice(&tmp[oc * width + i * ohw..][..ohw]);
+                    if let Some(epilogue) = epilogue {
+                        epilogue.apply(plane, oc);
+                    }
                 }
             }
         })

@@ -19,6 +19,7 @@
 //! (≈ 1e-6 relative; tested against im2col and candle).
 
 use crate::gemm::Geometry;
+use crate::norm::Affine;
 
 /// Output channels this module handles: one or two blocks of 8 (the forward kernel's
 /// accumulator block).
@@ -106,11 +107,22 @@ fn pad_image(g: &Geometry, x_img: &[f32], pad: &mut [f32]) {
 /// Forward convolution into a new `[N, O, H, W]` buffer; geometries the kernels do not
 /// compute here (see [`suits`]) go to [`crate::conv::forward_im2col`].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    forward_then(g, x, weight, None)
+}
+
+/// [`forward`], each image's output passed through `epilogue` right after it is written
+/// (see [`crate::conv::forward_then`]).
+pub fn forward_then(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    epilogue: Option<Affine<'_>>,
+) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if available() && supports(g) {
-        return avx512::forward(g, x, weight);
+        return avx512::forward(g, x, weight, epilogue);
     }
-    crate::conv::forward_im2col(g, x, weight)
+    crate::conv::forward_im2col(g, x, weight, epilogue)
 }
 
 /// Weight gradient `[O, C, k, k]`, summed over the batch; geometries the kernels do not
@@ -127,7 +139,9 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{block_weights, pad_image, padded_dims, padded_len, Geometry, LANES, OUT_BLOCK};
+    use super::{
+        block_weights, pad_image, padded_dims, padded_len, Affine, Geometry, LANES, OUT_BLOCK,
+    };
     use crate::{par_map, threads, uninit_vec, with_scratch};
 
     /// Output channels per block of the weight-gradient kernel, and kernel taps per pass:
@@ -149,7 +163,12 @@ mod avx512 {
             .map(move |x0| (x0, mask(LANES.min(w - x0))))
     }
 
-    pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    pub(super) fn forward(
+        g: &Geometry,
+        x: &[f32],
+        weight: &[f32],
+        epilogue: Option<Affine<'_>>,
+    ) -> Vec<f32> {
         let (chw, ohw) = (g.chw(), g.ohw());
         let out_len = g.n * g.o * ohw;
         if out_len == 0 {
@@ -172,6 +191,9 @@ mod avx512 {
                     // SAFETY: AVX-512F was detected (`available`); the slices have the
                     // geometry's sizes.
                     unsafe { forward_image(g, pad, &packed, out_img) };
+                    if let Some(epilogue) = epilogue {
+                        epilogue.apply_planes(out_img, ohw);
+                    }
                 }
             })
         });

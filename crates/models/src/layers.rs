@@ -160,6 +160,29 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// `relu?(self(conv(x)))` in evaluation mode with every parameter detached, for callers
+    /// that need no parameter gradient ([`ops::conv2d_batch_norm_eval`]: one pass on the CPU
+    /// when `x` needs no gradient either).
+    pub(crate) fn forward_conv_inference(
+        &self,
+        conv: &Conv2d,
+        x: &Tensor,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let w = conv.weight.as_tensor().detach();
+        let spec = ops::ConvSpec {
+            weight: &w,
+            stride: conv.stride,
+            padding: conv.padding,
+        };
+        let (gamma, beta) = (
+            self.weight.as_tensor().detach(),
+            self.bias.as_tensor().detach(),
+        );
+        let stats = (&self.running_mean, &self.running_var);
+        ops::conv2d_batch_norm_eval(x, spec, &gamma, &beta, stats, BN_EPS, relu)
+    }
+
     /// This layer as the batch norm of a fused convolution + batch norm (`conv`'s kernel and
     /// geometry, this layer's weight and bias), for [`ops::basic_block_train_segments`].
     pub(crate) fn spec<'a>(&'a self, conv: &'a Conv2d) -> ops::ConvBnSpec<'a> {
@@ -262,6 +285,15 @@ impl Linear {
     /// `x · Wᵀ + b` (through [`ops::linear`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, self.weight.as_tensor(), self.bias.as_tensor())
+    }
+
+    /// [`Linear::forward`] with the parameters detached (no gradient reaches them).
+    pub(crate) fn forward_detached(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(
+            x,
+            &self.weight.as_tensor().detach(),
+            &self.bias.as_tensor().detach(),
+        )
     }
 
     pub(crate) fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {

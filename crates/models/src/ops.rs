@@ -15,7 +15,7 @@ use pixreg_kernels::{
     self as kernels,
     block::BasicBlockTrain,
     conv::{Conv2dOp, Geometry},
-    conv_bn::ConvBatchNormTrain,
+    conv_bn::{ConvBatchNormEval, ConvBatchNormTrain},
     norm::{AddRelu, BatchNormTrain, BatchStats, ChannelAffine, Relu},
     pair::{self, CenteredCosine},
 };
@@ -138,6 +138,57 @@ pub fn conv2d_batch_norm_train_segments(
         Error::Input("conv + batch norm: the kernel produced no statistics".into())
     })?;
     Ok((y, moments_of(stats, x.device())?))
+}
+
+/// `batch_norm(conv2d(x, …))` in evaluation mode (running statistics `mean`, `var`),
+/// followed by a ReLU with `relu`: [`conv2d`] then [`batch_norm`] / [`batch_norm_relu`].
+///
+/// On the CPU, when no tensor needs a gradient, one kernel
+/// ([`kernels::conv_bn::ConvBatchNormEval`]) applies the batch norm and the ReLU to the
+/// convolution's output as it is written: the same values without the separate pass nor the
+/// graph bookkeeping of autograd. Otherwise (a white-box attack's input gradient, say) the
+/// separate ops.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_batch_norm_eval(
+    x: &Tensor,
+    conv: ConvSpec<'_>,
+    weight: &Tensor,
+    bias: &Tensor,
+    (mean, var): (&Tensor, &Tensor),
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let stats = BatchNormStats::Running { mean, var };
+    let tensors = [x, conv.weight, weight, bias, mean, var];
+    if !kernels::applies(&tensors) || tensors.iter().any(|t| t.track_op()) {
+        let z = conv2d(x, conv.weight, conv.stride, conv.padding)?;
+        return Ok(batch_norm_then(&z, weight, bias, eps, stats, relu)?.0);
+    }
+    let g = Geometry::new(x.dims(), conv.weight.dims(), conv.stride, conv.padding)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    for (what, t) in [
+        ("weight", weight),
+        ("bias", bias),
+        ("mean", mean),
+        ("variance", var),
+    ] {
+        if t.dims() != [g.o] {
+            return Err(Error::Input(format!(
+                "batch norm {what} {:?} must be [{}]",
+                t.dims(),
+                g.o
+            )));
+        }
+    }
+    let (alpha, beta) = running_affine(weight, bias, mean, var, eps)?;
+    let op = ConvBatchNormEval {
+        stride: conv.stride,
+        padding: conv.padding,
+        relu,
+    };
+    let scale_shift = Tensor::cat(&[&alpha, &beta], 0)?;
+    Ok(x.contiguous()?
+        .apply_op3_no_bwd(&conv.weight.contiguous()?, &scale_shift, &op)?)
 }
 
 /// The kernels' per-segment statistics as moments on `device`.

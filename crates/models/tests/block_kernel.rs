@@ -181,3 +181,42 @@ fn blocks_the_kernel_does_not_cover_fall_back_and_bad_segments_are_errors() {
         "{err}"
     );
 }
+
+/// Deterministic `N(0, 1)`-like images.
+fn images(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    random(&mut rng, &[shape.0, shape.1, shape.2, shape.3])
+}
+
+#[test]
+fn inference_forward_is_bit_identical_to_the_eval_forward() {
+    use pixreg_models::{Arch, ModelConfig, ResNet};
+    // Width 8 on 28×28 (direct and im2col convolutions), width 16 on 32×32 (Winograd, with
+    // single-image bands in the first section), width 4 with a bottleneck architecture.
+    for (arch, base, side) in [
+        (Arch::ResNet18, 8, 28),
+        (Arch::ResNet18, 16, 32),
+        (Arch::ResNet50, 4, 28),
+    ] {
+        let config = ModelConfig::new(arch, [1, side, side], 10, base);
+        let mut model = ResNet::new(&config, 7, &candle_core::Device::Cpu).unwrap();
+        // A training pass first, so the running statistics are not the initial ones.
+        model.forward(&images((6, 1, side, side), 1)).unwrap();
+        model.set_training(false);
+        let x = images((5, 1, side, side), 2);
+        let eval = model.forward_eval(&x).unwrap();
+        let inference = model.forward_inference(&x).unwrap();
+        assert_eq!(values(&inference), values(&eval), "{arch:?} width {base}");
+        // With an input that needs its gradient (white-box attacks), the same gradient.
+        let xv = Var::from_tensor(&x).unwrap();
+        let grad = |logits: Tensor| {
+            let g = logits.sum_all().unwrap().backward().unwrap();
+            values(g.get(&xv).unwrap())
+        };
+        assert_eq!(
+            grad(model.forward_inference(&xv).unwrap()),
+            grad(model.forward_eval(&xv).unwrap()),
+            "{arch:?} width {base}: input gradient"
+        );
+    }
+}

@@ -316,8 +316,8 @@ fn winograd_matches_im2col_and_candle() {
             winograd::backward_weight(&g, &xv, &dyv),
         ];
         let im2col = [
-            conv::forward_im2col(&g, &xv, &wv),
-            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w)),
+            conv::forward_im2col(&g, &xv, &wv, None),
+            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w), None),
             conv::backward_weight_im2col(&g, &xv, &dyv),
         ];
         assert_kernels_agree("winograd", &case, fast, im2col, r.candle());
@@ -361,8 +361,8 @@ fn direct_matches_im2col_and_candle() {
             direct::backward_weight(&g, &xv, &dyv),
         ];
         let im2col = [
-            conv::forward_im2col(&g, &xv, &wv),
-            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w)),
+            conv::forward_im2col(&g, &xv, &wv, None),
+            conv::forward_im2col(&gt, &dyv, &flip_transpose(&r.w), None),
             conv::backward_weight_im2col(&g, &xv, &dyv),
         ];
         assert_kernels_agree("direct", &case, fast, im2col, r.candle());

@@ -448,7 +448,11 @@ impl<C: DifferentiableClassifier> AttackRun<'_, C> {
         let sur_run = RunDir::open(dir)?;
         let (sur_checkpoint, sur_model) = crate::eval::load_best(&sur_run, self.device)?;
         let surrogate = FnClassifier::new(
-            |t: &Tensor| sur_model.forward_eval(t).map_err(candle_core::Error::wrap),
+            |t: &Tensor| {
+                sur_model
+                    .forward_inference(t)
+                    .map_err(candle_core::Error::wrap)
+            },
             global_bounds(self.images)?,
         );
         let report = fgsm.run_transferred(&surrogate, self.model, self.images, self.labels)?;

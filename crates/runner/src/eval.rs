@@ -161,7 +161,7 @@ pub fn evaluate_loaded(
     let (x, labels) = test_tensor(data, &device)?;
     let bounds = global_bounds(&x)?;
     let clf = FnClassifier::new(
-        |t: &Tensor| model.forward_eval(t).map_err(candle_core::Error::wrap),
+        |t: &Tensor| model.forward_inference(t).map_err(candle_core::Error::wrap),
         bounds,
     );
     for (k, spec) in attacks.iter().enumerate() {
@@ -234,7 +234,7 @@ pub fn evaluate(model: &ResNet, batches: &pixreg_datasets::Batcher<'_>) -> Resul
     let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
     for batch in batches.epoch(0) {
         let batch = batch?;
-        let logits = model.forward_eval(&batch.images)?;
+        let logits = model.forward_inference(&batch.images)?;
         let n = batch.indices.len();
         let ce = pixreg_models::cross_entropy(&logits, &batch.labels)?
             .to_dtype(DType::F64)?

@@ -137,7 +137,7 @@ impl BatchDefense {
             Defense::Adversarial(attack) => {
                 let y: Vec<u32> = labels.narrow(0, 0, m)?.to_dtype(DType::U32)?.to_vec1()?;
                 let classifier = FnClassifier::new(
-                    |x: &Tensor| model.forward_eval(x).map_err(candle_core::Error::wrap),
+                    |x: &Tensor| model.forward_inference(x).map_err(candle_core::Error::wrap),
                     self.bounds,
                 );
                 attack.perturb(&classifier, &head, &y, seed)?

@@ -156,6 +156,53 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `v = v·a + b` (then `·[· > 0]` with `relu`) in place.
+    fn affine_in_place_run(v: &mut [f32], a: f32, b: f32, relu: bool) {
+        if relu {
+            for x in v.iter_mut() {
+                *x = relu1(*x * a + b);
+            }
+        } else {
+            for x in v.iter_mut() {
+                *x = *x * a + b;
+            }
+        }
+    }
+}
+
+/// An eval-mode batch norm, and the ReLU after it with `relu`, applied in place to a
+/// convolution's output by the convolution kernel right after it wrote it (while it is in
+/// cache): each value `z` of channel `o` becomes `z·alpha[o] + beta[o]`, rounded exactly as
+/// [`channel_affine`] rounds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Affine<'a> {
+    /// Per-channel scale.
+    pub alpha: &'a [f32],
+    /// Per-channel shift.
+    pub beta: &'a [f32],
+    /// Whether a ReLU follows.
+    pub relu: bool,
+}
+
+impl Affine<'_> {
+    /// Applies to `values`, all of channel `o`.
+    pub(crate) fn apply(&self, values: &mut [f32], o: usize) {
+        affine_in_place_run(values, self.alpha[o], self.beta[o], self.relu);
+    }
+
+    /// Applies to whole planes of `plane` values, plane `p` of channel `p % O`.
+    pub(crate) fn apply_planes(&self, out: &mut [f32], plane: usize) {
+        if plane == 0 {
+            return;
+        }
+        let c = self.alpha.len();
+        for (p, values) in out.chunks_mut(plane).enumerate() {
+            self.apply(values, p % c);
+        }
+    }
+}
+
 /// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
 pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     let count = (x.len() / c.max(1)) as f64;

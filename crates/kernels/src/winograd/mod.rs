@@ -28,6 +28,7 @@
 mod transform;
 
 use crate::gemm::{gemm_parallelism, matmul, DstLayout, Geometry, Mat};
+use crate::norm::Affine;
 use crate::{par_map, threads, uninit_vec, with_scratch};
 use transform::{plane_scratch, transform_input, transform_output, transform_output_grad, LANES};
 
@@ -178,13 +179,25 @@ fn transform_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
 
 /// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    forward_then(g, x, weight, None)
+}
+
+/// [`forward`], each band's outputs passed through `epilogue` right after its output
+/// transform wrote them (see [`crate::conv::forward_then`]).
+pub fn forward_then(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    epilogue: Option<Affine<'_>>,
+) -> Vec<f32> {
     let u = transform_weights(g, weight);
     let u_len = g.o * g.c;
-    convolve(g, x, |xi| Mat {
+    let u = |xi| Mat {
         data: &u[xi * u_len..][..u_len],
         rs: g.c,
         cs: 1,
-    })
+    };
+    convolve(g, x, u, epilogue)
 }
 
 /// The permutation of a transformed tile's rows (and columns) that flipping a 3×3 kernel
@@ -208,7 +221,7 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
         o: g.c,
         ..*g
     };
-    convolve(&gt, dy, |xi| {
+    let ut = |xi: usize| {
         let src = 4 * FLIP[xi / 4] + FLIP[xi % 4];
         // Uᵀ: element (c, o) of `[C × O]` at o·C + c.
         Mat {
@@ -216,12 +229,19 @@ pub fn backward_input(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             rs: 1,
             cs: g.c,
         }
-    })
+    };
+    convolve(&gt, dy, ut, None)
 }
 
 /// Forward convolution of a [`supports`] geometry into a new `[N, O, OH, OW]` buffer, with
-/// `u(ξ)` the transformed weights of position ξ as an `[O × C]` matrix.
-fn convolve<'u>(g: &Geometry, x: &[f32], u: impl Fn(usize) -> Mat<'u> + Sync) -> Vec<f32> {
+/// `u(ξ)` the transformed weights of position ξ as an `[O × C]` matrix, and `epilogue`
+/// applied to each band's outputs once written.
+fn convolve<'u>(
+    g: &Geometry,
+    x: &[f32],
+    u: impl Fn(usize) -> Mat<'u> + Sync,
+    epilogue: Option<Affine<'_>>,
+) -> Vec<f32> {
     let (ohw, chw, o) = (g.oh * g.ow, g.c * g.h * g.w, g.o);
     if g.n * o * ohw == 0 || chw == 0 {
         return vec![0f32; g.n * o * ohw];
@@ -257,6 +277,13 @@ fn convolve<'u>(g: &Geometry, x: &[f32], u: impl Fn(usize) -> Mat<'u> + Sync) ->
                     matmul((o, t_len, g.c), dst, layout, false, u(xi), rhs, par);
                 }
                 transform_output(g, m, m_stride, imgs, rows, out_g, &mut pad);
+                if let Some(epilogue) = epilogue {
+                    // The band's output rows of every plane of the group, still in cache.
+                    let (r0, r1) = (2 * rows.0 * g.ow, (2 * rows.1).min(g.oh) * g.ow);
+                    for (p, plane) in out_g.chunks_mut(ohw).enumerate() {
+                        epilogue.apply(&mut plane[r0..r1], p % o);
+                    }
+                }
             }
         })
     });
