@@ -2,7 +2,9 @@
 //! each): accuracy vs ε per attack and
 //! row (one line per variant, baseline vs regularized), and bars of the decision-attack
 //! medians per row and variant. With more than one seed every point and bar carries a ±1 SEM
-//! error bar; titles name the profile and the number of seeds.
+//! error bar; titles name the profile and the number of seeds. A table with a selection rule
+//! also gets its rule's plane per row (clean ratio against robustness ratio, the candidates
+//! that pass filled, the selected one ringed).
 
 use std::path::{Path, PathBuf};
 
@@ -158,7 +160,104 @@ pub fn write_figures(t: &TableResult, out_dir: &Path) -> Result<Vec<PathBuf>> {
         );
         written.extend(write_svg_and_png(&path, &bars_svg(&title, &groups)?)?);
     }
+    for row in &t.rows {
+        let Some(selection) = &row.selection else {
+            continue;
+        };
+        let path = dir.join(format!("{}-selection.svg", slug(&row.label)));
+        // Means of the per-seed ratios, without error bars.
+        let provenance = provenance_title(t).replace(", ± SEM", ", means");
+        let title = format!("{}: the selection rule ({provenance})", row.label);
+        let svg = selection_svg(&title, selection)?;
+        written.extend(write_svg_and_png(&path, &svg)?);
+    }
     Ok(written)
+}
+
+/// The selection rule's plane: each candidate at (clean accuracy, accuracy at the rule's ε),
+/// both as ratios to the baseline's means, labelled; the rule's two thresholds as lines, the
+/// candidates that pass filled, the selected one ringed. The trade-off the rule cuts through
+/// reads off it at a glance, which thirteen curves do not show.
+fn selection_svg(title: &str, selection: &crate::assemble::SelectionResult) -> Result<String> {
+    let points: Vec<(&str, f64, f64, bool)> = selection
+        .candidates
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.variant.as_str(),
+                c.clean_ratio?,
+                c.robust_ratio?,
+                c.passes,
+            ))
+        })
+        .collect();
+    let rule = &selection.rule;
+    let xs = points
+        .iter()
+        .map(|p| p.1)
+        .chain([rule.min_clean_ratio, 1.0]);
+    let ys = points.iter().map(|p| p.2).chain([1.0]);
+    let (x_lo, x_hi) = xs.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (y_lo, y_hi) = ys.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (xm, ym) = (0.05 * (x_hi - x_lo) + 0.01, 0.08 * (y_hi - y_lo) + 0.05);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_lo - xm..x_hi + 3.0 * xm, y_lo - ym..y_hi + ym)
+            .map_err(plot_err)?;
+        let eps = selection
+            .epsilon
+            .map_or(String::new(), |e| format!(" at ε = {e:.3}"));
+        chart
+            .configure_mesh()
+            .x_desc("clean accuracy / baseline's")
+            .y_desc(format!(
+                "{} accuracy{eps} / baseline's",
+                column_header(&rule.column)
+            ))
+            .axis_desc_style(("sans-serif", 16))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(plot_err)?;
+        let grey = BLACK.mix(0.5).stroke_width(1);
+        let (x0, x1, y0, y1) = (x_lo - xm, x_hi + 3.0 * xm, y_lo - ym, y_hi + ym);
+        let thresholds = [
+            vec![(rule.min_clean_ratio, y0), (rule.min_clean_ratio, y1)],
+            vec![(x0, 1.0), (x1, 1.0)],
+        ];
+        chart
+            .draw_series(thresholds.into_iter().map(|l| PathElement::new(l, grey)))
+            .map_err(plot_err)?;
+        for (i, &(name, x, y, passes)) in points.iter().enumerate() {
+            let c = colour(i + 1);
+            let style = if passes {
+                c.filled()
+            } else {
+                c.stroke_width(2)
+            };
+            chart
+                .draw_series([Circle::new((x, y), 5, style)])
+                .map_err(plot_err)?;
+            if selection.selected.as_deref() == Some(name) {
+                chart
+                    .draw_series([Circle::new((x, y), 10, BLACK.stroke_width(2))])
+                    .map_err(plot_err)?;
+            }
+            // The label's position is an offset in pixels from the point.
+            let label = Text::new(name.to_string(), (8, -6), ("sans-serif", 13).into_font());
+            chart
+                .draw_series([EmptyElement::at((x, y)) + label])
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
 }
 
 /// Caption of an accuracy-vs-ε figure.
@@ -493,4 +592,45 @@ fn loss_by_epoch(run: &Path) -> Vec<(usize, f64)> {
         .filter(|m| m.epoch > 0)
         .map(|m| (m.epoch, m.selection_loss()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::{SelectionCandidate, SelectionResult};
+    use crate::catalogue::SelectionRule;
+
+    #[test]
+    fn the_selection_plane_labels_every_candidate_and_rings_the_selected_one() {
+        let candidate =
+            |variant: &str, clean: Option<f64>, robust: f64, passes| SelectionCandidate {
+                variant: variant.into(),
+                clean_ratio: clean,
+                robust_ratio: Some(robust),
+                passes,
+            };
+        let selection = SelectionResult {
+            rule: SelectionRule {
+                min_clean_ratio: 0.9,
+                column: "gaussian".into(),
+                epsilon: 0.33,
+            },
+            epsilon: Some(0.333),
+            candidates: vec![
+                candidate("α 4, Th 0.2", Some(0.77), 1.2, false),
+                candidate("α 20, Th 0.4", Some(0.93), 1.85, true),
+                candidate("no numbers", None, 2.0, false),
+            ],
+            selected: Some("α 20, Th 0.4".into()),
+        };
+        let svg = selection_svg("t", &selection).unwrap();
+        assert!(svg.contains("α 4, Th 0.2") && svg.contains("α 20, Th 0.4"));
+        assert!(
+            !svg.contains("no numbers"),
+            "a candidate without numbers is left out"
+        );
+        assert!(svg.contains("ε = 0.333"));
+        // Three circles: the two candidates and the ring of the selected one.
+        assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
+    }
 }
