@@ -71,6 +71,31 @@ impl ConvBatchNormTrain {
     }
 }
 
+/// A conv + batch-norm op's geometry, input, kernel and per-channel pair (two halves).
+type ConvOperands<'a> = (Geometry, &'a [f32], &'a [f32], (&'a [f32], &'a [f32]));
+
+/// The geometry of `conv2d(x, w)` with `(stride, padding)` and the data of `(x, w, v)`, the
+/// per-channel pair `v` (`[2·O]`, `what`) split into its halves; an error for other shapes.
+fn conv_operands<'a>(
+    (stride, padding): (usize, usize),
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+    what: &str,
+) -> candle_core::Result<ConvOperands<'a>> {
+    let g = Geometry::new(l1.dims(), l2.dims(), stride, padding)?;
+    if l3.dims() != [2 * g.o] {
+        bail!(
+            "conv + batch norm: {what} {:?} must be [{}]",
+            l3.dims(),
+            2 * g.o
+        );
+    }
+    let x = f32_data(s1, l1, "conv2d input")?;
+    let w = f32_data(s2, l2, "conv2d weight")?;
+    Ok((g, x, w, f32_data(s3, l3, what)?.split_at(g.o)))
+}
+
 /// Value ranges of `segments` (image counts) in an `[N, O, OH, OW]` buffer of `plane` =
 /// `O·OH·OW` values per image; an error unless they cover the `n` images, each with more than
 /// one value per channel.
@@ -191,19 +216,11 @@ impl CustomOp3 for ConvBatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        if l3.dims() != [2 * g.o] {
-            bail!(
-                "conv + batch norm: [weight; bias] {:?} must be [{}]",
-                l3.dims(),
-                2 * g.o
-            );
-        }
+        let conv = (self.stride, self.padding);
+        let what = "batch norm weight and bias";
+        let (g, x, w, gamma_beta) = conv_operands(conv, (s1, l1), (s2, l2), (s3, l3), what)?;
         let hw = g.oh * g.ow;
         let ranges = segment_ranges(&self.segments, g.n, g.o * hw, hw)?;
-        let x = f32_data(s1, l1, "conv2d input")?;
-        let w = f32_data(s2, l2, "conv2d weight")?;
-        let gamma_beta = f32_data(s3, l3, "batch norm weight and bias")?.split_at(g.o);
         let (z, y, stats) = forward_segments(&g, x, w, gamma_beta, &ranges, self.eps, self.relu);
         if self.saved.set(Saved { z, stats }).is_err() {
             bail!("conv + batch norm: an op instance can only be applied once");
@@ -311,17 +328,9 @@ impl CustomOp3 for ConvBatchNormEval {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        if l3.dims() != [2 * g.o] {
-            bail!(
-                "conv + eval batch norm: [scale; shift] {:?} must be [{}]",
-                l3.dims(),
-                2 * g.o
-            );
-        }
-        let x = f32_data(s1, l1, "conv2d input")?;
-        let w = f32_data(s2, l2, "conv2d weight")?;
-        let (alpha, beta) = f32_data(s3, l3, "batch norm scale and shift")?.split_at(g.o);
+        let conv = (self.stride, self.padding);
+        let what = "batch norm scale and shift";
+        let (g, x, w, (alpha, beta)) = conv_operands(conv, (s1, l1), (s2, l2), (s3, l3), what)?;
         let epilogue = norm::Affine {
             alpha,
             beta,
