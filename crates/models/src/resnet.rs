@@ -181,7 +181,7 @@ impl ResBlock {
         ops::add_relu(&out, &skip)
     }
 
-    /// [`Block::forward_eval`] without parameter gradients.
+    /// [`ResBlock::forward_eval`] without parameter gradients.
     fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
         let out = self.layer0.forward_inference(x, true)?;
         let out = match &self.layer2 {
