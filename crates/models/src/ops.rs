@@ -82,12 +82,7 @@ pub fn conv2d_batch_norm_train_segments(
     relu: bool,
     segments: &[usize],
 ) -> Result<(Tensor, Vec<BatchMoments>)> {
-    let n = x.dims().first().copied().unwrap_or(0);
-    if segments.is_empty() || segments.iter().sum::<usize>() != n {
-        return Err(Error::Input(format!(
-            "batch-norm segments {segments:?} must add up to the batch of {n} images"
-        )));
-    }
+    check_segments_cover(segments, x.dims().first().copied().unwrap_or(0))?;
     if !kernels::applies(&[x, conv.weight, weight, bias]) {
         let z = conv2d(x, conv.weight, conv.stride, conv.padding)?;
         let mut outputs = Vec::with_capacity(segments.len());
@@ -122,13 +117,7 @@ pub fn conv2d_batch_norm_train_segments(
             g.o
         )));
     }
-    if segments.iter().any(|&k| k * g.oh * g.ow < 2) {
-        return Err(Error::Input(format!(
-            "batch norm in training mode needs more than one value per channel, got a \
-             convolution output of {:?} in segments of {segments:?} images",
-            [g.n, g.o, g.oh, g.ow]
-        )));
-    }
+    check_segment_sizes(segments, [g.n, g.o, g.oh, g.ow])?;
     let op = ConvBatchNormTrain::new(conv.stride, conv.padding, eps, relu, segments.to_vec());
     let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
     let y = x
@@ -189,6 +178,28 @@ pub fn conv2d_batch_norm_eval(
     let scale_shift = Tensor::cat(&[&alpha, &beta], 0)?;
     Ok(x.contiguous()?
         .apply_op3_no_bwd(&conv.weight.contiguous()?, &scale_shift, &op)?)
+}
+
+/// An error unless `segments` (image counts) cover the batch of `n` images.
+fn check_segments_cover(segments: &[usize], n: usize) -> Result<()> {
+    if segments.is_empty() || segments.iter().sum::<usize>() != n {
+        return Err(Error::Input(format!(
+            "batch-norm segments {segments:?} must add up to the batch of {n} images"
+        )));
+    }
+    Ok(())
+}
+
+/// An error unless every segment of a convolution output `[N, O, OH, OW]` has more than one
+/// value per channel (training-mode batch norm needs a variance).
+fn check_segment_sizes(segments: &[usize], output: [usize; 4]) -> Result<()> {
+    if segments.iter().any(|&k| k * output[2] * output[3] < 2) {
+        return Err(Error::Input(format!(
+            "batch norm in training mode needs more than one value per channel, got a \
+             convolution output of {output:?} in segments of {segments:?} images"
+        )));
+    }
+    Ok(())
 }
 
 /// The kernels' per-segment statistics as moments on `device`.
@@ -305,24 +316,14 @@ pub fn basic_block_train_segments(
         || (second.conv.stride, second.conv.padding) != (1, 1)
         || !shortcut_fits
         || !vectors_fit
-        || h + 2 < 3
-        || w + 2 < 3
+        || h == 0
+        || w == 0
     {
         return Ok(None);
     }
     let (oh, ow) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
-    if segments.is_empty() || segments.iter().sum::<usize>() != n {
-        return Err(Error::Input(format!(
-            "batch-norm segments {segments:?} must add up to the batch of {n} images"
-        )));
-    }
-    if segments.iter().any(|&k| k * oh * ow < 2) {
-        return Err(Error::Input(format!(
-            "batch norm in training mode needs more than one value per channel, got a \
-             convolution output of {:?} in segments of {segments:?} images",
-            [n, o, oh, ow]
-        )));
-    }
+    check_segments_cover(segments, n)?;
+    check_segment_sizes(segments, [n, o, oh, ow])?;
     let flat = params
         .iter()
         .map(|t| t.flatten_all())
