@@ -15,7 +15,7 @@ use crate::{f32_data, par_map, par_planes, uninit_vec};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 pub use residual::AddRelu;
 pub(crate) use residual::{accumulate, channel_affine_add_relu_into};
-use sums::{channel_grad_sums, channel_moments};
+use sums::{channel_grad_sums, channel_moments, channel_ranges};
 
 /// Minimum number of values per parallel task in the elementwise passes.
 const MIN_TASK: usize = 1 << 14;
@@ -206,12 +206,16 @@ impl Affine<'_> {
 /// The batch statistics of `x` (`[N, C, HW]` flattened), PyTorch's way.
 pub fn batch_stats(x: &[f32], c: usize, hw: usize, eps: f64) -> BatchStats {
     let count = (x.len() / c.max(1)) as f64;
-    let per_channel: Vec<(f32, f32, f32)> = par_map((0..c).collect(), |ch| {
-        let (mean, var_sum) = channel_moments(x, c, hw, ch);
-        let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
-        let unbiased = (var_sum / (count - 1.0)) as f32;
-        (mean, invstd, unbiased)
-    });
+    let moments = par_map(channel_ranges(c), |chs| channel_moments(x, c, hw, chs));
+    let per_channel: Vec<(f32, f32, f32)> = moments
+        .into_iter()
+        .flatten()
+        .map(|(mean, var_sum)| {
+            let invstd = (1.0 / (var_sum / count + eps).sqrt()) as f32;
+            let unbiased = (var_sum / (count - 1.0)) as f32;
+            (mean, invstd, unbiased)
+        })
+        .collect();
     BatchStats {
         mean: per_channel.iter().map(|p| p.0).collect(),
         invstd: per_channel.iter().map(|p| p.1).collect(),
@@ -305,9 +309,10 @@ pub(crate) fn batch_norm_backward_into(
 ) -> (Vec<f32>, Vec<f32>) {
     let c = weight.len();
     let count = (x.len() / c.max(1)) as f64;
-    let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-        channel_grad_sums(x, dy, relu_out, c, hw, ch, stats.mean[ch])
-    });
+    let sums: Vec<(f64, f64)> = par_map(channel_ranges(c), |chs| {
+        channel_grad_sums(x, dy, relu_out, (c, hw), chs, |ch| stats.mean[ch])
+    })
+    .concat();
     // Per channel: mean, grad_mean = Σdy/M, k = Σ(x−mean)dy·invstd²/M, scale = invstd·γ.
     let coef: Vec<(f32, f32, f32, f32)> = sums
         .iter()
@@ -596,9 +601,10 @@ impl CustomOp2 for ChannelGradSums {
         }
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "gradient")?;
-        let sums: Vec<(f64, f64)> = par_map((0..c).collect(), |ch| {
-            channel_grad_sums(x, dy, None, c, hw, ch, 0.0)
-        });
+        let sums: Vec<(f64, f64)> = par_map(channel_ranges(c), |chs| {
+            channel_grad_sums(x, dy, None, (c, hw), chs, |_| 0.0)
+        })
+        .concat();
         let mut out: Vec<f32> = sums.iter().map(|&(_, dot)| dot as f32).collect();
         out.extend(sums.iter().map(|&(sum, _)| sum as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))

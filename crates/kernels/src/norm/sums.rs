@@ -1,6 +1,8 @@
 //! The float64 per-channel sums of batch norm (the statistics forward, the two gradient sums
 //! backward) in eight lanes, portable and AVX-512 versions that round identically.
 
+use std::ops::Range;
+
 use super::masked;
 
 /// Float64 sums over whole planes in eight lanes: element `k` of a plane goes to lane `k % 8`
@@ -189,42 +191,86 @@ mod lanes_avx512 {
     }
 }
 
-/// Mean (float64 sum, rounded to float32) and float64 sum of squared float32 deviations
-/// from it, of channel `ch` of `x` (`[N, C, HW]`), in eight float64 lanes ([`Lanes`]).
-pub(super) fn channel_moments(x: &[f32], c: usize, hw: usize, ch: usize) -> (f32, f64) {
-    let n = x.len() / (c * hw).max(1);
-    let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-    let mut acc = Lanes::default();
+/// The channels `chs` of `x` (`[N, C, HW]`) per image: `f(image, channel, plane)` for each
+/// image in order and, within it, each channel of `chs` in order.
+///
+/// Why image-major: the planes of one image's channels lie side by side, so a task streams
+/// through memory instead of jumping `C·HW` values from plane to plane (a channel at a time);
+/// each channel still sees its planes in image order, so its sums are the same, bit for bit.
+/// The backward sums (`Σdy`, `Σ(x−mean)·dy`) of 96 images: 8 channels of 28×28 0.27 → 0.24
+/// ms, 64 channels of 7×7 0.150 → 0.103 ms (one thread, warm L3).
+fn for_planes(
+    n: usize,
+    c: usize,
+    hw: usize,
+    chs: &Range<usize>,
+    mut f: impl FnMut(usize, Range<usize>),
+) {
     for i in 0..n {
-        add_plane(&mut acc, plane(i));
+        for ch in chs.clone() {
+            let start = (i * c + ch) * hw;
+            f(ch - chs.start, start..start + hw);
+        }
     }
-    let mean = (acc.total() / (n * hw) as f64) as f32;
-    let mut acc = Lanes::default();
-    for i in 0..n {
-        add_plane_sq_dev(&mut acc, plane(i), mean);
-    }
-    (mean, acc.total())
 }
 
-/// Two float64 sums over channel `ch`: `Σ dy` and `Σ (x − mean)·dy`; with `relu_out` (the
-/// output of a fused ReLU, same layout as `x`), `dy` is first masked by `relu_out > 0`.
+/// Per channel of `chs`: the mean (float64 sum, rounded to float32) and the float64 sum of
+/// squared float32 deviations from it, of `x` (`[N, C, HW]`), in eight float64 lanes
+/// ([`Lanes`]).
+pub(super) fn channel_moments(
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    chs: Range<usize>,
+) -> Vec<(f32, f64)> {
+    let n = x.len() / (c * hw).max(1);
+    let mut acc = vec![Lanes::default(); chs.len()];
+    for_planes(n, c, hw, &chs, |k, r| add_plane(&mut acc[k], &x[r]));
+    let means: Vec<f32> = acc
+        .iter()
+        .map(|a| (a.total() / (n * hw) as f64) as f32)
+        .collect();
+    let mut acc = vec![Lanes::default(); chs.len()];
+    for_planes(n, c, hw, &chs, |k, r| {
+        add_plane_sq_dev(&mut acc[k], &x[r], means[k])
+    });
+    means
+        .into_iter()
+        .zip(acc.iter().map(Lanes::total))
+        .collect()
+}
+
+/// Per channel `ch` of `chs`: two float64 sums, `Σ dy` and `Σ (x − mean[ch])·dy`; with
+/// `relu_out` (the output of a fused ReLU, same layout as `x`), `dy` is first masked by
+/// `relu_out > 0`.
 pub(super) fn channel_grad_sums(
     x: &[f32],
     dy: &[f32],
     relu_out: Option<&[f32]>,
-    c: usize,
-    hw: usize,
-    ch: usize,
-    mean: f32,
-) -> (f64, f64) {
+    (c, hw): (usize, usize),
+    chs: Range<usize>,
+    mean: impl Fn(usize) -> f32,
+) -> Vec<(f64, f64)> {
     let n = x.len() / (c * hw).max(1);
-    let (mut sum, mut dot) = (Lanes::default(), Lanes::default());
-    for i in 0..n {
-        let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-        let y = relu_out.map(|y| &y[range.clone()]);
-        add_plane_grad((&mut sum, &mut dot), &x[range.clone()], &dy[range], y, mean);
-    }
-    (sum.total(), dot.total())
+    let mut acc = vec![(Lanes::default(), Lanes::default()); chs.len()];
+    let start = chs.start;
+    for_planes(n, c, hw, &chs, |k, r| {
+        let y = relu_out.map(|y| &y[r.clone()]);
+        let (sum, dot) = &mut acc[k];
+        add_plane_grad((sum, dot), &x[r.clone()], &dy[r], y, mean(start + k));
+    });
+    acc.iter().map(|(s, d)| (s.total(), d.total())).collect()
+}
+
+/// Splits the `c` channels into one contiguous range per thread (at most `c`), for the
+/// image-major sums above.
+pub(super) fn channel_ranges(c: usize) -> Vec<Range<usize>> {
+    let parts = crate::threads().clamp(1, c.max(1));
+    let per = c.div_ceil(parts).max(1);
+    (0..c)
+        .step_by(per)
+        .map(|lo| lo..(lo + per).min(c))
+        .collect()
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
