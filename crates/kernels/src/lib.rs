@@ -222,6 +222,7 @@ macro_rules! simd_fn {
 
 pub mod block;
 pub mod candle_pool;
+mod columns;
 pub mod conv;
 pub mod conv_bn;
 pub mod direct;

@@ -84,10 +84,12 @@ type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// `(2, 2, 23, 29, …)`, `(1, 2, 50, 45, …)` and `(2, 1, 33, 31, …)` have at least 512 output
 /// positions per image, so single images are processed in bands of output rows (the last band
-/// shorter). The last two are 3×3 stride-1 "same" convolutions with at least 16 channels, which
-/// take the Winograd kernels (forward, input and weight gradient): odd maps, the second with
-/// more than 256 tiles per image, hence bands of tile rows.
-const CONV_CASES: [ConvCase; 18] = [
+/// shorter). `(3, 16, 7, 9, 17, …)` and `(1, 16, 33, 35, 16, …)` are 3×3 stride-1 "same"
+/// convolutions with at least 16 channels, which take the Winograd kernels (forward, input
+/// and weight gradient): odd maps, the second with more than 256 tiles per image, hence bands
+/// of tile rows. The last two are strided with input rows of 32 and 31 values (a permute of
+/// two registers per output row on AVX-512, as every stride-2 case of ≤ 32 columns).
+const CONV_CASES: [ConvCase; 20] = [
     (1, 1, 5, 7, 3, 3, 1, 1),
     (2, 3, 9, 8, 4, 3, 2, 1),
     (3, 5, 11, 11, 6, 7, 1, 3),
@@ -106,6 +108,8 @@ const CONV_CASES: [ConvCase; 18] = [
     (2, 1, 33, 31, 4, 7, 1, 3),
     (3, 16, 7, 9, 17, 3, 1, 1),
     (1, 16, 33, 35, 16, 3, 1, 1),
+    (2, 3, 28, 32, 4, 3, 2, 1),
+    (3, 2, 17, 31, 3, 1, 2, 0),
 ];
 
 #[test]
