@@ -15,8 +15,9 @@
 //!   (the `gemm` crate, AVX-512 kernels selected at run time, portable fallback otherwise).
 //! * [`conv`]: 2-D convolution (no bias, dilation 1, one group, any stride and padding):
 //!   forward = im2col + GEMM, input gradient = GEMM (`Wᵀ·dY`) + col2im, weight gradient =
-//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images. 3×3 stride-1 "same"
-//!   convolutions with at least 16 channels go to [`winograd`] instead.
+//!   GEMM (`dY·colᵀ`); rayon-parallel over groups of images (the column matrices and their
+//!   adjoint: the private `columns` module, stride-2 3×3 taps through phase sub-planes). 3×3
+//!   stride-1 "same" convolutions with at least 16 channels go to [`winograd`] instead.
 //! * [`winograd`]: Winograd F(2×2, 3×3) forward, input and weight gradients (2.25× fewer
 //!   multiplications than im2col; 16 GEMMs over transformed tiles per band).
 //! * [`norm`]: training-mode batch norm (one pass for the statistics, one to normalise; two
