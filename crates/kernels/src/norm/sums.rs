@@ -191,8 +191,8 @@ mod lanes_avx512 {
     }
 }
 
-/// The channels `chs` of `x` (`[N, C, HW]`) per image: `f(image, channel, plane)` for each
-/// image in order and, within it, each channel of `chs` in order.
+/// Calls `f(k, plane)` (`k`: the channel's index in `chs`, `plane`: its value range in an
+/// `[N, C, HW]` buffer) for each image in order and, within it, each channel of `chs` in order.
 ///
 /// Why image-major: the planes of one image's channels lie side by side, so a task streams
 /// through memory instead of jumping `C·HW` values from plane to plane (a channel at a time);
