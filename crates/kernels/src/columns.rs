@@ -1,9 +1,9 @@
 //! The column matrices of im2col (each kernel tap's input values under every output
 //! position) and their adjoint col2im, for [`super::conv`]'s GEMM convolutions.
 //!
-//! Strided convolutions whose kernel covers the stride (ResNet's stride-2 3×3 ones) go
-//! through phase planes ([`Phases`]): each input plane is split once into its `s²` sub-planes
-//! of every `s`-th row and column, in which every kernel tap's values under the output
+//! Stride-2 convolutions whose kernel covers the stride (ResNet's stride-2 3×3 ones) go
+//! through phase planes ([`Phases`]): each input plane is split once into its four sub-planes
+//! of every other row and column, in which every kernel tap's values under the output
 //! positions form one shifted block, copied as one run like a stride-1 tap (and added back
 //! as one run in col2im). Why: read from the plane itself, each tap was a strided gather per
 //! output row (14, 7 or 4 values at base width 8), and at base width 8 (1×28×28, one thread)
@@ -226,74 +226,60 @@ simd_fn! {
     }
 }
 
-/// The phase planes of one input plane of a strided convolution: plane `a·s + b` holds the
-/// input values of rows `s·r + a` and columns `s·c + b` at `(r, c)`, `⌈H/s⌉ × ⌈W/s⌉` values
+/// The phase planes of one input plane of a stride-2 convolution: plane `2a + b` holds the
+/// input values of rows `2r + a` and columns `2c + b` at `(r, c)`, `⌈H/2⌉ × ⌈W/2⌉` values
 /// (zeros where such a row or column does not exist). Kernel tap `(i, j)` reads, under output
-/// position `(oy, ox)`, the value at `(oy + qi, ox + qj)` of plane `a·s + b`, where
-/// `i − p = s·qi + a` and `j − p = s·qj + b` (floor division): a shifted block, one run
-/// when the planes are as wide as the output (`⌈W/s⌉ = OW`: every stride-2 3×3 convolution with
-/// padding 1 and every 1×1 one without padding, whatever the map).
+/// position `(oy, ox)`, the value at `(oy + qi, ox + qj)` of plane `2a + b`, where
+/// `i − p = 2qi + a` and `j − p = 2qj + b` (floor division): a shifted block, one run when
+/// the planes are as wide as the output (`⌈W/2⌉ = OW`: every stride-2 3×3 convolution with
+/// padding 1, whatever the map).
 #[derive(Debug)]
 pub(crate) struct Phases {
-    s: usize,
     /// Rows of a phase plane; its width is `OW`.
     ph: usize,
     planes: Vec<f32>,
 }
 
 impl Phases {
-    /// `Some` for a strided geometry whose phase planes are as wide as its output and whose
-    /// taps read every phase (a kernel at least as wide and high as the stride: a 1×1
-    /// stride-2 convolution reads one plane in four, and splitting all four made its im2col
-    /// slower, 2.5 → 2.9 ms forward and backward at base width 8, 32×32, 96 images).
+    /// `Some` for a stride-2 geometry whose phase planes are as wide as its output and whose
+    /// taps read every phase (a kernel at least 2 × 2: a 1×1 stride-2 convolution reads one
+    /// plane in four, and splitting all four made its im2col slower, 2.5 → 2.9 ms forward and
+    /// backward at base width 8, 32×32, 96 images). Other strides keep the row gathers.
     fn new(g: &Geometry) -> Option<Self> {
-        let s = g.stride;
-        let every_phase = g.kh >= s && g.kw >= s;
-        (s >= 2 && every_phase && g.w.div_ceil(s) == g.ow).then(|| Self {
-            s,
-            ph: g.h.div_ceil(s),
-            planes: vec![0.0; s * s * g.h.div_ceil(s) * g.ow],
+        let fits = g.stride == 2 && g.kh >= 2 && g.kw >= 2 && g.w.div_ceil(2) == g.ow;
+        fits.then(|| Self {
+            ph: g.h.div_ceil(2),
+            planes: vec![0.0; 4 * g.h.div_ceil(2) * g.ow],
         })
     }
 
     /// Plane index and shift `(qi, qj)` of kernel tap `(i, j)`.
     #[inline(always)]
     fn tap(&self, g: &Geometry, (i, j): (usize, usize)) -> (usize, isize, isize) {
-        let (s, p) = (self.s as isize, g.padding as isize);
+        let p = g.padding as isize;
         let (di, dj) = (i as isize - p, j as isize - p);
-        let plane = (di.rem_euclid(s) * s + dj.rem_euclid(s)) as usize;
-        (plane, di.div_euclid(s), dj.div_euclid(s))
+        let plane = (di.rem_euclid(2) * 2 + dj.rem_euclid(2)) as usize;
+        (plane, di.div_euclid(2), dj.div_euclid(2))
     }
 
-    /// Splits input plane `xc` (`H × W`) into the phase planes.
+    /// Splits input plane `xc` (`H × W`) into the phase planes, written over pairs of
+    /// values, which LLVM turns into vector shuffles (a loop over single values with computed
+    /// indices made im2col 9.2 % of a width-8 step instead of 6 %).
     #[inline(always)]
     fn split(&mut self, g: &Geometry, xc: &[f32]) {
-        let s = self.s;
-        if !g.h.is_multiple_of(s) || !g.w.is_multiple_of(s) {
+        if !g.h.is_multiple_of(2) || !g.w.is_multiple_of(2) {
             self.planes.fill(0.0);
         }
         for (y, row) in xc.chunks_exact(g.w).enumerate() {
-            match self.phase_rows(g, y) {
-                // Stride 2 as pairs, which LLVM turns into vector shuffles (the generic loop
-                // below moved one value at a time: 9.2 % of a width-8 step against 6 %).
-                PhaseRows::Two(even, odd) => {
-                    let pairs = row.chunks_exact(2);
-                    let last = pairs.remainder().first().copied();
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                    if let Some(v) = last {
-                        even[g.w / 2] = v;
-                    }
-                }
-                PhaseRows::Any(planes, first, len) => {
-                    for (c, group) in row.chunks(s).enumerate() {
-                        for (b, &v) in group.iter().enumerate() {
-                            planes[first + b * len + c] = v;
-                        }
-                    }
-                }
+            let (even, odd) = self.phase_rows(g, y);
+            let pairs = row.chunks_exact(2);
+            let last = pairs.remainder().first().copied();
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if let Some(v) = last {
+                even[g.w / 2] = v;
             }
         }
     }
@@ -301,42 +287,26 @@ impl Phases {
     /// `dxc[y, x] += ` its phase-plane value, over the input plane `dxc` (`H × W`).
     #[inline(always)]
     fn join_add(&mut self, g: &Geometry, dxc: &mut [f32]) {
-        let s = self.s;
         for (y, row) in dxc.chunks_exact_mut(g.w).enumerate() {
-            match self.phase_rows(g, y) {
-                PhaseRows::Two(even, odd) => {
-                    let mut pairs = row.chunks_exact_mut(2);
-                    for ((e, o), pair) in even.iter().zip(odd.iter()).zip(&mut pairs) {
-                        pair[0] += e;
-                        pair[1] += o;
-                    }
-                    if let Some(v) = pairs.into_remainder().first_mut() {
-                        *v += even[g.w / 2];
-                    }
-                }
-                PhaseRows::Any(planes, first, len) => {
-                    for (c, group) in row.chunks_mut(s).enumerate() {
-                        for (b, v) in group.iter_mut().enumerate() {
-                            *v += planes[first + b * len + c];
-                        }
-                    }
-                }
+            let (even, odd) = self.phase_rows(g, y);
+            let mut pairs = row.chunks_exact_mut(2);
+            for ((e, o), pair) in even.iter().zip(odd.iter()).zip(&mut pairs) {
+                pair[0] += *e;
+                pair[1] += *o;
+            }
+            if let Some(v) = pairs.into_remainder().first_mut() {
+                *v += even[g.w / 2];
             }
         }
     }
 
-    /// Where input row `y` goes: for stride 2 its two phase rows (even and odd columns),
-    /// otherwise the planes with the index of its first value and the plane length.
+    /// The two phase rows of input row `y` (its even and its odd columns).
     #[inline(always)]
-    fn phase_rows(&mut self, g: &Geometry, y: usize) -> PhaseRows<'_> {
-        let (s, ow, len) = (self.s, g.ow, self.ph * g.ow);
-        let first = (y % s) * s * len + (y / s) * ow;
-        if s == 2 {
-            let (even, odd) = self.planes[first..].split_at_mut(len);
-            PhaseRows::Two(&mut even[..ow], &mut odd[..ow])
-        } else {
-            PhaseRows::Any(&mut self.planes, first, len)
-        }
+    fn phase_rows(&mut self, g: &Geometry, y: usize) -> (&mut [f32], &mut [f32]) {
+        let (ow, len) = (g.ow, self.ph * g.ow);
+        let first = (y % 2) * 2 * len + (y / 2) * ow;
+        let (even, odd) = self.planes[first..].split_at_mut(len);
+        (&mut even[..ow], &mut odd[..ow])
     }
 
     /// For tap `(i, j)` and output rows `lo..hi`: the output rows whose block lies in the
@@ -396,12 +366,6 @@ impl Phases {
             *d += v;
         }
     }
-}
-
-/// The phase-plane rows of one input row (see [`Phases::phase_rows`]).
-enum PhaseRows<'a> {
-    Two(&'a mut [f32], &'a mut [f32]),
-    Any(&'a mut [f32], usize, usize),
 }
 
 /// A tap's block of a phase plane (see [`Phases::block`]): output rows `rows` (relative to
