@@ -181,7 +181,10 @@ pub fn evaluate_loaded(
             device: &device,
             position: (k, attacks.len()),
         };
-        let report = attack_run.report(spec)?;
+        let report = {
+            let _spinning = pixreg_models::kernels::SpinningThreads::start();
+            attack_run.report(spec)?
+        };
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(attack = %name, seconds, "attack done");
         run.log(&format!("evaluated {name} in {seconds:.1} s"))?;
@@ -232,6 +235,7 @@ fn current_attacks(run: &RunDir, sha: &str, provisional: bool) -> Result<AttackR
 /// Mean CE loss and accuracy (%) of the model in eval mode over every batch.
 pub fn evaluate(model: &ResNet, batches: &pixreg_datasets::Batcher<'_>) -> Result<(f64, f64)> {
     let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
+    let _spinning = pixreg_models::kernels::SpinningThreads::start();
     for batch in batches.epoch(0) {
         let batch = batch?;
         let logits = model.forward_inference(&batch.images)?;

@@ -548,6 +548,7 @@ impl<'a> Trainer<'a> {
         };
         let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
         let mut batches = batcher.epoch(epoch as u64).enumerate();
+        let _spinning = pixreg_models::kernels::SpinningThreads::start();
         loop {
             let mut clock = Instant::now();
             let Some((step, batch)) = batches.next() else {

@@ -145,6 +145,8 @@ fn run_train_step(bench: &TrainStepBench) -> Result<TrainStepReport> {
     let mut opt = SgdMomentum::new(model.named_parameters(), 0.01, 0.9, 0.0);
     let mut step_ms = Vec::with_capacity(bench.steps);
     let mut step_cpu_ms = Vec::with_capacity(bench.steps);
+    // As `pixreg train` holds it over an epoch's steps.
+    let _spinning = kernels::SpinningThreads::start();
     for step in 0..bench.warmup + bench.steps {
         let start = Instant::now();
         let cpu_start = process_cpu_ms();
