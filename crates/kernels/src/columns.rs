@@ -74,46 +74,45 @@ fn im2col(
         }
         return;
     }
-    for ch in 0..g.c {
+    for TapRows {
+        ch,
+        tap: (i, j),
+        row,
+        oy: (oy0, oy1),
+        ox: (ox0, ox1),
+    } in tap_rows(g, (lo, hi))
+    {
         let xc = &x_img[ch * hw..(ch + 1) * hw];
-        for i in 0..g.kh {
-            let (oy0, oy1) = g.valid(g.oh, g.h, i);
-            let (oy0, oy1) = (oy0.clamp(lo, hi), oy1.clamp(lo, hi));
-            for j in 0..g.kw {
-                let (ox0, ox1) = g.valid(g.ow, g.w, j);
-                let row = (ch * g.kh + i) * g.kw + j;
-                let dst = &mut col[row * row_stride + offset..][..len];
-                dst[..(oy0 - lo) * g.ow].fill(0.0);
-                dst[(oy1 - lo) * g.ow..].fill(0.0);
-                if let Some((start, src, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
-                    // One copy instead of one per output row, then the wrapped-around edge
-                    // columns (and those outside the run in the first and last row) zeroed.
-                    let first = start - lo * g.ow;
-                    dst[first..first + run].copy_from_slice(&xc[src..src + run]);
-                    for d in dst[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
-                        d[..ox0].fill(0.0);
-                        d[ox1..].fill(0.0);
-                    }
-                    continue;
-                }
-                for oy in oy0..oy1 {
-                    let iy = oy * s + i - g.padding;
-                    let src = &xc[iy * g.w..(iy + 1) * g.w];
-                    let d = &mut dst[(oy - lo) * g.ow..(oy - lo + 1) * g.ow];
-                    d[..ox0].fill(0.0);
-                    d[ox1..].fill(0.0);
-                    if ox1 == ox0 {
-                        continue;
-                    }
-                    if s == 1 {
-                        let ix0 = ox0 + j - g.padding;
-                        d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
-                    } else {
-                        // Input columns ix0, ix0 + s, ...: every s-th value from ix0.
-                        let ix0 = ox0 * s + j - g.padding;
-                        gather_strided(&mut d[ox0..ox1], &src[ix0..], s);
-                    }
-                }
+        let dst = &mut col[row * row_stride + offset..][..len];
+        dst[..(oy0 - lo) * g.ow].fill(0.0);
+        dst[(oy1 - lo) * g.ow..].fill(0.0);
+        if let Some((start, src, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
+            // One copy instead of one per output row, then the wrapped-around edge columns
+            // (and those outside the run in the first and last row) zeroed.
+            let first = start - lo * g.ow;
+            dst[first..first + run].copy_from_slice(&xc[src..src + run]);
+            for d in dst[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
+                d[..ox0].fill(0.0);
+                d[ox1..].fill(0.0);
+            }
+            continue;
+        }
+        for oy in oy0..oy1 {
+            let iy = oy * s + i - g.padding;
+            let src = &xc[iy * g.w..(iy + 1) * g.w];
+            let d = &mut dst[(oy - lo) * g.ow..(oy - lo + 1) * g.ow];
+            d[..ox0].fill(0.0);
+            d[ox1..].fill(0.0);
+            if ox1 == ox0 {
+                continue;
+            }
+            if s == 1 {
+                let ix0 = ox0 + j - g.padding;
+                d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
+            } else {
+                // Input columns ix0, ix0 + s, ...: every s-th value from ix0.
+                let ix0 = ox0 * s + j - g.padding;
+                gather_strided(&mut d[ox0..ox1], &src[ix0..], s);
             }
         }
     }
@@ -132,7 +131,7 @@ fn col2im(
     let (len, hw, s) = ((hi - lo) * g.ow, g.h * g.w, g.stride);
     if let Some(phases) = phases {
         for (ch, dxc) in dx_img[..g.c * hw].chunks_exact_mut(hw).enumerate() {
-            phases.planes.fill(0.0);
+            phases.clear();
             for tap in 0..g.kh * g.kw {
                 let row = ch * g.kh * g.kw + tap;
                 let src = &mut col[row * row_stride + offset..][..len];
@@ -142,49 +141,77 @@ fn col2im(
         }
         return;
     }
-    for ch in 0..g.c {
+    for TapRows {
+        ch,
+        tap: (i, j),
+        row,
+        oy: (oy0, oy1),
+        ox: (ox0, ox1),
+    } in tap_rows(g, (lo, hi))
+    {
         let dxc = &mut dx_img[ch * hw..(ch + 1) * hw];
-        for i in 0..g.kh {
-            let (oy0, oy1) = g.valid(g.oh, g.h, i);
-            let (oy0, oy1) = (oy0.clamp(lo, hi), oy1.clamp(lo, hi));
-            for j in 0..g.kw {
-                let (ox0, ox1) = g.valid(g.ow, g.w, j);
-                let row = (ch * g.kh + i) * g.kw + j;
-                let src = &mut col[row * row_stride + offset..][..len];
-                if let Some((start, dst, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
-                    // Zero the entries that belong to no input pixel (the padding columns),
-                    // then add the whole run at once: adding 0 leaves the wrapped-around
-                    // neighbours unchanged.
-                    for c in src[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
-                        c[..ox0].fill(0.0);
-                        c[ox1..].fill(0.0);
-                    }
-                    let first = start - lo * g.ow;
-                    for (dv, cv) in dxc[dst..dst + run].iter_mut().zip(&src[first..first + run]) {
-                        *dv += cv;
-                    }
-                    continue;
+        let src = &mut col[row * row_stride + offset..][..len];
+        if let Some((start, dst, run)) = g.shifted_run((oy0, oy1), (ox0, ox1), (i, j)) {
+            // Zero the entries that belong to no input pixel (the padding columns), then add
+            // the whole run at once: adding 0 leaves the wrapped-around neighbours unchanged.
+            for c in src[(oy0 - lo) * g.ow..(oy1 - lo) * g.ow].chunks_exact_mut(g.ow) {
+                c[..ox0].fill(0.0);
+                c[ox1..].fill(0.0);
+            }
+            let first = start - lo * g.ow;
+            for (dv, cv) in dxc[dst..dst + run].iter_mut().zip(&src[first..first + run]) {
+                *dv += cv;
+            }
+            continue;
+        }
+        for oy in oy0..oy1 {
+            let iy = oy * s + i - g.padding;
+            let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
+            let c = &src[(oy - lo) * g.ow..(oy - lo + 1) * g.ow];
+            if ox1 == ox0 {
+                continue;
+            }
+            if s == 1 {
+                let ix0 = ox0 + j - g.padding;
+                for (dv, cv) in d[ix0..ix0 + (ox1 - ox0)].iter_mut().zip(&c[ox0..ox1]) {
+                    *dv += cv;
                 }
-                for oy in oy0..oy1 {
-                    let iy = oy * s + i - g.padding;
-                    let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
-                    let c = &src[(oy - lo) * g.ow..(oy - lo + 1) * g.ow];
-                    if ox1 == ox0 {
-                        continue;
-                    }
-                    if s == 1 {
-                        let ix0 = ox0 + j - g.padding;
-                        for (dv, cv) in d[ix0..ix0 + (ox1 - ox0)].iter_mut().zip(&c[ox0..ox1]) {
-                            *dv += cv;
-                        }
-                    } else {
-                        let ix0 = ox0 * s + j - g.padding;
-                        scatter_add_strided(&mut d[ix0..], &c[ox0..ox1], s);
-                    }
-                }
+            } else {
+                let ix0 = ox0 * s + j - g.padding;
+                scatter_add_strided(&mut d[ix0..], &c[ox0..ox1], s);
             }
         }
     }
+}
+
+/// One kernel tap of one input channel over a band of output rows: the tap's row of the
+/// column matrix and the output rows (clamped to the band) and columns whose input value
+/// lies inside the plane rather than in the padding.
+struct TapRows {
+    ch: usize,
+    tap: (usize, usize),
+    row: usize,
+    oy: (usize, usize),
+    ox: (usize, usize),
+}
+
+/// The taps of every input channel of `g` for output rows `lo..hi`, in column-matrix row
+/// order: the loop [`im2col`] and its adjoint [`col2im`] share.
+#[inline(always)]
+fn tap_rows(g: &Geometry, (lo, hi): (usize, usize)) -> impl Iterator<Item = TapRows> + '_ {
+    (0..g.c).flat_map(move |ch| {
+        (0..g.kh).flat_map(move |i| {
+            let (oy0, oy1) = g.valid(g.oh, g.h, i);
+            let oy = (oy0.clamp(lo, hi), oy1.clamp(lo, hi));
+            (0..g.kw).map(move |j| TapRows {
+                ch,
+                tap: (i, j),
+                row: (ch * g.kh + i) * g.kw + j,
+                oy,
+                ox: g.valid(g.ow, g.w, j),
+            })
+        })
+    })
 }
 
 simd_fn! {
@@ -251,6 +278,12 @@ impl Phases {
             ph: g.h.div_ceil(2),
             planes: vec![0.0; 4 * g.h.div_ceil(2) * g.ow],
         })
+    }
+
+    /// Zeroes every phase plane (before a channel's column gradients are added onto them).
+    #[inline(always)]
+    fn clear(&mut self) {
+        self.planes.fill(0.0);
     }
 
     /// Plane index and shift `(qi, qj)` of kernel tap `(i, j)`.
