@@ -1,10 +1,10 @@
 //! The fast CPU batch-norm and ReLU kernels (`pixreg_models::ops`) against the composite
 //! batch norm (`ops::batch_norm_composite`) and candle's ReLU, forward and backward.
 
-mod kernel_support;
+mod common;
 
 use candle_core::{Device, Tensor, Var};
-use kernel_support::{assert_close, assert_same_gradients, random, reference_relu, rel_err, TOL};
+use common::{assert_close, assert_same_gradients, random, reference_relu, rel_err, TOL};
 use pixreg_models::ops::{self, BatchNormStats};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

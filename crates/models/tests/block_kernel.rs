@@ -2,18 +2,13 @@
 //! composed of the fused conv + batch-norm and add + ReLU kernels: the same arithmetic in the
 //! same order, so outputs, batch moments and every gradient must be bit-identical.
 
+mod common;
+
 use candle_core::{Tensor, Var};
+use common::random;
 use pixreg_models::ops::{self, BatchMoments, ConvBnSpec, ConvSpec};
-use rand::distr::{Distribution, Uniform};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
-    let dist = Uniform::new(-1f32, 1f32).unwrap();
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
-    Tensor::from_vec(data, shape, &candle_core::Device::Cpu).unwrap()
-}
 
 fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()

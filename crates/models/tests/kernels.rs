@@ -7,10 +7,10 @@
 //!
 //! Batch norm and ReLU alone are in `batch_norm_kernels.rs`.
 
-mod kernel_support;
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use kernel_support::{assert_close, assert_same_gradients, random, reference_relu, TOL};
+use common::{assert_close, assert_same_gradients, random, reference_relu, TOL};
 use pixreg_models::kernels::conv::{self, Geometry};
 use pixreg_models::kernels::{direct, winograd};
 use pixreg_models::ops::{self, BatchNormStats};

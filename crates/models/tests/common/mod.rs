@@ -1,12 +1,15 @@
-//! Helpers shared by the integration tests: golden-file access and tolerance checks.
+//! Helpers shared by the integration tests: golden-file access, tolerance checks, and the
+//! kernel tests' random tensors and gradient comparison.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use pixreg_models::{Arch, ModelConfig, ResNet};
+use rand::distr::{Distribution, Uniform};
+use rand_chacha::ChaCha8Rng;
 
 /// The shared golden directory (`../shared/golden` from the repository root).
 pub const GOLDEN_MODEL_DIR: &str =
@@ -157,4 +160,47 @@ pub fn check_after_buffers(
         checked += 1;
     }
     checked
+}
+
+/// Relative tolerance of a float32 kernel against its reference composition.
+pub const TOL: f64 = 1e-4;
+
+pub fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let dist = Uniform::new(-1f32, 1f32).unwrap();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Back-propagates `Σ fast·g` and `Σ reference·g` and compares the gradients of `vars`.
+pub fn assert_same_gradients(
+    what: &str,
+    fast: &Tensor,
+    reference: &Tensor,
+    g: &Tensor,
+    vars: &[(&str, &Var)],
+    tol: f64,
+) {
+    let fg = (fast * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let rg = (reference * g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in vars {
+        assert_close(
+            &format!("{what}: {name}"),
+            fg.get(var).unwrap(),
+            rg.get(var).unwrap(),
+            tol,
+        );
+    }
+}
+
+/// candle's own ReLU with PyTorch's gradient (the reference composition; the mask is a
+/// constant, so the gradient is `dy·[x > 0]`).
+pub fn reference_relu(x: &Tensor) -> Tensor {
+    let mask = x.gt(0f64).unwrap().to_dtype(DType::F32).unwrap();
+    x.mul(&mask).unwrap()
 }
