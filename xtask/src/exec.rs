@@ -392,7 +392,7 @@ fn run_pool(
     }));
     let results: Arc<Mutex<Vec<JobOutcome>>> = Arc::default();
     let workers = workers.clamp(1, total);
-    let threads = threads_per_child(workers);
+    let quiet = quiet_threads(workers);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let state = Arc::clone(&state);
@@ -433,7 +433,7 @@ fn run_pool(
                             .set_message(format!("ETA {}", format_duration(eta)));
                     }
                 };
-                let outcome = run_child(&job, paths, threads, &child_bar, &on_progress);
+                let outcome = run_child(&job, paths, quiet, &child_bar, &on_progress);
                 child_bar.finish_and_clear();
                 let seconds = started.elapsed().as_secs_f64();
                 let error = outcome.err().map(|e| format!("{e:#}"));
@@ -469,30 +469,27 @@ fn run_pool(
     outcomes
 }
 
-/// The kernel threads of each of `workers` children running at once: the cores shared out
-/// (at least one each) when several run and `RAYON_NUM_THREADS` does not say; `None` leaves
-/// the child its default (every core).
+/// Whether children running `workers` at a time are told not to spin their kernel threads
+/// (`pixreg_kernels::SPIN_VAR`), unless the environment says otherwise.
 ///
-/// Why: children that each take every core oversubscribe the machine, and `pixreg`'s
-/// threads spin for work through a training epoch (`SpinningThreads`): two width-8 training
-/// steps of two threads each at once on 2 cores took 79–83 ms each without spinning and
-/// 81–95 ms with it, against 47–50 ms for one alone.
-fn threads_per_child(workers: usize) -> Option<usize> {
-    if workers <= 1 || std::env::var_os("RAYON_NUM_THREADS").is_some() {
-        return None;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some((cores / workers).max(1))
+/// Why: each child takes every core (its thread count stays the machine's, because results
+/// depend on it: a width-16 demo epoch with one and with two threads ends with 108 of 128
+/// weight tensors different, and a table must not depend on `--jobs`), so several children
+/// oversubscribe the cores, and spinning threads then take time from the other children: two
+/// width-8 training steps of two threads each at once on 2 cores took 79–83 ms each with
+/// sleeping threads and 81–95 ms with spinning ones, against 47–50 ms for one alone.
+fn quiet_threads(workers: usize) -> bool {
+    workers > 1 && std::env::var_os(pixreg_models::kernels::SPIN_VAR).is_none()
 }
 
-/// Runs one `pixreg` child (with `threads` kernel threads when given) with its output
-/// appended to the run's xtask log, showing on `bar` what its `log.txt` says (lines written
+/// Runs one `pixreg` child (its kernel threads sleeping between kernels when `quiet`) with
+/// its output appended to the run's xtask log, showing on `bar` what its `log.txt` says (lines written
 /// before it started are not its progress) and telling `on_progress` the seconds it has
 /// left, once it can tell.
 fn run_child(
     job: &Job,
     paths: &Paths,
-    threads: Option<usize>,
+    quiet: bool,
     bar: &ProgressBar,
     on_progress: &dyn Fn(Option<f64>),
 ) -> Result<()> {
@@ -507,8 +504,8 @@ fn run_child(
     let old_log = std::fs::metadata(&run_log).map_or(0, |m| m.len());
     let mut command = Command::new(&paths.pixreg);
     end_with_parent(&mut command);
-    if let Some(threads) = threads {
-        command.env("RAYON_NUM_THREADS", threads.to_string());
+    if quiet {
+        command.env(pixreg_models::kernels::SPIN_VAR, "0");
     }
     // Children run in the runs folder and name runs relative to it, so what they print (and
     // the captured logs, committed with the runs) holds no machine-specific path.

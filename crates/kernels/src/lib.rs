@@ -163,7 +163,7 @@ pub fn on_kernel_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// threads burn their cores, so hold one over a loop of kernel calls (a training epoch's
 /// steps), not over idle waits; a spinning thread that finds no work for a while yields its
 /// core to the OS scheduler, so that other processes on an oversubscribed machine still run.
-/// Outside a pool, or with one thread, nothing spins.
+/// Outside a pool, with one thread, or with [`SPIN_VAR`] set to `0`, nothing spins.
 ///
 /// ```
 /// let total = pixreg_kernels::on_kernel_pool(|| {
@@ -184,7 +184,7 @@ impl SpinningThreads {
         let (Some(owner), helpers) = (rayon::current_thread_index(), threads() - 1) else {
             return Self { done: None };
         };
-        if helpers == 0 {
+        if helpers == 0 || !spinning_allowed() {
             return Self { done: None };
         }
         let done = Arc::new(AtomicBool::new(false));
@@ -200,6 +200,18 @@ impl SpinningThreads {
         }
         Self { done: Some(done) }
     }
+}
+
+/// The environment variable that, set to `0`, keeps [`SpinningThreads`] from spinning (the
+/// threads then sleep between kernels as rayon's do). Processes that share the cores with
+/// others of their kind set it, e.g. `cargo xtask reproduce --jobs N` for its children; the
+/// arithmetic is the same either way.
+pub const SPIN_VAR: &str = "PIXREG_SPIN_THREADS";
+
+/// Whether [`SPIN_VAR`] leaves spinning on (read once per process).
+fn spinning_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var_os(SPIN_VAR).is_none_or(|v| v != "0"))
 }
 
 impl Drop for SpinningThreads {

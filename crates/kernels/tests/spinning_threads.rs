@@ -41,6 +41,13 @@ fn work_under_spinning_threads_gives_the_same_results() {
                 })
                 .collect();
             assert!(sums.iter().all(|&s| s == expected));
+            // With two threads or more the guard spins (unless the environment says not to).
+            let allowed = std::env::var(pixreg_kernels::SPIN_VAR).map_or(true, |v| v != "0");
+            let spinning = SpinningThreads::start();
+            assert_eq!(
+                format!("{spinning:?}").contains("Some"),
+                threads > 1 && allowed
+            );
         });
     }
 }
