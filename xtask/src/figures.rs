@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::assemble::{column_header, TableResult, CURVE_COLUMNS};
@@ -204,8 +205,8 @@ fn selection_svg(title: &str, selection: &crate::assemble::SelectionResult) -> R
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
+        let area = below_title(&root, title, 20)?;
+        let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(60)
@@ -293,6 +294,37 @@ const ACCURACY_AXES: Axes<'static> = Axes {
     legend: SeriesLabelPosition::LowerLeft,
 };
 
+/// The part of `root` below `title`: one line when it fits the figure's width at `size`
+/// pixels, else two, broken before the parenthesised provenance, each shrunk until it fits.
+///
+/// Why: with the profile, image count and seeds in them, titles run to 90 characters and
+/// more, and plotters' caption clipped them at both edges of the 720-pixel figures.
+fn below_title<'a>(
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    title: &str,
+    size: u32,
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
+    let line_size = |line: &str| {
+        // DejaVu Sans (what the PNGs render with) averages about 0.6 em a character.
+        let fits = f64::from(WIDTH - 24) / (0.6 * line.chars().count().max(1) as f64);
+        (fits.floor() as u32).clamp(10, size)
+    };
+    let split = title
+        .rfind(" (")
+        .filter(|_| line_size(title) < size)
+        .map(|i| (&title[..i], &title[i + 1..]));
+    let (first, second) = split.map_or((title, None), |(a, b)| (a, Some(b)));
+    let area = root
+        .titled(first, ("sans-serif", line_size(first)))
+        .map_err(plot_err)?;
+    match second {
+        Some(line) => area
+            .titled(line, ("sans-serif", line_size(line)))
+            .map_err(plot_err),
+        None => Ok(area),
+    }
+}
+
 fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
     lines_svg(title, lines, &ACCURACY_AXES)
 }
@@ -314,8 +346,8 @@ fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
                 .fold(0.0f64, f64::max);
             (0.0, (top * 1.1).max(1e-9))
         });
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
+        let area = below_title(&root, title, 22)?;
+        let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(60)
@@ -380,8 +412,8 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
         let (y_min, y_max) = bar_range(groups);
         let n = groups.len();
         let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
+        let area = below_title(&root, title, 22)?;
+        let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(80)
@@ -599,6 +631,41 @@ mod tests {
     use super::*;
     use crate::assemble::{SelectionCandidate, SelectionResult};
     use crate::catalogue::SelectionRule;
+
+    /// The font size of each `<text>` of an SVG figure whose content is one of `lines`.
+    fn title_sizes(svg: &str, lines: &[&str]) -> Vec<(String, f64)> {
+        svg.split("<text")
+            .filter_map(|t| {
+                let (attributes, rest) = t.split_once('>')?;
+                let content = rest.split('<').next()?.trim().replace("&lt;", "<");
+                let size = attributes.split("font-size=\"").nth(1)?.split('"').next()?;
+                lines
+                    .contains(&content.as_str())
+                    .then(|| (content.clone(), size.parse().unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_titles_break_before_their_provenance_and_shrink_to_fit() {
+        let lines: Vec<CurveLine> = vec![("baseline".into(), vec![(0.0, 90.0, Some(1.0))])];
+        let short = "MNIST: Gaussian noise";
+        let sizes = title_sizes(&curve_svg(short, &lines).unwrap(), &[short]);
+        assert_eq!(sizes.len(), 1, "{sizes:?}");
+        let full_size = sizes[0].1;
+        let (head, provenance) = (
+            "MNIST <- Fashion-MNIST: Gaussian noise",
+            "(profile cpu, 10000 images, n = 3 seeds, ± SEM)",
+        );
+        let svg = curve_svg(&format!("{head} {provenance}"), &lines).unwrap();
+        let sizes = title_sizes(&svg, &[head, provenance]);
+        assert_eq!(sizes.len(), 2, "two lines: {sizes:?}");
+        assert!(sizes.iter().all(|(_, size)| *size <= full_size));
+        // A title with nowhere to break stays one line, shrunk.
+        let long = "x".repeat(150);
+        let sizes = title_sizes(&curve_svg(&long, &lines).unwrap(), &[long.as_str()]);
+        assert!(sizes.len() == 1 && sizes[0].1 < full_size, "{sizes:?}");
+    }
 
     #[test]
     fn the_selection_plane_labels_every_candidate_and_rings_the_selected_one() {
