@@ -97,6 +97,10 @@ pub struct SelectionRule {
 pub struct PaperValue {
     /// Row (task dataset).
     pub dataset: String,
+    /// The row's label, where a table has several rows of one dataset (table2's sources);
+    /// absent: the first row of `dataset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<String>,
     /// Variant name.
     pub variant: String,
     /// Column.

@@ -362,16 +362,21 @@ pub struct PaperComparison {
 }
 
 /// Our cell for each of the paper's values.
-fn paper_comparisons(plan: &Plan, rows: &[RowResult]) -> Vec<PaperComparison> {
-    plan.table
-        .paper
+fn paper_comparisons(
+    paper: &[crate::catalogue::PaperValue],
+    rows: &[RowResult],
+) -> Vec<PaperComparison> {
+    let row_of = |p: &crate::catalogue::PaperValue| {
+        rows.iter().find(|r| {
+            r.dataset == p.dataset && p.row.as_ref().is_none_or(|label| &r.label == label)
+        })
+    };
+    paper
         .iter()
         // A table restricted to some rows (`--rows`) shows the paper's numbers of those rows.
-        .filter(|p| rows.iter().any(|r| r.dataset == p.dataset))
+        .filter(|p| row_of(p).is_some())
         .map(|p| {
-            let ours = rows
-                .iter()
-                .find(|r| r.dataset == p.dataset)
+            let ours = row_of(p)
                 .and_then(|r| r.variants.iter().find(|v| v.name == p.variant))
                 .and_then(|v| v.columns.iter().find(|c| c.column == p.column))
                 .map_or_else(
@@ -666,7 +671,7 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
         seeds: plan.seeds,
         columns: columns.clone(),
         paper_figure: plan.table.paper_figure.clone(),
-        paper: paper_comparisons(plan, &rows),
+        paper: paper_comparisons(&plan.table.paper, &rows),
         rows,
     }
 }
@@ -775,6 +780,46 @@ mod tests {
             per_seed: per_seed.to_vec(),
             n_images: None,
         }
+    }
+
+    #[test]
+    fn paper_values_find_their_row_by_label_among_rows_of_one_dataset() {
+        let row = |label: &str, clean: f64| RowResult {
+            label: label.into(),
+            dataset: "cifar10-jpeg".into(),
+            unavailable: None,
+            variants: vec![variant("regularized", clean, [clean, 0.0, 0.0])],
+            paired: Vec::new(),
+            selection: None,
+        };
+        let rows = [row("<- CIFAR-10", 70.0), row("<- Tiny-ImageNet", 80.0)];
+        let paper = |row: Option<&str>| crate::catalogue::PaperValue {
+            dataset: "cifar10-jpeg".into(),
+            row: row.map(Into::into),
+            variant: "regularized".into(),
+            column: "clean".into(),
+            epsilon: None,
+            value: 85.0,
+            source: "Fig. 5".into(),
+        };
+        let values = [
+            paper(Some("<- Tiny-ImageNet")),
+            paper(None),
+            paper(Some("<- CIFAR-100")),
+        ];
+        let ours: Vec<_> = paper_comparisons(&values, &rows)
+            .iter()
+            .map(|c| (c.paper.row.clone(), c.ours.mean()))
+            .collect();
+        // The labelled value finds its row, the unlabelled one the first row of its dataset,
+        // and a value of a row not in the table is left out.
+        assert_eq!(
+            ours,
+            [
+                (Some("<- Tiny-ImageNet".to_string()), Some(80.0)),
+                (None, Some(70.0)),
+            ]
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn paper_markdown(t: &TableResult) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            md_escape(&p.dataset),
+            md_escape(p.row.as_deref().unwrap_or(&p.dataset)),
             md_escape(&p.variant),
             column_header(&p.column),
             p.epsilon.map_or("—".into(), trim_float),
