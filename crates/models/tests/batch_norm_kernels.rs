@@ -19,16 +19,24 @@ const BN_CASES: [(usize, usize, usize, usize); 6] = [
     (64, 16, 4, 4),
 ];
 
+/// A training-mode case's input (offset by 0.5 so that the mean matters), γ, β and output
+/// gradient, drawn in this order.
+fn train_case(
+    rng: &mut ChaCha8Rng,
+    (n, c, h, w): (usize, usize, usize, usize),
+) -> (Var, Var, Var, Tensor) {
+    let x = Var::from_tensor(&(random(rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
+    let gamma = Var::from_tensor(&random(rng, &[c])).unwrap();
+    let beta = Var::from_tensor(&random(rng, &[c])).unwrap();
+    (x, gamma, beta, random(rng, &[n, c, h, w]))
+}
+
 #[test]
 fn batch_norm_train_matches_the_composite_forward_backward_and_moments() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for &(n, c, h, w) in &BN_CASES {
         let case = format!("{:?}", (n, c, h, w));
-        // An offset so the mean matters.
-        let x = Var::from_tensor(&(random(&mut rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
-        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
-        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
-        let g = random(&mut rng, &[n, c, h, w]);
+        let (x, gamma, beta, g) = train_case(&mut rng, (n, c, h, w));
         let (fast, fast_m) =
             ops::batch_norm(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
         let (reference, ref_m) =
@@ -88,11 +96,8 @@ fn batch_norm_relu_matches_the_unfused_composition() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     for &(n, c, h, w) in &BN_CASES {
         let case = format!("{:?}", (n, c, h, w));
-        // An offset so the mean matters; about half of the outputs are clipped.
-        let x = Var::from_tensor(&(random(&mut rng, &[n, c, h, w]) + 0.5).unwrap()).unwrap();
-        let gamma = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
-        let beta = Var::from_tensor(&random(&mut rng, &[c])).unwrap();
-        let g = random(&mut rng, &[n, c, h, w]);
+        // About half of the outputs are clipped.
+        let (x, gamma, beta, g) = train_case(&mut rng, (n, c, h, w));
         let (fast, fast_m) =
             ops::batch_norm_relu(&x, &gamma, &beta, 1e-5, BatchNormStats::Batch).unwrap();
         let (bn, ref_m) =
