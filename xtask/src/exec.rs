@@ -483,9 +483,9 @@ fn quiet_threads(workers: usize) -> bool {
 }
 
 /// Runs one `pixreg` child (its kernel threads sleeping between kernels when `quiet`) with
-/// its output appended to the run's xtask log, showing on `bar` what its `log.txt` says (lines written
-/// before it started are not its progress) and telling `on_progress` the seconds it has
-/// left, once it can tell.
+/// its output appended to the run's xtask log, showing on `bar` what its `log.txt` says
+/// (lines written before it started are not its progress) and telling `on_progress` the
+/// seconds it has left, once it can tell.
 fn run_child(
     job: &Job,
     paths: &Paths,

@@ -181,7 +181,8 @@ pub struct SpinningThreads {
 impl SpinningThreads {
     /// Sets the pool's other threads spinning (see the type).
     pub fn start() -> Self {
-        let (Some(owner), helpers) = (rayon::current_thread_index(), threads() - 1) else {
+        let (Some(owner), helpers) = (rayon::current_thread_index(), threads().saturating_sub(1))
+        else {
             return Self { done: None };
         };
         if helpers == 0 || !spinning_allowed() {
@@ -243,7 +244,7 @@ fn spin_until(done: &AtomicBool) {
 /// with two threads took 47–51 ms yielding at once, after 1 024 or 65 536 rounds, or never);
 /// with two such steps running at once on 2 cores, yielding at once took 98–101 ms a step
 /// (a storm of `sched_yield` calls) and yielding after 1 024 idle rounds 81–95 ms, as without
-/// spinning (79–82 ms).
+/// spinning (79–83 ms).
 const IDLE_SPINS: u32 = 1 << 10;
 
 /// Runs `f` on every item in parallel; returns the results in order.
