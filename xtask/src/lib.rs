@@ -386,7 +386,7 @@ fn write_outputs(
         &paths.runs_dir,
         out_dir,
     )?);
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = manifest::portable_command(&std::env::args().collect::<Vec<_>>(), root);
     let manifest = manifest::manifest(
         plan,
         paths,

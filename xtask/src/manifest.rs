@@ -90,6 +90,35 @@ fn machine() -> Value {
     })
 }
 
+/// The invocation `args` (the program first) as a manifest records it: the program as
+/// `cargo xtask`, every absolute path relative to the checkout `root` where it lies under it
+/// or beside it (`../shared/...`), and one elsewhere (a binary in `/tmp`, say) as its file
+/// name, so that a committed manifest names no path of the machine that wrote it.
+pub fn portable_command(args: &[String], root: &Path) -> String {
+    let portable = |arg: &str| -> String {
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (Some(flag), value),
+            _ => (None, arg),
+        };
+        let path = Path::new(value);
+        if !path.is_absolute() {
+            return arg.to_string();
+        }
+        let relative = relative_to(path, root);
+        let value = if relative.is_absolute() {
+            path.file_name()
+                .map_or(value.into(), |n| n.to_string_lossy().into_owned())
+        } else {
+            relative.display().to_string()
+        };
+        flag.map_or(value.clone(), |f| format!("{f}={value}"))
+    };
+    std::iter::once("cargo xtask".to_string())
+        .chain(args.iter().skip(1).map(|a| portable(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Everything about this invocation that belongs in `manifest.json`.
 pub fn manifest(
     plan: &Plan,
@@ -139,4 +168,32 @@ pub fn manifest(
         "wall_seconds": total_seconds,
         "runs": runs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_commands_name_no_path_of_this_machine() {
+        let args: Vec<String> = [
+            "/tmp/bin/xtask",
+            "reproduce",
+            "table1",
+            "--runs-dir",
+            "/work/main/experiments/runs",
+            "--pixreg",
+            "/tmp/bin-train/pixreg",
+            "--data-dir=/work/shared/datasets",
+            "--variants",
+            "k 8",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            portable_command(&args, Path::new("/work/main")),
+            "cargo xtask reproduce table1 --runs-dir experiments/runs --pixreg pixreg \
+             --data-dir=../shared/datasets --variants k 8"
+        );
+    }
 }
