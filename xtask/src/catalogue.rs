@@ -379,6 +379,47 @@ impl Catalogue {
                     }
                 }
             }
+            self.check_paper(table)?;
+        }
+        Ok(())
+    }
+
+    /// Each of the paper's values must name a row of the table, a variant of that row and one
+    /// of the table's columns: a misspelt name is an error when the catalogue loads, not a
+    /// comparison missing from the table.
+    fn check_paper(&self, table: &TableSpec) -> Result<()> {
+        for p in &table.paper {
+            let ctx = || {
+                format!(
+                    "experiments/{}.toml, paper value \"{}\"",
+                    table.name, p.source
+                )
+            };
+            let mut row = None;
+            for r in table.rows.iter().filter(|r| r.dataset == p.dataset) {
+                let label = match &r.label {
+                    Some(label) => label.as_str(),
+                    None => self.dataset(&r.dataset)?.label.as_str(),
+                };
+                if p.row.as_deref().is_none_or(|wanted| wanted == label) {
+                    row = Some(r);
+                    break;
+                }
+            }
+            let Some(row) = row else {
+                let which = p
+                    .row
+                    .as_deref()
+                    .map_or(String::new(), |l| format!(" labelled `{l}`"));
+                bail!("{}: the table has no row of `{}`{which}", ctx(), p.dataset);
+            };
+            let variants = row.variants.as_ref().unwrap_or(&table.variants);
+            if !variants.iter().any(|v| v.name == p.variant) {
+                bail!("{}: `{}` is not a variant of its row", ctx(), p.variant);
+            }
+            if !table.columns.contains(&p.column) {
+                bail!("{}: `{}` is not a column of the table", ctx(), p.column);
+            }
         }
         Ok(())
     }

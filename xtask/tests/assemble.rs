@@ -521,6 +521,51 @@ fn sweeps_are_checked_when_the_catalogue_loads() {
 }
 
 #[test]
+fn paper_values_naming_no_row_variant_or_column_are_refused_when_the_catalogue_loads() {
+    let paper = |dataset: &str, row: &str, variant: &str, column: &str| {
+        format!(
+            "[[paper]]\ndataset = \"{dataset}\"\n{row}variant = \"{variant}\"\ncolumn = \"{column}\"\nvalue = 1.0\nsource = \"Fig. 0\"\n"
+        )
+    };
+    let cases = [
+        (
+            paper("fashion-mnist", "", "base", "clean"),
+            "no row of `fashion-mnist`",
+        ),
+        (
+            paper("mnist", "row = \"Other\"\n", "base", "clean"),
+            "labelled `Other`",
+        ),
+        (
+            paper("mnist", "", "bsae", "clean"),
+            "`bsae` is not a variant",
+        ),
+        (
+            paper("mnist", "", "base", "gausian"),
+            "`gausian` is not a column",
+        ),
+    ];
+    let table = |extra: &str| format!("{HEADER}[[variants]]\nname = \"base\"\n\n{extra}");
+    for (extra, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = xtask::workspace_root().join("experiments");
+        for f in ["profiles.toml", "datasets.toml"] {
+            std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::write(dir.path().join("table9.toml"), table(&extra)).unwrap();
+        let err = xtask::catalogue::Catalogue::load(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains(expected), "{err:#}");
+    }
+    // The same value, spelt right, loads (the row by its default label too).
+    catalogue_with(&table(&paper(
+        "mnist",
+        "row = \"MNIST\"\n",
+        "base",
+        "clean",
+    )));
+}
+
+#[test]
 fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
     let (_tmp, paths) = setup();
     let plan = common::plan_table("table6", "smoke", None, &paths.data_dir);
