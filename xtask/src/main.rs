@@ -118,10 +118,11 @@ struct ReproduceArgs {
     /// `--rows fashion-mnist`; the table goes to `<profile>-<rows>` beside the full one.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
-    /// Only these variants, named as the table names them (comma-separated), plus each row's
-    /// surrogate baseline, e.g. `--variants "k 8,k 32"`: a table grows variant by variant;
-    /// the partial table goes to `<profile>[-<rows>]-<variants>` beside the full one.
-    #[arg(long, value_delimiter = ',')]
+    /// Only these variants, named as the table names them (comma-separated; a comma inside
+    /// parentheses belongs to the name), plus each row's surrogate baseline, e.g. `--variants
+    /// "k 8,k 32,reference (range all, Th 0.8)"`: a table grows variant by variant; the
+    /// partial table goes to `<profile>[-<rows>]-<variants>` beside the full one.
+    #[arg(long)]
     variants: Vec<String>,
 }
 
@@ -250,7 +251,11 @@ fn run(cli: Cli) -> Result<()> {
                 no_train: args.no_train,
                 overrides: args.overrides,
                 rows: args.rows,
-                variants: args.variants,
+                variants: args
+                    .variants
+                    .iter()
+                    .flat_map(|list| xtask::plan::split_names(list))
+                    .collect(),
                 progress_bar: std::io::stderr().is_terminal(),
             };
             let outcome = reproduce(&root, &options)?;

@@ -409,6 +409,31 @@ fn select_rows(table: &mut TableSpec, only_rows: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The names of a `--variants` list: split at its commas, except those inside parentheses,
+/// which belong to names such as `reference (range all, Th 0.8)`; each name trimmed, empty
+/// ones dropped.
+pub fn split_names(list: &str) -> Vec<String> {
+    let (mut names, mut current, mut depth) = (Vec::new(), String::new(), 0usize);
+    for ch in list.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                names.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(ch);
+    }
+    names.push(current);
+    names
+        .into_iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// Keeps only the variants `--variants` names and the surrogates their FGSM columns and paired
 /// differences need (all when empty), in every row; an unknown name is an error listing the
 /// table's variants.

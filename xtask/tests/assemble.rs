@@ -695,6 +695,17 @@ fn bad_names_are_clear_errors() {
         xtask::plan::slug("range double (Th2 0.4)"),
         "range-double-th2-0-4"
     );
+    // Names with commas of their own survive the comma-separated flag (and its round trip
+    // through the Slurm assembly job, which joins them with commas again).
+    let names = xtask::plan::split_names("k 8, reference (range all, Th 0.8),,N 100");
+    assert_eq!(names, ["k 8", "reference (range all, Th 0.8)", "N 100"]);
+    assert_eq!(xtask::plan::split_names(&names.join(",")), names);
+    let part = plan_variants(&[&names[1]]).unwrap();
+    assert_eq!(
+        part.rows[0].variants.len(),
+        2,
+        "the reference and the surrogate"
+    );
 }
 
 #[test]
