@@ -623,6 +623,40 @@ fn reused_runs_are_evaluated_with_the_attacks_they_lack() {
 }
 
 #[test]
+fn a_table_of_some_variants_shows_the_paper_numbers_of_those_only() {
+    let (_tmp, paths) = setup();
+    let variants = vec!["N 100".to_string()];
+    let plan = xtask::plan::plan(
+        &common::catalogue(),
+        xtask::plan::PlanRequest {
+            table: "table3",
+            profile: "smoke",
+            seeds: None,
+            overrides: &[],
+            data_dir: &paths.data_dir,
+            data_dir_label: "<data>",
+            rows: &[],
+            variants: &variants,
+        },
+    )
+    .unwrap();
+    fake_all(&plan, &paths.runs_dir);
+    let report = execute(&plan, &paths, quiet_options(1, true)).unwrap();
+    let table = assemble(&plan, &paths, &report);
+    let shown: Vec<&str> = table
+        .paper
+        .iter()
+        .map(|p| p.paper.variant.as_str())
+        .collect();
+    assert_eq!(
+        shown,
+        ["N 100"],
+        "table3 has paper values for k, N and the ranges"
+    );
+    assert!(table.paper[0].ours.mean().is_some());
+}
+
+#[test]
 fn bad_names_are_clear_errors() {
     let (_tmp, paths) = setup();
     let catalogue = common::catalogue();

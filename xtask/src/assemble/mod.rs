@@ -373,8 +373,9 @@ fn paper_comparisons(
     };
     paper
         .iter()
-        // A table restricted to some rows (`--rows`) shows the paper's numbers of those rows.
-        .filter(|p| row_of(p).is_some())
+        // A table restricted to some rows or variants (`--rows`, `--variants`) shows the
+        // paper's numbers of those (the catalogue's check makes every name a planned one).
+        .filter(|p| row_of(p).is_some_and(|r| r.variants.iter().any(|v| v.name == p.variant)))
         .map(|p| {
             let ours = row_of(p)
                 .and_then(|r| r.variants.iter().find(|v| v.name == p.variant))
