@@ -472,25 +472,38 @@ fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
     Ok(svg)
 }
 
-/// The log axis range of the bars: a decade of room above the highest bar plus its error,
-/// and below the smallest positive value. Why log: medians of different models span 10–50×,
-/// and a log axis keeps the smallest bar visible.
+/// The log axis range of the bars: below the smallest positive value, and above the highest
+/// bar plus its error room for the legend box in the upper right, whose height grows with the
+/// number of variants (seven variants' legend covered three bars of table3's figure). Why
+/// log: medians of different models span 10–50×, and a log axis keeps the smallest bar
+/// visible.
 fn bar_range(groups: &[BarGroup]) -> (f64, f64) {
-    let y_max = groups
+    let top = groups
         .iter()
         .flat_map(|(_, b)| {
             b.iter()
                 .filter_map(|(_, v, e)| v.map(|v| v + e.unwrap_or(0.0)))
         })
         .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 3.0;
+        .max(1e-9);
     let smallest = groups
         .iter()
         .flat_map(|(_, b)| b.iter().filter_map(|(_, v, _)| *v))
         .filter(|v| *v > 0.0)
         .fold(f64::INFINITY, f64::min);
-    (smallest.min(y_max / 10.0) / 3.0, y_max)
+    let y_min = smallest.min(top * 0.3) / 3.0;
+    let entries = groups.first().map_or(0, |(_, b)| b.len());
+    // The bars' top 20 % below the legend's lower edge, on the log axis.
+    let free = 1.0 - legend_share(entries);
+    let y_max = y_min * ((top * 1.2) / y_min).powf(1.0 / free);
+    (y_min, y_max)
+}
+
+/// The share of the bar chart's plotting height the legend box takes: 22 px a row and 12 px
+/// of border (plotters' default at font size 16) of ≈ 370 px of plot in the 720×480 figure,
+/// capped so that bars keep a third of the height.
+fn legend_share(entries: usize) -> f64 {
+    ((entries as f64 * 22.0 + 12.0) / 370.0).min(2.0 / 3.0)
 }
 
 /// The bars of variant `j` in every group, with their SEM error bars, its legend entry, and
@@ -665,6 +678,24 @@ mod tests {
         let long = "x".repeat(150);
         let sizes = title_sizes(&curve_svg(&long, &lines).unwrap(), &[long.as_str()]);
         assert!(sizes.len() == 1 && sizes[0].1 < full_size, "{sizes:?}");
+    }
+
+    #[test]
+    fn bars_stay_below_the_legend_however_many_variants() {
+        for k in [1usize, 2, 7, 12] {
+            let bars = (0..k)
+                .map(|j| (format!("v{j}"), Some(1e-2 * (1.0 + j as f64)), Some(2e-3)))
+                .collect();
+            let groups = vec![("Fashion-MNIST".to_string(), bars)];
+            let (lo, hi) = bar_range(&groups);
+            let top = 1e-2 * k as f64 + 2e-3;
+            let height = |y: f64| (y / lo).ln() / (hi / lo).ln();
+            assert!(lo < 1e-2 && height(top) > 0.3, "{k}: {lo} {hi}");
+            assert!(
+                height(top) < 1.0 - legend_share(k),
+                "{k} variants: {lo} {hi}"
+            );
+        }
     }
 
     #[test]
