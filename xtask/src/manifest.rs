@@ -177,21 +177,21 @@ mod tests {
     #[test]
     fn recorded_commands_name_no_path_of_this_machine() {
         let args: Vec<String> = [
-            "/tmp/bin/xtask",
+            "/opt/tools/xtask",
             "reproduce",
             "table1",
             "--runs-dir",
-            "/work/main/experiments/runs",
+            "/home/alice/pixreg/experiments/runs",
             "--pixreg",
-            "/tmp/bin-train/pixreg",
-            "--data-dir=/work/shared/datasets",
+            "/opt/tools/pixreg",
+            "--data-dir=/home/alice/shared/datasets",
             "--variants",
             "k 8",
         ]
         .map(String::from)
         .to_vec();
         assert_eq!(
-            portable_command(&args, Path::new("/work/main")),
+            portable_command(&args, Path::new("/home/alice/pixreg")),
             "cargo xtask reproduce table1 --runs-dir experiments/runs --pixreg pixreg \
              --data-dir=../shared/datasets --variants k 8"
         );
