@@ -397,10 +397,7 @@ impl Catalogue {
             };
             let mut row = None;
             for r in table.rows.iter().filter(|r| r.dataset == p.dataset) {
-                let label = match &r.label {
-                    Some(label) => label.as_str(),
-                    None => self.dataset(&r.dataset)?.label.as_str(),
-                };
+                let label = self.row_label(r)?;
                 if p.row.as_deref().is_none_or(|wanted| wanted == label) {
                     row = Some(r);
                     break;
@@ -446,6 +443,14 @@ impl Catalogue {
             Some(refinement) => shared.refined(refinement),
             None => shared.clone(),
         })
+    }
+
+    /// A row's label in tables and figures: its own, else its dataset's.
+    pub fn row_label<'a>(&'a self, row: &'a RowSpec) -> Result<&'a str> {
+        match &row.label {
+            Some(label) => Ok(label),
+            None => Ok(&self.dataset(&row.dataset)?.label),
+        }
     }
 
     /// `datasets.toml` entry of a dataset.

@@ -226,10 +226,7 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
     };
     let mut rows = Vec::new();
     for row in &table.rows {
-        let label = match &row.label {
-            Some(label) => label.clone(),
-            None => catalogue.dataset(&row.dataset)?.label.clone(),
-        };
+        let label = catalogue.row_label(row)?.to_string();
         let declared = row.variants.as_ref().unwrap_or(&table.variants);
         let (variants, waiting) =
             resolve_row_variants(catalogue, declared, profile_name, &row.dataset)?;

@@ -375,13 +375,17 @@ fn paper_comparisons(
         .iter()
         // A table restricted to some rows or variants (`--rows`, `--variants`) shows the
         // paper's numbers of those (the catalogue's check makes every name a planned one).
-        .filter(|p| row_of(p).is_some_and(|r| r.variants.iter().any(|v| v.name == p.variant)))
-        .map(|p| {
-            let ours = row_of(p)
-                .and_then(|r| r.variants.iter().find(|v| v.name == p.variant))
-                .and_then(|v| v.columns.iter().find(|c| c.column == p.column))
+        .filter_map(|p| {
+            let variant = row_of(p)?.variants.iter().find(|v| v.name == p.variant)?;
+            Some((p, variant))
+        })
+        .map(|(p, variant)| {
+            let ours = variant
+                .columns
+                .iter()
+                .find(|c| c.column == p.column)
                 .map_or_else(
-                    || Cell::missing("not in this table (row, variant or column not planned)"),
+                    || Cell::missing("not in this table (column not planned)"),
                     |c| match p.epsilon {
                         None => c.summary.clone(),
                         Some(eps) => c
