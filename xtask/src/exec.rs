@@ -145,6 +145,9 @@ pub struct ExecReport {
     /// Runs whose evaluation after training (FGSM, or attacks a reused run lacked) failed or
     /// was skipped: id → message.
     pub eval_failures: BTreeMap<String, String>,
+    /// Runs left untrained because training was off (`--no-train`): id → what state they are
+    /// in. Not failures: nothing was tried.
+    pub untrained: BTreeMap<String, String>,
     /// Wall seconds xtask spent on each run in this invocation (training and evaluation).
     pub wall_seconds: BTreeMap<String, f64>,
     /// Runs reused as they were.
@@ -175,10 +178,9 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
         } else if options.train {
             train_jobs.push(train_job(run, paths));
         } else {
-            report.failures.insert(
-                run.id.clone(),
-                format!("not finished (see {} in the runs directory)", run.id),
-            );
+            report
+                .untrained
+                .insert(run.id.clone(), untrained_reason(&paths.runs_dir, &run.id));
         }
     }
     // Finished runs reused from other tables are evaluated with what this table lacks before
@@ -225,6 +227,18 @@ pub fn execute(plan: &Plan, paths: &Paths, options: ExecOptions) -> Result<ExecR
     record(&mut report, outcomes, true);
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// Why run `id` has no result when training is off: never started, or stopped part-way.
+fn untrained_reason(runs_dir: &Path, id: &str) -> String {
+    match run_state(runs_dir, id) {
+        RunState::Partial => {
+            format!("partly trained: {id} (resumes from its last checkpoint without --no-train)")
+        }
+        RunState::New | RunState::Finished => {
+            format!("not trained yet: {id} (trains without --no-train)")
+        }
+    }
 }
 
 /// `pixreg eval` jobs for the finished runs of `plan` that lack attacks of the table, with

@@ -281,7 +281,6 @@ struct Axes<'a> {
     y_desc: &'a str,
     /// `None`: from 0 to the largest value (plus its SEM), with a margin.
     y_range: Option<(f64, f64)>,
-    legend: SeriesLabelPosition,
 }
 
 /// The axes of an accuracy-vs-ε figure.
@@ -289,10 +288,58 @@ const ACCURACY_AXES: Axes<'static> = Axes {
     x_desc: "ε (perturbation size, unit pixel scale)",
     y_desc: "Accuracy (%)",
     y_range: Some((0.0, 100.0)),
-    // Accuracy falls with ε from its clean value at the left: the lower-left corner is where
-    // no curve runs.
-    legend: SeriesLabelPosition::LowerLeft,
 };
+
+/// Rows of the legend strip under a line figure, and each row's height in pixels.
+const LEGEND_COLUMNS: usize = 2;
+const LEGEND_ROW: u32 = 22;
+
+/// The height of the legend strip under a line figure of `entries` lines.
+///
+/// Why a strip and not a box inside the plot: no corner of the plot is free of curves in
+/// every table (table3's Gaussian figure ran its baseline through the lower-left box at
+/// ε ≈ 0.22; validation losses fall into any corner), and a box over a curve hides it.
+fn legend_strip_height(entries: usize) -> u32 {
+    let rows = entries.div_ceil(LEGEND_COLUMNS) as u32;
+    if rows == 0 {
+        0
+    } else {
+        rows * LEGEND_ROW + 12
+    }
+}
+
+/// Each line's marker and name in `strip`, row-major over [`LEGEND_COLUMNS`] columns.
+fn draw_legend_strip<DB: DrawingBackend>(
+    strip: &DrawingArea<DB, Shift>,
+    names: &[&str],
+) -> Result<()> {
+    let column_width = ((WIDTH - 40) as usize / LEGEND_COLUMNS) as i32;
+    for (i, name) in names.iter().enumerate() {
+        let c = colour(i);
+        let x = 40 + (i % LEGEND_COLUMNS) as i32 * column_width;
+        // Long variant names shrink to their column (DejaVu Sans: ≈ 0.6 em a character).
+        let fits = f64::from(column_width - 40) / (0.6 * name.chars().count().max(1) as f64);
+        let size = (fits.floor() as u32).clamp(9, 16);
+        let y = 6 + (i / LEGEND_COLUMNS) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
+        strip
+            .draw(&PathElement::new(
+                vec![(x, y), (x + 24, y)],
+                c.stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+        strip
+            .draw(&Circle::new((x + 12, y), 3, c.filled()))
+            .map_err(plot_err)?;
+        strip
+            .draw(&Text::new(
+                name.to_string(),
+                (x + 32, y - size as i32 / 2),
+                ("sans-serif", size),
+            ))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
 
 /// The part of `root` below `title`: one line when it fits the figure's width at `size`
 /// pixels, else two, broken before the parenthesised provenance, each shrunk until it fits.
@@ -332,8 +379,10 @@ fn curve_svg(title: &str, lines: &[CurveLine]) -> Result<String> {
 fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let strip = legend_strip_height(lines.len());
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT + strip)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
+        let (plot, legend) = root.split_vertically(HEIGHT);
         let x_max = lines
             .iter()
             .flat_map(|(_, p)| p.iter().map(|(x, _, _)| *x))
@@ -346,7 +395,7 @@ fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
                 .fold(0.0f64, f64::max);
             (0.0, (top * 1.1).max(1e-9))
         });
-        let area = below_title(&root, title, 22)?;
+        let area = below_title(&plot, title, 22)?;
         let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(48)
@@ -361,18 +410,14 @@ fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(plot_err)?;
-        for (i, (name, points)) in lines.iter().enumerate() {
+        for (i, (_, points)) in lines.iter().enumerate() {
             let c = colour(i);
             chart
                 .draw_series(LineSeries::new(
                     points.iter().map(|&(x, y, _)| (x, y)),
                     c.stroke_width(2),
                 ))
-                .map_err(plot_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .map_err(plot_err)?;
             chart
                 .draw_series(
                     points
@@ -390,14 +435,8 @@ fn lines_svg(title: &str, lines: &[CurveLine], axes: &Axes) -> Result<String> {
                 }))
                 .map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(axes.legend.clone())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 16))
-            .draw()
-            .map_err(plot_err)?;
+        let names: Vec<&str> = lines.iter().map(|(name, _)| name.as_str()).collect();
+        draw_legend_strip(&legend, &names)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -617,7 +656,6 @@ pub fn write_training_figures(
             x_desc: "epoch (0 = untrained)",
             y_desc: "validation cross-entropy",
             y_range: None,
-            legend: SeriesLabelPosition::UpperRight,
         };
         written.extend(write_svg_and_png(
             &path,
@@ -678,6 +716,67 @@ mod tests {
         let long = "x".repeat(150);
         let sizes = title_sizes(&curve_svg(&long, &lines).unwrap(), &[long.as_str()]);
         assert!(sizes.len() == 1 && sizes[0].1 < full_size, "{sizes:?}");
+    }
+
+    /// (x, y, font size) of each `<text>` of an SVG figure whose content is `content`.
+    fn text_position(svg: &str, content: &str) -> Option<(f64, f64, f64)> {
+        svg.split("<text").find_map(|t| {
+            let (attributes, rest) = t.split_once('>')?;
+            (rest.split('<').next()?.trim() == content).then_some(())?;
+            let attribute = |name: &str| -> Option<f64> {
+                let key = format!(" {name}=\"");
+                attributes
+                    .split(&key)
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            Some((attribute("x")?, attribute("y")?, attribute("font-size")?))
+        })
+    }
+
+    #[test]
+    fn line_legends_sit_below_the_plot_and_fit_the_figure() {
+        let names: Vec<String> = (0..7)
+            .map(|j| format!("variant {j} with a long name (range all, Th 0.{j})"))
+            .collect();
+        let lines: Vec<CurveLine> = names
+            .iter()
+            .map(|n| {
+                let curve = vec![
+                    (0.0, 90.0, Some(1.0)),
+                    (0.1, 50.0, None),
+                    (0.3, 5.0, Some(2.0)),
+                ];
+                (n.clone(), curve)
+            })
+            .collect();
+        let svg = curve_svg("MNIST: Gaussian noise", &lines).unwrap();
+        for name in &names {
+            let (x, y, size) = text_position(&svg, name).unwrap_or_else(|| panic!("{name}"));
+            assert!(
+                y > f64::from(HEIGHT),
+                "{name} at y = {y} is inside the plot"
+            );
+            let right = x + 0.6 * size * name.chars().count() as f64;
+            assert!(right <= f64::from(WIDTH), "{name} runs to x = {right}");
+        }
+        // Every curve (the three-point polylines; error bars and legend markers have two)
+        // lies in the plot, above the strip.
+        let curves: Vec<Vec<f64>> = svg
+            .split("<polyline")
+            .skip(1)
+            .map(|p| {
+                let points = p.split("points=\"").nth(1).unwrap().split('"').next();
+                let y = |point: &str| point.split(',').nth(1).unwrap().parse().unwrap();
+                points.unwrap().split_whitespace().map(y).collect()
+            })
+            .filter(|ys: &Vec<f64>| ys.len() == 3)
+            .collect();
+        assert_eq!(curves.len(), names.len());
+        assert!(curves.iter().flatten().all(|&y| y < f64::from(HEIGHT)));
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
     for (id, why) in report.failures.iter().chain(&report.eval_failures) {
         eprintln!("FAILED {id}: {why}");
     }
+    for why in report.untrained.values() {
+        eprintln!("NOT TRAINED {why}");
+    }
     eprintln!(
         "{} written to {} in {}",
         plan.table.name,

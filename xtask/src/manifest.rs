@@ -146,6 +146,7 @@ pub fn manifest(
                 "fgsm_surrogate": r.surrogate.map(|s| plan.runs[s].id.clone()),
                 "reused": report.reused.contains(&r.id),
                 "failed": report.failures.get(&r.id),
+                "untrained": report.untrained.get(&r.id),
                 "train_seconds": state.as_ref().and_then(|s| s["train_seconds"].as_f64()),
                 "train_wall_seconds": measured.as_ref().map(|m| m.wall_seconds),
                 "peak_rss_mib": state.as_ref().and_then(|s| s["peak_rss_mib"].as_f64()),

@@ -360,11 +360,19 @@ fn failed_run_is_reported_and_the_table_still_assembles() {
 fn no_train_marks_unfinished_runs() {
     let (_tmp, paths) = setup();
     let plan = common::plan_table("table1", "smoke", None, &paths.data_dir);
+    // One run stopped part-way (a folder without a finished state), the others never started.
+    let partial = &plan.runs[1].id;
+    std::fs::create_dir_all(paths.run_dir(partial)).unwrap();
     let report: ExecReport = execute(&plan, &paths, quiet_options(1, false)).unwrap();
-    assert_eq!(report.failures.len(), plan.runs.len());
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.untrained.len(), plan.runs.len());
+    assert!(report.untrained[partial].starts_with("partly trained: "));
     let table = assemble(&plan, &paths, &report);
     let cell = &table.rows[0].variants[0].columns[0].summary;
-    assert!(matches!(cell, Cell::Missing { missing } if missing.contains("not finished")));
+    assert!(
+        matches!(cell, Cell::Missing { missing } if missing.starts_with("not trained yet: ")),
+        "{cell:?}"
+    );
 }
 
 /// A catalogue with the repository's profiles and datasets plus one table file of the test's.

@@ -422,6 +422,9 @@ fn column_result(
         if let Some(f) = report.failures.get(id) {
             return missing_column(column, format!("failed: {f}"));
         }
+        if let Some(why) = report.untrained.get(id) {
+            return missing_column(column, why.clone());
+        }
         if run_state(&paths.runs_dir, id) != RunState::Finished {
             return missing_column(column, format!("not run yet: {id}"));
         }
