@@ -300,6 +300,7 @@ pub struct ResNet {
     layer_weight: Var,
     running_means: Vec<Tensor>,
     training: bool,
+    pair_updates_bn_statistics: bool,
 }
 
 /// Outputs of a pair forward.
@@ -344,6 +345,7 @@ impl ResNet {
             layer_weight,
             running_means,
             training: true,
+            pair_updates_bn_statistics: true,
         })
     }
 
@@ -352,6 +354,7 @@ impl ResNet {
         let mut copy = ResNet::build(&self.config, Init::Skeleton, &self.device)?;
         copy.load_state_dict(self.state_dict()?.into_iter().collect(), "model copy")?;
         copy.training = self.training;
+        copy.pair_updates_bn_statistics = self.pair_updates_bn_statistics;
         Ok(copy)
     }
 
@@ -366,6 +369,7 @@ impl ResNet {
             layer_weight: self.layer_weight.clone(),
             running_means: self.running_means.clone(),
             training: self.training,
+            pair_updates_bn_statistics: self.pair_updates_bn_statistics,
         }
     }
 
@@ -387,6 +391,39 @@ impl ResNet {
     /// Whether the model is in training mode.
     pub fn is_training(&self) -> bool {
         self.training
+    }
+
+    /// Whether a training-mode pair forward updates the batch norms' running statistics with
+    /// each half's batch statistics: `true` (the default) as the reference does (its quirk
+    /// Q13); `false` leaves them to the classification batches, the pairs still normalised
+    /// with their own batch statistics.
+    ///
+    /// Why the option: when the pair images are an unusual subset (range `high` on
+    /// Fashion-MNIST, seed 1 of the `cpu` profile) the running statistics can drift so far
+    /// that the model classifies at chance in eval mode while its training batches are at
+    /// 75 %; re-estimating them from training images alone restored 76 %
+    /// (`tools/bn_recalibration.py`).
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor};
+    /// # use pixreg_models::{Arch, ModelConfig, ResNet};
+    /// let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 4);
+    /// let mut model = ResNet::new(&config, 0, &Device::Cpu)?;
+    /// model.set_pair_updates_bn_statistics(false);
+    /// let running_var = |m: &ResNet| -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    ///     let state = m.state_dict()?;
+    ///     let (_, t) = state.iter().find(|(k, _)| k == "core.sections.0.1.running_var").unwrap();
+    ///     Ok(t.to_vec1()?)
+    /// };
+    /// let before = running_var(&model)?;
+    /// let a = Tensor::rand(0f32, 1.0, (4, 1, 28, 28), &Device::Cpu)?;
+    /// let b = Tensor::rand(0f32, 1.0, (4, 1, 28, 28), &Device::Cpu)?;
+    /// model.forward_pair(&a, &b)?;
+    /// assert_eq!(running_var(&model)?, before);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_pair_updates_bn_statistics(&mut self, updates: bool) {
+        self.pair_updates_bn_statistics = updates;
     }
 
     /// Logits `[N, classes]` of a batch `[N, C, H, W]` at model scale, in the current mode
@@ -449,7 +486,14 @@ impl ResNet {
         let k = a.dim(0)?;
         let halves = [k, k];
         let mode = self.training.then_some(&halves[..]);
+        // A clone of the core shares its parameters and holds the running statistics as they
+        // were (the forward replaces those tensors rather than writing into them).
+        let untouched =
+            (self.training && !self.pair_updates_bn_statistics).then(|| self.core.clone());
         let features = self.core.forward(&Tensor::cat(&[a, b], 0)?, mode)?;
+        if let Some(core) = untouched {
+            self.core = core;
+        }
         let mut layer_scores = Vec::with_capacity(NUM_LAYERS);
         for (l, f) in features.iter().enumerate() {
             let mean = crate::ops::update_running_mean(

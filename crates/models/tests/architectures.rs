@@ -289,3 +289,52 @@ fn config_names_and_json() {
         .validate()
         .is_err());
 }
+
+/// Every batch-norm running statistic of the core (not the similarity head's own
+/// `running_mean.L`, which every pair forward updates), by name.
+fn core_bn_statistics(model: &ResNet) -> Vec<(String, Vec<f32>)> {
+    model
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| {
+            name.starts_with("core.")
+                && (name.ends_with("running_mean")
+                    || name.ends_with("running_var")
+                    || name.ends_with("num_batches_tracked"))
+        })
+        .map(|(name, t)| {
+            let values = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+            (name, values.to_vec1().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn pair_forwards_can_leave_the_batch_norm_statistics_to_the_classification_batches() {
+    let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 4);
+    let mut reference = ResNet::new(&config, 3, &Device::Cpu).unwrap();
+    let mut frozen = reference.deep_copy().unwrap();
+    frozen.set_pair_updates_bn_statistics(false);
+    let before = core_bn_statistics(&frozen);
+    assert_eq!(before.len(), 3 * 20, "ResNet18: 20 batch norms");
+    let (a, b) = (randn((4, 1, 28, 28), 1), randn((4, 1, 28, 28), 2));
+    let scores: Vec<f32> = reference.forward_pair(&a, &b).unwrap().to_vec1().unwrap();
+    let frozen_scores: Vec<f32> = frozen.forward_pair(&a, &b).unwrap().to_vec1().unwrap();
+    assert_eq!(
+        scores, frozen_scores,
+        "the pairs still use their batch statistics"
+    );
+    assert_eq!(core_bn_statistics(&frozen), before);
+    let moved = core_bn_statistics(&reference);
+    assert!(
+        moved.iter().zip(&before).all(|(m, b)| m != b),
+        "the reference moves every one"
+    );
+    // The option survives a copy, and classification batches still update the statistics.
+    let mut copy = frozen.deep_copy().unwrap();
+    copy.forward_pair(&a, &b).unwrap();
+    assert_eq!(core_bn_statistics(&copy), before);
+    frozen.forward(&randn((4, 1, 28, 28), 3)).unwrap();
+    assert_ne!(core_bn_statistics(&frozen), before);
+}

@@ -204,6 +204,13 @@ pub struct RegularizationConfig {
     /// v, the magnitude of the thresholded targets.
     #[serde(default = "default_boost_value")]
     pub boost_value: f32,
+    /// Let the pair forwards update the batch norms' running statistics with each half's
+    /// batch statistics, as the reference does (its quirk Q13). `false` leaves the running
+    /// statistics to the classification batches (the pairs are still normalised with their
+    /// own batch statistics): see `ResNet::set_pair_updates_bn_statistics`. Written only when
+    /// `false`, so the runs of the reference behaviour keep their ids.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub pair_updates_bn_statistics: bool,
 }
 
 fn default_n_images() -> usize {
@@ -246,6 +253,9 @@ impl std::str::FromStr for TargetSource {
 }
 fn default_true() -> bool {
     true
+}
+fn is_true(value: &bool) -> bool {
+    *value
 }
 fn default_boost_value() -> f32 {
     1.0

@@ -447,7 +447,7 @@ impl<'a> Trainer<'a> {
         let mut state = previous.unwrap_or_else(|| fresh_state(config));
         let resuming = state.completed_epochs > 0;
         let committed = run.committed_files(&state);
-        let model = match &committed.last {
+        let mut model = match &committed.last {
             Some(last) => {
                 run.log(&format!("resuming after epoch {}", state.completed_epochs))?;
                 ResNet::load(last, &model_cfg, &device)
@@ -462,6 +462,9 @@ impl<'a> Trainer<'a> {
                 ResNet::new(&model_cfg, config.training.seed, &device)?
             }
         };
+        if let Some(r) = &config.regularization {
+            model.set_pair_updates_bn_statistics(r.pair_updates_bn_statistics);
+        }
         let t = &config.training;
         let mut optimizer =
             SgdMomentum::new(model.named_parameters(), t.lr, t.momentum, t.weight_decay);

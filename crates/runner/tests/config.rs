@@ -172,6 +172,36 @@ fn run_id_is_stable_and_depends_on_the_config() {
 }
 
 #[test]
+fn pair_bn_statistics_option_is_written_only_when_off() {
+    let reg = format!("{MINIMAL}[regularization]\n");
+    let on = parse(&reg, &[]).unwrap();
+    assert!(
+        on.regularization
+            .as_ref()
+            .unwrap()
+            .pair_updates_bn_statistics
+    );
+    assert!(
+        !on.training_toml()
+            .unwrap()
+            .contains("pair_updates_bn_statistics"),
+        "the reference behaviour keeps the canonical form (and ids) it had before the option"
+    );
+    let off = parse(&reg, &["regularization.pair_updates_bn_statistics=false"]).unwrap();
+    assert!(
+        !off.regularization
+            .as_ref()
+            .unwrap()
+            .pair_updates_bn_statistics
+    );
+    assert!(off
+        .training_toml()
+        .unwrap()
+        .contains("pair_updates_bn_statistics = false"));
+    assert_ne!(off.run_id().unwrap(), on.run_id().unwrap());
+}
+
+#[test]
 fn adversarial_training_settings_become_the_attack() {
     let attack = |section: &str| {
         parse(MINIMAL, &[&format!("training.adversarial={section}")])
