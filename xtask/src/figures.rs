@@ -290,6 +290,13 @@ const ACCURACY_AXES: Axes<'static> = Axes {
     y_range: Some((0.0, 100.0)),
 };
 
+/// The largest font size in `min..=max` at which `text` fits `width` pixels: DejaVu Sans
+/// (what the PNGs render with) averages about 0.6 em a character.
+fn font_size_to_fit(text: &str, width: u32, min: u32, max: u32) -> u32 {
+    let fits = f64::from(width) / (0.6 * text.chars().count().max(1) as f64);
+    (fits.floor() as u32).clamp(min, max)
+}
+
 /// Rows of the legend strip under a line figure, and each row's height in pixels.
 const LEGEND_COLUMNS: usize = 2;
 const LEGEND_ROW: u32 = 22;
@@ -317,9 +324,8 @@ fn draw_legend_strip<DB: DrawingBackend>(
     for (i, name) in names.iter().enumerate() {
         let c = colour(i);
         let x = 40 + (i % LEGEND_COLUMNS) as i32 * column_width;
-        // Long variant names shrink to their column (DejaVu Sans: ≈ 0.6 em a character).
-        let fits = f64::from(column_width - 40) / (0.6 * name.chars().count().max(1) as f64);
-        let size = (fits.floor() as u32).clamp(9, 16);
+        // Long variant names shrink to their column.
+        let size = font_size_to_fit(name, (column_width - 40) as u32, 9, 16);
         let y = 6 + (i / LEGEND_COLUMNS) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
         strip
             .draw(&PathElement::new(
@@ -351,11 +357,7 @@ fn below_title<'a>(
     title: &str,
     size: u32,
 ) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
-    let line_size = |line: &str| {
-        // DejaVu Sans (what the PNGs render with) averages about 0.6 em a character.
-        let fits = f64::from(WIDTH - 24) / (0.6 * line.chars().count().max(1) as f64);
-        (fits.floor() as u32).clamp(10, size)
-    };
+    let line_size = |line: &str| font_size_to_fit(line, WIDTH - 24, 10, size);
     let split = title
         .rfind(" (")
         .filter(|_| line_size(title) < size)
