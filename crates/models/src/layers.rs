@@ -99,6 +99,17 @@ pub struct BatchNorm2d {
     running_mean: Tensor,
     running_var: Tensor,
     num_batches_tracked: i64,
+    tracking: Tracking,
+}
+
+/// How a training-mode pass blends its batch moments into the running statistics.
+#[derive(Debug, Clone, Copy)]
+enum Tracking {
+    /// PyTorch's momentum 0.1, each batch counted in `num_batches_tracked`.
+    Exponential,
+    /// The plain average of the batches seen since the recalibration began (PyTorch's
+    /// `momentum=None`); `counter` is `num_batches_tracked` as it was then, restored at the end.
+    Cumulative { batches: u64, counter: i64 },
 }
 
 impl BatchNorm2d {
@@ -109,6 +120,7 @@ impl BatchNorm2d {
             running_mean: Tensor::zeros(channels, DType::F32, dev)?,
             running_var: Tensor::ones(channels, DType::F32, dev)?,
             num_batches_tracked: 0,
+            tracking: Tracking::Exponential,
         })
     }
 
@@ -207,13 +219,43 @@ impl BatchNorm2d {
         Ok(())
     }
 
-    /// Blends batch moments into the running statistics (`r ← 0.9·r + 0.1·batch`).
+    /// From now on, training-mode passes replace the running statistics by the average of
+    /// their batch moments (see [`crate::resnet::BnRecalibration`]).
+    pub(crate) fn begin_recalibration(&mut self) {
+        self.tracking = Tracking::Cumulative {
+            batches: 0,
+            counter: self.num_batches_tracked,
+        };
+    }
+
+    /// Back to PyTorch's momentum, the batch counter as it was before the recalibration.
+    pub(crate) fn end_recalibration(&mut self) {
+        if let Tracking::Cumulative { counter, .. } = self.tracking {
+            self.num_batches_tracked = counter;
+        }
+        self.tracking = Tracking::Exponential;
+    }
+
+    /// Blends batch moments into the running statistics (`r ← 0.9·r + 0.1·batch`, or the
+    /// running average of the batches while recalibrating).
     fn track(&mut self, m: ops::BatchMoments) -> Result<()> {
-        self.running_mean =
-            ((&self.running_mean * (1.0 - BN_MOMENTUM))? + (m.mean * BN_MOMENTUM)?)?.detach();
-        self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
-            + (m.var_unbiased * BN_MOMENTUM)?)?
-            .detach();
+        let factor = match &mut self.tracking {
+            Tracking::Exponential => BN_MOMENTUM,
+            Tracking::Cumulative { batches, .. } => {
+                *batches += 1;
+                if *batches == 1 {
+                    // The first batch replaces the old statistics outright (0·r would turn an
+                    // infinite running variance into NaN).
+                    self.running_mean = m.mean.detach();
+                    self.running_var = m.var_unbiased.detach();
+                    return Ok(());
+                }
+                1.0 / *batches as f64
+            }
+        };
+        self.running_mean = ((&self.running_mean * (1.0 - factor))? + (m.mean * factor)?)?.detach();
+        self.running_var =
+            ((&self.running_var * (1.0 - factor))? + (m.var_unbiased * factor)?)?.detach();
         Ok(())
     }
 

@@ -53,5 +53,5 @@ pub use config::{Arch, BlockKind, ModelConfig, CONFIG_FILE_NAME};
 pub use error::{Error, Result};
 pub use loss::{cross_entropy, PairBatch, Regularization, StepOutput};
 pub use optim::SgdMomentum;
-pub use resnet::{PairOutput, ResNet, NUM_LAYERS, SIMILARITY_BETA};
+pub use resnet::{BnRecalibration, PairOutput, ResNet, NUM_LAYERS, SIMILARITY_BETA};
 pub use rsa_core::loss::SimilarityLoss;

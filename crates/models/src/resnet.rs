@@ -197,6 +197,13 @@ impl ResBlock {
         ops::add_relu(&out, &skip)
     }
 
+    fn batch_norms<'a>(&'a mut self, out: &mut Vec<&'a mut BatchNorm2d>) {
+        out.push(&mut self.layer0.bn);
+        out.push(&mut self.layer1.bn);
+        out.extend(self.layer2.as_mut().map(|l| &mut l.bn));
+        out.extend(self.shortcut.as_mut().map(|s| &mut s.bn));
+    }
+
     fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {
         self.layer0.state(&format!("{prefix}.layer0"), 0, 1, out);
         self.layer1.state(&format!("{prefix}.layer1"), 1, 2, out);
@@ -274,6 +281,15 @@ impl Core {
         Ok(h)
     }
 
+    /// Every batch norm of the core.
+    fn batch_norms(&mut self) -> Vec<&mut BatchNorm2d> {
+        let mut out = vec![&mut self.stem.bn];
+        for block in self.sections.iter_mut().flatten() {
+            block.batch_norms(&mut out);
+        }
+        out
+    }
+
     fn state<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, StateMut<'a>)>) {
         self.stem.state(&format!("{prefix}.sections.0"), 0, 1, out);
         for (s, section) in self.sections.iter_mut().enumerate() {
@@ -301,6 +317,39 @@ pub struct ResNet {
     running_means: Vec<Tensor>,
     training: bool,
     pair_updates_bn_statistics: bool,
+}
+
+/// A batch-norm recalibration in progress ([`ResNet::recalibrate_bn_statistics`]); it ends
+/// when dropped or [`finish`](BnRecalibration::finish)ed. Ended early (an error between two
+/// batches), the statistics are the average of the batches observed so far.
+#[derive(Debug)]
+pub struct BnRecalibration<'a> {
+    model: &'a mut ResNet,
+    images: usize,
+}
+
+impl BnRecalibration<'_> {
+    /// Adds the batch `[N, C, H, W]` (model scale) to the averaged statistics.
+    pub fn observe(&mut self, x: &Tensor) -> Result<()> {
+        self.model.check_images(x, "recalibration images")?;
+        let whole = [x.dim(0)?];
+        self.model.core.forward(&x.detach(), Some(&whole))?;
+        self.images += whole[0];
+        Ok(())
+    }
+
+    /// Ends the recalibration; returns the number of images it averaged over.
+    pub fn finish(self) -> usize {
+        self.images
+    }
+}
+
+impl Drop for BnRecalibration<'_> {
+    fn drop(&mut self) {
+        for bn in self.model.core.batch_norms() {
+            bn.end_recalibration();
+        }
+    }
 }
 
 /// Outputs of a pair forward.
@@ -426,6 +475,43 @@ impl ResNet {
     /// ```
     pub fn set_pair_updates_bn_statistics(&mut self, updates: bool) {
         self.pair_updates_bn_statistics = updates;
+    }
+
+    /// Starts re-estimating every batch norm's running statistics ("precise BN", Wu & Johnson
+    /// 2021): each batch passed to [`BnRecalibration::observe`] runs through the core in
+    /// training mode, and when the recalibration ends each batch norm's running mean and
+    /// variance are the plain average of those batches' moments (PyTorch's `momentum=None`)
+    /// instead of the exponential average of the training steps. Weights, the batch counters
+    /// and the similarity head's running means are untouched.
+    ///
+    /// Why: eval mode normalises with the running statistics, and an exponential average over
+    /// the last few dozen training steps can be far from the statistics of the final weights.
+    /// Measured on range `high`, seed 1 of the `cpu` profile (Fashion-MNIST): at chance in eval
+    /// mode after training, 76.4 % with its statistics re-estimated from 12 800 training images
+    /// (`tools/bn_recalibration.py`).
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor};
+    /// # use pixreg_models::{Arch, ModelConfig, ResNet};
+    /// let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 4);
+    /// let mut model = ResNet::new(&config, 0, &Device::Cpu)?;
+    /// let mut recalibration = model.recalibrate_bn_statistics();
+    /// for _ in 0..2 {
+    ///     recalibration.observe(&Tensor::rand(0f32, 1.0, (8, 1, 28, 28), &Device::Cpu)?)?;
+    /// }
+    /// assert_eq!(recalibration.finish(), 16);
+    /// let logits = model.forward_eval(&Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu)?)?;
+    /// assert_eq!(logits.dims(), &[2, 10]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recalibrate_bn_statistics(&mut self) -> BnRecalibration<'_> {
+        for bn in self.core.batch_norms() {
+            bn.begin_recalibration();
+        }
+        BnRecalibration {
+            model: self,
+            images: 0,
+        }
     }
 
     /// Logits `[N, classes]` of a batch `[N, C, H, W]` at model scale, in the current mode

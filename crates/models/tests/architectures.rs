@@ -338,3 +338,132 @@ fn pair_forwards_can_leave_the_batch_norm_statistics_to_the_classification_batch
     frozen.forward(&randn((4, 1, 28, 28), 3)).unwrap();
     assert_ne!(core_bn_statistics(&frozen), before);
 }
+
+fn entry(state: &[(String, Tensor)], name: &str) -> Vec<f32> {
+    let (_, t) = state.iter().find(|(k, _)| k == name).unwrap();
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+            "{what}: {x} vs {y}"
+        );
+    }
+}
+
+fn recalibrated(model: &ResNet, batches: &[&Tensor]) -> Vec<(String, Tensor)> {
+    let mut copy = model.deep_copy().unwrap();
+    let mut recalibration = copy.recalibrate_bn_statistics();
+    for batch in batches {
+        recalibration.observe(batch).unwrap();
+    }
+    let images: usize = batches.iter().map(|b| b.dim(0).unwrap()).sum();
+    assert_eq!(recalibration.finish(), images);
+    copy.state_dict().unwrap()
+}
+
+#[test]
+fn bn_recalibration_averages_batch_statistics_and_changes_nothing_else() {
+    let config = ModelConfig::new(Arch::ResNet18, [1, 28, 28], 10, 4);
+    let mut model = ResNet::new(&config, 5, &Device::Cpu).unwrap();
+    model.forward(&randn((6, 1, 28, 28), 9)).unwrap();
+    let before = model.state_dict().unwrap();
+    let (a, b) = (randn((4, 1, 28, 28), 1), randn((4, 1, 28, 28), 2));
+
+    // One batch: the stem's statistics are its convolution's batch moments.
+    let only_a = recalibrated(&model, &[&a]);
+    let stem = Tensor::from_vec(
+        entry(&before, "core.sections.0.0.weight"),
+        (4, 1, 7, 7),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = a.conv2d(&stem, 3, 1, 1, 1).unwrap();
+    let mean = y
+        .mean_keepdim(0)
+        .unwrap()
+        .mean_keepdim(2)
+        .unwrap()
+        .mean_keepdim(3)
+        .unwrap();
+    let count = (4 * 28 * 28) as f64;
+    let var = y
+        .broadcast_sub(&mean)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_keepdim(0)
+        .unwrap()
+        .sum_keepdim(2)
+        .unwrap()
+        .sum_keepdim(3)
+        .unwrap()
+        .affine(1.0 / (count - 1.0), 0.0)
+        .unwrap();
+    let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let stem_mean = flat(mean);
+    assert_close(
+        &entry(&only_a, "core.sections.0.1.running_mean"),
+        &stem_mean,
+        "stem mean",
+    );
+    assert_close(
+        &entry(&only_a, "core.sections.0.1.running_var"),
+        &flat(var),
+        "stem variance",
+    );
+
+    // Two batches: every batch norm holds the average of the two one-batch estimates; the
+    // weights, batch counters and similarity means are those of before.
+    let only_b = recalibrated(&model, &[&b]);
+    let both = recalibrated(&model, &[&a, &b]);
+    let mut statistics = 0;
+    for (name, _) in &before {
+        let value = entry(&both, name);
+        if name.starts_with("core.")
+            && (name.ends_with("running_mean") || name.ends_with("running_var"))
+        {
+            let average: Vec<f32> = entry(&only_a, name)
+                .iter()
+                .zip(entry(&only_b, name))
+                .map(|(x, y)| 0.5 * (x + y))
+                .collect();
+            assert_close(&value, &average, name);
+            assert_ne!(value, entry(&before, name), "{name} was not re-estimated");
+            statistics += 1;
+        } else {
+            assert_eq!(value, entry(&before, name), "{name} changed");
+        }
+    }
+    assert_eq!(statistics, 2 * 20, "ResNet18: 20 batch norms");
+
+    // Once finished, training batches blend in with PyTorch's momentum again.
+    let mut model = model.deep_copy().unwrap();
+    let mut recalibration = model.recalibrate_bn_statistics();
+    recalibration.observe(&b).unwrap();
+    drop(recalibration);
+    model.forward(&a).unwrap();
+    let blended: Vec<f32> = entry(&only_b, "core.sections.0.1.running_mean")
+        .iter()
+        .zip(&stem_mean)
+        .map(|(r, m)| 0.9 * r + 0.1 * m)
+        .collect();
+    let after = model.state_dict().unwrap();
+    assert_close(
+        &entry(&after, "core.sections.0.1.running_mean"),
+        &blended,
+        "momentum",
+    );
+    assert_eq!(
+        entry(&after, "core.sections.0.1.num_batches_tracked"),
+        vec![entry(&before, "core.sections.0.1.num_batches_tracked")[0] + 1.0]
+    );
+}

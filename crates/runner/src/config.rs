@@ -257,6 +257,9 @@ fn default_true() -> bool {
 fn is_true(value: &bool) -> bool {
     *value
 }
+fn is_zero(value: &usize) -> bool {
+    *value == 0
+}
 fn default_boost_value() -> f32 {
     1.0
 }
@@ -289,6 +292,15 @@ pub struct TrainingConfig {
     pub display_every: usize,
     /// Evaluate on the (augmented) training set after every epoch, as the reference does.
     pub eval_train: bool,
+    /// Before every evaluation (each epoch's validation and test, so the best checkpoint and
+    /// the attacks too), re-estimate the batch norms' running statistics as the average over
+    /// this many training images (a multiple of `batch_size`, drawn afresh each epoch, with
+    /// the training augmentation), weights untouched ("precise BN": see
+    /// `ResNet::recalibrate_bn_statistics`). 0, the default, keeps the reference's exponential
+    /// averages of the training steps. Written only when non-zero, so the runs of the
+    /// reference behaviour keep their ids.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bn_recalibration_images: usize,
     /// Gaussian-noise augmentation, a defense baseline; absent: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise_augmentation: Option<NoiseAugmentationConfig>,
@@ -410,6 +422,7 @@ impl Default for TrainingConfig {
             seed: 0,
             display_every: 100,
             eval_train: true,
+            bn_recalibration_images: 0,
             noise_augmentation: None,
             adversarial: None,
         }
@@ -663,6 +676,13 @@ impl ExperimentConfig {
         }
         if t.display_every == 0 {
             bail!("training.display_every must be at least 1");
+        }
+        if !t.bn_recalibration_images.is_multiple_of(t.batch_size) {
+            bail!(
+                "training.bn_recalibration_images must be a multiple of training.batch_size ({}), got {}",
+                t.batch_size,
+                t.bn_recalibration_images
+            );
         }
         if let Some(noise) = &t.noise_augmentation {
             if !(noise.std.is_finite() && noise.std > 0.0) {

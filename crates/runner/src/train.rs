@@ -167,6 +167,35 @@ fn finite(value: f64, what: &str, epoch: usize) -> Result<f64> {
     Ok(value)
 }
 
+/// Seed offset of the batches [`recalibrate_bn_statistics`] draws: apart from the training
+/// and `eval_train` streams of the same run seed.
+const RECALIBRATION_SEED: u64 = 0xb47c_4a11;
+
+/// With `training.bn_recalibration_images` > 0, replaces the batch norms' running statistics
+/// by their average over that many training images (whole batches of an epoch-`epoch`
+/// draw, augmented as in training) before an evaluation; the weights stay as they are.
+fn recalibrate_bn_statistics(
+    model: &mut ResNet,
+    config: &ExperimentConfig,
+    data: &ClassificationData,
+    epoch: usize,
+    device: &Device,
+) -> Result<()> {
+    let t = &config.training;
+    let images = t.bn_recalibration_images;
+    if images == 0 {
+        return Ok(());
+    }
+    let scale = data.model_scale()?;
+    let batcher = data.train_batcher(t.batch_size, t.seed ^ RECALIBRATION_SEED, scale, device)?;
+    let mut recalibration = model.recalibrate_bn_statistics();
+    for batch in batcher.epoch(epoch as u64).take(images / t.batch_size) {
+        recalibration.observe(&batch?.images)?;
+    }
+    recalibration.finish();
+    Ok(())
+}
+
 /// Evaluates train (optional), validation and test sets; returns the metric line.
 fn epoch_metrics(
     model: &ResNet,
@@ -439,6 +468,13 @@ impl<'a> Trainer<'a> {
         data_source: &DataSource,
     ) -> Result<Self> {
         let device = parse_device(&config.device)?;
+        let (recalibration, available) = (
+            config.training.bn_recalibration_images,
+            data.split.train.len(),
+        );
+        if recalibration > available {
+            bail!("training.bn_recalibration_images = {recalibration} exceeds the {available} training images");
+        }
         run.create()?;
         write_text(&run.config(), &toml::to_string_pretty(config)?)?;
         let model_cfg = model_config(config, data)?;
@@ -499,6 +535,7 @@ impl<'a> Trainer<'a> {
         if !resuming {
             // Epoch 0 (the untrained model) is the first best checkpoint; it is committed
             // with epoch 1, so a crash before that restarts the run from scratch, identically.
+            recalibrate_bn_statistics(&mut model, config, data, 0, &device)?;
             let line = epoch_metrics(&model, config, data, 0, &device)?;
             state.best_valid_loss = line.selection_loss();
             state.best_epoch = 0;
@@ -698,6 +735,13 @@ impl<'a> Trainer<'a> {
     ) -> Result<String> {
         let t = &self.config.training;
         let evaluation = Instant::now();
+        recalibrate_bn_statistics(
+            &mut self.model,
+            self.config,
+            self.data,
+            epoch + 1,
+            &self.device,
+        )?;
         let mut line = epoch_metrics(&self.model, self.config, self.data, epoch + 1, &self.device)?;
         totals.split.evaluation = evaluation.elapsed().as_secs_f64();
         let seconds = started.elapsed().as_secs_f64();

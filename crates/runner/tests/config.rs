@@ -86,6 +86,10 @@ fn bad_values_are_rejected_before_anything_runs() {
         (&["regularization.range=double"], "threshold2"),
         (&["regularization.loss=huber"], "unknown similarity loss"),
         (&["training.epochs=0"], "epochs"),
+        (
+            &["training.bn_recalibration_images=100"],
+            "multiple of training.batch_size (64)",
+        ),
         (&["training.lr=0"], "lr"),
         (&["model.arch=vgg"], "model.arch"),
         (&["task.dataset=svhn"], "task.dataset"),

@@ -441,3 +441,65 @@ fn photos_of_another_size_regularize_a_task() {
         "no similarity loss logged: {steps}"
     );
 }
+
+#[test]
+fn bn_recalibration_changes_only_the_running_statistics_and_resumes_exactly() {
+    let plain = tiny_config(&[]);
+    let config = tiny_config(&["training.bn_recalibration_images=64"]);
+    assert!(toml::to_string(&config)
+        .unwrap()
+        .contains("bn_recalibration_images = 64"));
+    assert!(!toml::to_string(&plain)
+        .unwrap()
+        .contains("bn_recalibration_images"));
+    let too_many = tiny_config(&["training.bn_recalibration_images=128"]);
+    let empty = tempfile::tempdir().unwrap();
+    let quiet = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let err = train(&too_many, empty.path(), &DataSource::offline(DATA), quiet).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("exceeds the 96 training images"),
+        "{err:#}"
+    );
+    let folder = empty.path().join(too_many.run_id().unwrap());
+    assert!(!folder.exists(), "{} was left behind", folder.display());
+    let runs = assert_resumes_exactly(&config);
+    let quiet = TrainOptions {
+        quiet: true,
+        max_epochs: None,
+    };
+    let folder = tempfile::tempdir().unwrap();
+    let reference = train(&plain, folder.path(), &DataSource::offline(DATA), quiet).unwrap();
+    let epochs = plain.training.epochs;
+    let load = |run: &pixreg_runner::run_dir::RunDir| {
+        candle_core::safetensors::load(run.last_checkpoint_at(epochs), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let (recalibrated, exponential) = (load(&runs.full.run), load(&reference.run));
+    assert_eq!(recalibrated.len(), exponential.len());
+    let mut statistics = 0;
+    for (name, tensor) in &exponential {
+        let values = |t: &candle_core::Tensor| -> Vec<f32> {
+            t.to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b) = (values(tensor), values(&recalibrated[name]));
+        if (name.starts_with("core.") && name.ends_with("running_mean"))
+            || name.ends_with("running_var")
+        {
+            assert_ne!(a, b, "{name}: the statistics were not re-estimated");
+            statistics += 1;
+        } else {
+            // Weights, batch counters and the similarity head's means: the recalibration
+            // draws its own batches and leaves the training as it was.
+            assert_eq!(a, b, "{name} changed");
+        }
+    }
+    assert_eq!(statistics, 2 * 20, "ResNet18: 20 batch norms");
+}
