@@ -13,6 +13,12 @@ weights.
     python3 tools/bn_recalibration.py --data-dir ../shared/datasets --dataset fashion-mnist \\
         experiments/runs/<id>/checkpoints/last-0010.safetensors [...]
 
+`--frozen-ema-batches 10,50,200` then runs that many random training batches through the
+model in training mode with PyTorch's momentum 0.1 and the weights frozen, starting from the
+re-estimated statistics: if the accuracy holds, the exponential average itself is not too
+noisy for these weights, and running statistics that failed during training failed because
+the weights moved faster than the average followed.
+
 Needs torch, numpy and safetensors; reads MNIST-format IDX files (mnist, fashion-mnist).
 """
 
@@ -50,6 +56,25 @@ def reestimate_running_statistics(model, images, scaling, count, batch):
             model(to_model(images[order[i : i + batch]], scaling["scale"], scaling["offset"]))
 
 
+def frozen_ema_accuracies(model, images, scaling, counts, batch, test):
+    """Test accuracy after each count of `counts` training-mode batches (momentum 0.1,
+    weights frozen), cumulatively, starting from the current running statistics."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1
+    rng = np.random.default_rng(1)
+    done, results = 0, []
+    for count in sorted(counts):
+        model.train()
+        with torch.no_grad():
+            while done < count:
+                chosen = rng.choice(len(images), batch, replace=False)
+                model(to_model(images[chosen], scaling["scale"], scaling["offset"]))
+                done += 1
+        results.append((count, accuracy(model, *test, scaling)))
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+")
@@ -57,7 +82,19 @@ def main():
     parser.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
     parser.add_argument("--images", type=int, default=12800, help="training images to use")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--frozen-ema-batches",
+        default="",
+        help="comma-separated batch counts (of 64 images) for the frozen-weights EMA check",
+    )
     args = parser.parse_args()
+    try:
+        counts = [int(c) for c in args.frozen_ema_batches.split(",") if c.strip()]
+        if any(c < 1 for c in counts):
+            raise ValueError("counts must be positive")
+    except ValueError as e:
+        print(f"error: --frozen-ema-batches: {e}", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(1)
     try:
         test_x, test_y = load_split(args.data_dir, args.dataset, "test")
@@ -83,6 +120,8 @@ def main():
             f"{after:.2f} % after re-estimating them from {min(args.images, len(train_x))} "
             "training images"
         )
+        for count, acc in frozen_ema_accuracies(model, train_x, scaling, counts, 64, (test_x, test_y)):
+            print(f"  then {count} training-mode batches (momentum 0.1, weights frozen): {acc:.2f} %")
 
 
 if __name__ == "__main__":
