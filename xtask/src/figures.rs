@@ -51,10 +51,11 @@ fn provenance_title_with(t: &TableResult, images: Option<u64>) -> String {
 
 /// "profile `cpu`, n = 3 seeds" for titles.
 fn provenance_title(t: &TableResult) -> String {
+    let label = crate::assemble::seeds_label(t.seeds, t.first_seed);
     let seeds = if t.seeds == 1 {
-        "1 seed".to_string()
+        label
     } else {
-        format!("n = {} seeds, ± SEM", t.seeds)
+        format!("n = {label}, ± SEM")
     };
     let profile = if t.profile == "smoke" {
         "smoke: not a result".to_string()

@@ -86,6 +86,8 @@ pub struct ReproduceOptions {
     pub profile: String,
     /// Seeds per variant (default: the profile's).
     pub seeds: Option<usize>,
+    /// The first seed (0 unless `--first-seed`).
+    pub first_seed: usize,
     /// Parallel runs.
     pub jobs: usize,
     /// Redo finished runs.
@@ -167,7 +169,7 @@ pub fn reproduce(root: &Path, opts: &ReproduceOptions) -> Result<Outcome> {
     }
     let catalogue = Catalogue::load(&root.join("experiments"))?;
     let plan = plan_table(root, opts, &catalogue)?;
-    let out_dir = output_dir(root, opts);
+    let out_dir = output_dir(root, opts, &plan);
     announce(&plan, opts);
     let paths = Paths {
         pixreg: pixreg_binary(root, opts, &plan)?,
@@ -231,6 +233,7 @@ fn plan_table(root: &Path, opts: &ReproduceOptions, catalogue: &Catalogue) -> Re
             table: &opts.table,
             profile: &opts.profile,
             seeds: opts.seeds,
+            first_seed: opts.first_seed,
             overrides: &opts.overrides,
             data_dir: &opts.data_dir,
             data_dir_label: &data_dir_label,
@@ -241,9 +244,9 @@ fn plan_table(root: &Path, opts: &ReproduceOptions, catalogue: &Catalogue) -> Re
 }
 
 /// Where the table goes: `--out`, else `results/` (or, with `--update-reference`,
-/// `experiments/results/`) `<table>/<profile>[-<rows>][-<variants>]`; a table of some rows or
-/// variants goes beside the full one instead of replacing it.
-fn output_dir(root: &Path, opts: &ReproduceOptions) -> PathBuf {
+/// `experiments/results/`) `<table>/<profile>[-<rows>][-<variants>][-seeds-<first>-<last>]`; a
+/// table of some rows, variants or seeds goes beside the full one instead of replacing it.
+fn output_dir(root: &Path, opts: &ReproduceOptions, plan: &Plan) -> PathBuf {
     opts.out_dir.clone().unwrap_or_else(|| {
         let mut name = opts.profile.clone();
         for row in &opts.rows {
@@ -253,6 +256,12 @@ fn output_dir(root: &Path, opts: &ReproduceOptions) -> PathBuf {
         for variant in &opts.variants {
             name.push('-');
             name.push_str(&plan::slug(variant));
+        }
+        if plan.first_seed > 0 {
+            // The seeds go into the name only when they do not start at 0, so the
+            // committed folders of every other table keep their names.
+            let last = plan.first_seed + plan.seeds - 1;
+            name.push_str(&format!("-seeds-{}-{last}", plan.first_seed));
         }
         let base = if opts.update_reference {
             root.join("experiments").join("results")
@@ -271,11 +280,11 @@ fn announce(plan: &Plan, opts: &ReproduceOptions) {
         .filter(|r| exec::run_state(&opts.runs_dir, &r.id) == RunState::Finished)
         .count();
     eprintln!(
-        "{}: {} (profile {}, {} seed(s)): {} runs, {} already finished",
+        "{}: {} (profile {}, {}): {} runs, {} already finished",
         plan.table.name,
         plan.table.title,
         plan.profile,
-        plan.seeds,
+        assemble::seeds_label(plan.seeds, plan.first_seed),
         plan.runs.len(),
         if opts.force { 0 } else { finished }
     );
@@ -321,6 +330,9 @@ fn submit_to_slurm(
         "--seeds".into(),
         plan.seeds.to_string(),
     ];
+    if plan.first_seed > 0 {
+        args.extend(["--first-seed".into(), plan.first_seed.to_string()]);
+    }
     for item in &opts.overrides {
         args.extend(["--set".into(), item.clone()]);
     }

@@ -72,6 +72,11 @@ struct ReproduceArgs {
     /// Seeds per model (default: the profile's); cells show mean ± std when above 1.
     #[arg(long)]
     seeds: Option<usize>,
+    /// The first seed (default 0): `--first-seed 3 --seeds 3` is seeds 3–5 alone, e.g.
+    /// fresh seeds for a comparison whose variant was selected on seeds 0–2 (the table goes
+    /// to `<profile>[…]-seeds-3-5` beside the full one).
+    #[arg(long, default_value_t = 0)]
+    first_seed: usize,
     /// Runs trained in parallel.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -239,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
                 table: args.table,
                 profile: args.profile,
                 seeds: args.seeds,
+                first_seed: args.first_seed,
                 jobs: args.jobs,
                 force: args.force,
                 runs_dir,

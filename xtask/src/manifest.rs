@@ -160,6 +160,7 @@ pub fn manifest(
         "title": plan.table.title,
         "profile": plan.profile,
         "seeds": plan.seeds,
+        "first_seed": plan.first_seed,
         "command": command,
         "git": git_state(root),
         "crates": crate_versions(root),

@@ -77,6 +77,8 @@ pub struct Plan {
     pub profile: String,
     /// Seeds per variant.
     pub seeds: usize,
+    /// The first of them (seeds `first_seed..first_seed + seeds`).
+    pub first_seed: usize,
     /// Rows in catalogue order.
     pub rows: Vec<RowPlan>,
     /// Distinct runs, surrogates before the runs that need them.
@@ -185,6 +187,8 @@ pub struct PlanRequest<'a> {
     pub profile: &'a str,
     /// Seeds per variant; `None`: the profile's.
     pub seeds: Option<usize>,
+    /// The first seed (`--first-seed`, usually 0).
+    pub first_seed: usize,
     /// `key=value` overrides applied to every run config last (`--set`).
     pub overrides: &'a [String],
     /// Data directory, checked for every dataset a row needs.
@@ -203,6 +207,7 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         table: table_name,
         profile: profile_name,
         seeds,
+        first_seed,
         overrides,
         data_dir,
         data_dir_label,
@@ -265,7 +270,7 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
                 for (setting, point_config) in sweep_points(variant, &configs[i])? {
                     let mut point_runs = Vec::new();
                     for (seed, surrogate) in surrogates.iter_mut().enumerate() {
-                        let config = with_seed(&point_config, seed);
+                        let config = with_seed(&point_config, first_seed + seed);
                         let wanted = if variant.surrogate { None } else { *surrogate };
                         let index = registry.add(&config, wanted, &context)?;
                         if variant.surrogate {
@@ -295,6 +300,7 @@ pub fn plan(catalogue: &Catalogue, request: PlanRequest) -> Result<Plan> {
         table,
         profile: profile_name.to_string(),
         seeds,
+        first_seed,
         rows,
         runs: registry.runs,
     })

@@ -397,6 +397,7 @@ fn plan_of(catalogue: &xtask::catalogue::Catalogue, data_dir: &Path) -> Plan {
             table: "table9",
             profile: "smoke",
             seeds: None,
+            first_seed: 0,
             overrides: &[],
             data_dir,
             data_dir_label: "<data>",
@@ -640,6 +641,7 @@ fn a_table_of_some_variants_shows_the_paper_numbers_of_those_only() {
             table: "table3",
             profile: "smoke",
             seeds: None,
+            first_seed: 0,
             overrides: &[],
             data_dir: &paths.data_dir,
             data_dir_label: "<data>",
@@ -672,6 +674,7 @@ fn bad_names_are_clear_errors() {
         table,
         profile,
         seeds: None,
+        first_seed: 0,
         overrides: &[],
         data_dir: &paths.data_dir,
         data_dir_label: "<data>",
@@ -765,6 +768,7 @@ fn overrides_reach_the_right_runs() {
             table: "table1",
             profile: "smoke",
             seeds: None,
+            first_seed: 0,
             overrides: &overrides,
             data_dir: &paths.data_dir,
             data_dir_label: "<data>",
@@ -868,6 +872,7 @@ fn a_variant_takes_the_settings_another_tables_rule_selected() {
                 table: "table98",
                 profile: "smoke",
                 seeds: Some(2),
+                first_seed: 0,
                 overrides: &[],
                 data_dir: &paths.data_dir,
                 data_dir_label: "<data>",
@@ -925,4 +930,40 @@ fn a_variant_takes_the_settings_another_tables_rule_selected() {
     std::fs::write(dir.path().join("table98.toml"), no_rule).unwrap();
     let err = xtask::catalogue::Catalogue::load(dir.path()).unwrap_err();
     assert!(format!("{err:#}").contains("no selection rule"), "{err:#}");
+}
+
+#[test]
+fn first_seed_plans_fresh_seeds_and_names_them() {
+    let (_tmp, paths) = setup();
+    let request = xtask::plan::PlanRequest {
+        table: "table1",
+        profile: "smoke",
+        seeds: Some(2),
+        first_seed: 3,
+        overrides: &[],
+        data_dir: &paths.data_dir,
+        data_dir_label: "<data>",
+        rows: &[],
+        variants: &[],
+    };
+    let plan = xtask::plan::plan(&common::catalogue(), request).unwrap();
+    let seed = |config: &str| {
+        let config: toml::Table = toml::from_str(config).unwrap();
+        config["training"]["seed"].as_integer().unwrap()
+    };
+    let seeds: std::collections::BTreeSet<i64> =
+        plan.runs.iter().map(|r| seed(&r.config_toml)).collect();
+    assert_eq!(seeds, [3, 4].into());
+    let from_zero = common::plan_table("table1", "smoke", Some(2), &paths.data_dir);
+    assert!(plan
+        .runs
+        .iter()
+        .all(|r| from_zero.runs.iter().all(|z| z.id != r.id)));
+    fake_all(&plan, &paths.runs_dir);
+    let report = execute(&plan, &paths, quiet_options(2, true)).unwrap();
+    let md = markdown(&assemble(&plan, &paths, &report));
+    assert!(
+        md.contains("(profile `smoke`, 2 seeds (3–4), mean ± SEM)"),
+        "{md}"
+    );
 }

@@ -18,6 +18,7 @@ fn table1_smoke_end_to_end() {
         table: "table1".into(),
         profile: "smoke".into(),
         seeds: None,
+        first_seed: 0,
         jobs: 2,
         force: false,
         runs_dir: tmp.path().join("runs"),

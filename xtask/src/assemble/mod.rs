@@ -341,6 +341,9 @@ pub struct TableResult {
     pub profile: String,
     /// Seeds per variant.
     pub seeds: usize,
+    /// The first of them (written when not 0: seeds `first_seed..first_seed + seeds`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_seed: usize,
     /// Columns.
     pub columns: Vec<String>,
     /// Rows.
@@ -349,6 +352,21 @@ pub struct TableResult {
     pub paper_figure: Option<String>,
     /// The paper's numbers beside ours.
     pub paper: Vec<PaperComparison>,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
+}
+
+/// "1 seed", "3 seeds", or with a first seed other than 0 "seed 3", "3 seeds (3–5)": how
+/// titles and headers name the seeds of a table.
+pub fn seeds_label(seeds: usize, first_seed: usize) -> String {
+    match (seeds, first_seed) {
+        (1, 0) => "1 seed".into(),
+        (1, first) => format!("seed {first}"),
+        (n, 0) => format!("{n} seeds"),
+        (n, first) => format!("{n} seeds ({first}–{})", first + n - 1),
+    }
 }
 
 /// A number of the paper and ours for the same cell.
@@ -677,6 +695,7 @@ pub fn assemble(plan: &Plan, paths: &Paths, report: &ExecReport) -> TableResult 
         title: plan.table.title.clone(),
         profile: plan.profile.clone(),
         seeds: plan.seeds,
+        first_seed: plan.first_seed,
         columns: columns.clone(),
         paper_figure: plan.table.paper_figure.clone(),
         paper: paper_comparisons(&plan.table.paper, &rows),

@@ -173,10 +173,11 @@ fn sweep_markdown(t: &TableResult) -> String {
 /// The title, legend and headline table of `table.md` (what the terminal shows).
 pub fn headline_markdown(t: &TableResult) -> String {
     let mut md = String::new();
+    let label = super::seeds_label(t.seeds, t.first_seed);
     let seeds = if t.seeds > 1 {
-        format!("{} seeds, mean ± SEM", t.seeds)
+        format!("{label}, mean ± SEM")
     } else {
-        "1 seed".to_string()
+        label
     };
     let _ = writeln!(
         md,

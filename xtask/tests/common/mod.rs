@@ -39,6 +39,7 @@ pub fn plan_table(table: &str, profile: &str, seeds: Option<usize>, data_dir: &P
             table,
             profile,
             seeds,
+            first_seed: 0,
             overrides: &[],
             data_dir,
             data_dir_label: "<data>",
