@@ -83,6 +83,14 @@ def main():
     parser.add_argument("--images", type=int, default=12800, help="training images to use")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument(
+        "--scale",
+        type=float,
+        help="input scale for checkpoints that record none (written before 2026-12-07): 1, "
+        "offset 0, for MNIST and Fashion-MNIST models unregularized or regularized by "
+        "MNIST-type images",
+    )
+    parser.add_argument("--offset", type=float, default=0.0, help="input offset, with --scale")
+    parser.add_argument(
         "--frozen-ema-batches",
         default="",
         help="comma-separated batch counts (of 64 images) for the frozen-weights EMA check",
@@ -109,8 +117,10 @@ def main():
             print(f"error: cannot load {checkpoint}: {e}", file=sys.stderr)
             sys.exit(2)
         scaling = model.input_scaling
+        if scaling is None and args.scale is not None:
+            scaling = {"scale": args.scale, "offset": args.offset}
         if scaling is None:
-            print(f"error: {checkpoint} records no input scaling", file=sys.stderr)
+            print(f"error: {checkpoint} records no input scaling (give --scale)", file=sys.stderr)
             sys.exit(2)
         before = accuracy(model, test_x, test_y, scaling)
         reestimate_running_statistics(model, train_x, scaling, args.images, args.batch)
