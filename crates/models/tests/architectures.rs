@@ -15,6 +15,16 @@ fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
+/// Every value of `t` (any dtype, any shape) as float32, in order.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn param_count(model: &ResNet) -> usize {
     model
         .named_parameters()
@@ -208,17 +218,13 @@ fn default_initialisation_is_pytorch_like_and_seeded() {
     let sa: HashMap<String, Tensor> = a.state_dict().unwrap().into_iter().collect();
     let sb: HashMap<String, Tensor> = b.state_dict().unwrap().into_iter().collect();
     let sc: HashMap<String, Tensor> = c.state_dict().unwrap().into_iter().collect();
-    let flat = |t: &Tensor| -> Vec<f32> {
-        t.to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
     for (name, t) in &sa {
-        assert_eq!(flat(t), flat(&sb[name]), "{name}: same seed, same values");
-        let v = flat(t);
+        assert_eq!(
+            values(t),
+            values(&sb[name]),
+            "{name}: same seed, same values"
+        );
+        let v = values(t);
         let dims = t.dims();
         if name.ends_with("num_batches_tracked") {
             assert_eq!(t.dtype(), DType::I64);
@@ -242,7 +248,7 @@ fn default_initialisation_is_pytorch_like_and_seeded() {
             };
             let bound = 1.0 / (fan_in as f32).sqrt();
             assert!(v.iter().all(|&x| x.abs() <= bound), "{name}");
-            assert_ne!(v, flat(&sc[name]), "{name}: another seed, other values");
+            assert_ne!(v, values(&sc[name]), "{name}: another seed, other values");
             if v.len() >= 1000 {
                 let var = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
                 let expected = bound * bound / 3.0;
@@ -304,8 +310,8 @@ fn core_bn_statistics(model: &ResNet) -> Vec<(String, Vec<f32>)> {
                     || name.ends_with("num_batches_tracked"))
         })
         .map(|(name, t)| {
-            let values = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-            (name, values.to_vec1().unwrap())
+            let v = values(&t);
+            (name, v)
         })
         .collect()
 }
@@ -341,12 +347,7 @@ fn pair_forwards_can_leave_the_batch_norm_statistics_to_the_classification_batch
 
 fn entry(state: &[(String, Tensor)], name: &str) -> Vec<f32> {
     let (_, t) = state.iter().find(|(k, _)| k == name).unwrap();
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    values(t)
 }
 
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
@@ -408,8 +409,7 @@ fn bn_recalibration_averages_batch_statistics_and_changes_nothing_else() {
         .unwrap()
         .affine(1.0 / (count - 1.0), 0.0)
         .unwrap();
-    let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
-    let stem_mean = flat(mean);
+    let stem_mean = values(&mean);
     assert_close(
         &entry(&only_a, "core.sections.0.1.running_mean"),
         &stem_mean,
@@ -417,7 +417,7 @@ fn bn_recalibration_averages_batch_statistics_and_changes_nothing_else() {
     );
     assert_close(
         &entry(&only_a, "core.sections.0.1.running_var"),
-        &flat(var),
+        &values(&var),
         "stem variance",
     );
 
